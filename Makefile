@@ -1,0 +1,44 @@
+# Thin targets; each bootstraps what it needs. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch is installed first and pinned to the CPU wheel, so nothing later pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup demo lab test lint release grade bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/labutils demo
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+release: setup
+	$(BIN)/labutils release
+
+grade: setup
+	$(BIN)/labutils grade $(SUBMISSIONS)
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache

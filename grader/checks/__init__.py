@@ -1,0 +1,45 @@
+"""Hidden checks of the PEFT course (instructor side).
+
+Hidden test cells import these functions, so nbgrader feedback shows the verdict and its message,
+not the logic. Each check takes the notebook's namespace (`globals()`), inspects the real objects
+and files the learner produced, and raises `PeftMistake` naming the correction-guide mistake and
+the fix. One function per mistake, named after it.
+"""
+
+from __future__ import annotations
+
+# The correction guide's five common mistakes (shared/seed), numbered as the guide numbers them.
+GUIDE_MISTAKES = {
+    1: "Wrong target_modules for model architecture",
+    2: "LoRA rank too high (wasting resources) or too low (losing capacity)",
+    3: "Not using prepare_model_for_kbit_training() with quantization",
+    4: "Saving merged model when adapter should be separate",
+    5: "Missing modules_to_save for task-specific heads",
+}
+# Rules of the guide's correct patterns that are not among the five numbered mistakes.
+QLORA_CONFIG = "QLoRA pattern: 4-bit NF4 with double quantization and the right compute dtype"
+TRAINABLE_SHARE = "Check print_trainable_parameters(): only LoRA weights train, well under 1%"
+TRAINED_ADAPTER = "After training, save the trained adapter"
+
+
+class PeftMistake(AssertionError):
+    """A learner's PEFT mistake; the message names it and says how to fix it."""
+
+
+def fail(rule: int | str, found: str, fix: str) -> None:
+    """Raise a PeftMistake: which guide rule, what we found, and what to do instead."""
+    title = f"Mistake {rule}: {GUIDE_MISTAKES[rule]}" if isinstance(rule, int) else rule
+    raise PeftMistake(f"[{title}] {found} Fix: {fix}")
+
+
+def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "the exercise cell"):
+    """The learner's variable `name`, or a readable failure if it is missing or of the wrong type."""
+    if name not in ns:
+        raise PeftMistake(f"`{name}` is not defined. Fix: define `{name}` in {where} and run it.")
+    value = ns[name]
+    if kind is not None and not isinstance(value, kind):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise PeftMistake(
+            f"`{name}` is a {type(value).__name__}, not a {names}. Fix: assign the real object to `{name}`."
+        )
+    return value

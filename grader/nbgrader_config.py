@@ -1,0 +1,26 @@
+# nbgrader configuration of the PEFT course. Instructors can run nbgrader (or formgrader) from this
+# folder; `labutils release/grade/check` load this file and only move the course root elsewhere.
+import os
+from pathlib import Path
+
+c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
+here = Path(__file__).resolve().parent
+
+c.CourseDirectory.course_id = "peft-course"
+c.CourseDirectory.root = str(here)
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+
+# Per-cell timeout. nbgrader's default is 30 s; loading a model or a training cell on a 2-core CPU
+# can take longer, and a cell that times out scores 0 while the rest of the notebook still runs.
+c.Execute.timeout = 180
+c.ExecutePreprocessor.timeout = 180
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Deleted test cells are put back (and score) rather than silently scoring nothing.
+c.OverwriteCells.add_missing_cells = True
+
+# Hidden test cells `from checks import ...`: the kernel inherits this process's environment.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH")) if p)

@@ -1,0 +1,66 @@
+"""The `labutils` command: one entry point for learners and instructors.
+
+Errors a user can fix (CourseError) are printed as one readable message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from labutils.errors import CourseError
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from labutils.doctor import main as doctor_main
+
+    return doctor_main()
+
+
+def _build_models(args: argparse.Namespace) -> int:
+    from labutils.models import build_all
+
+    build_all(args.roles or None)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from labutils.smoke import main as smoke_main
+
+    return smoke_main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labutils", description="PEFT course utilities.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="check that this environment can run the course")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("build-models", help="build the tiny-profile course models into the cache")
+    p.add_argument("roles", nargs="*", help="roles to build (default: all)")
+    p.set_defaults(func=_build_models)
+
+    p = sub.add_parser("smoke", help="the QLoRA pattern end to end on the tiny model, with a summary")
+    p.set_defaults(func=_demo)
+
+    from labutils import grading
+
+    grading.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CourseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

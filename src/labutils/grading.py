@@ -1,0 +1,346 @@
+"""The grading pipeline: nbgrader does the work, this module wires it into three commands.
+
+- `labutils release`: regenerate the learner release in notebooks/ from grader/source/.
+- `labutils grade SUBMISSIONS`: autograde a class (a folder of <student>/<lab>.ipynb, or a zip),
+  write feedback HTML and a grades CSV, and print a summary per student and per check.
+- `labutils check NOTEBOOK`: a learner's self-check against the hidden checks.
+
+Every run uses its own nbgrader course folder (the repo's grader/nbgrader_config.py with the root
+moved there), so grading never writes into the repository and works from any directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from labutils.errors import CourseError
+
+REPO = Path(__file__).resolve().parents[2]
+GRADER = REPO / "grader"
+SOURCE = GRADER / "source"
+NOTEBOOKS = REPO / "notebooks"
+MESSAGE_CHARS = 400
+
+
+def labs() -> list[str]:
+    """The labs that have a master notebook, in course order."""
+    return sorted(p.parent.name for p in SOURCE.glob("*/*.ipynb") if p.stem == p.parent.name)
+
+
+# ---------------------------------------------------------------- nbgrader plumbing
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # nbgrader shells out to alembic when it creates a gradebook: the interpreter's bin must be on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def make_course(course_dir: Path, timeout: int | None = None) -> Path:
+    """An nbgrader course folder that loads the repo's config and keeps everything it writes inside."""
+    course_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "c = get_config()  # noqa: F821",
+        f"load_subconfig({str(GRADER / 'nbgrader_config.py')!r})  # noqa: F821",
+        f"c.CourseDirectory.root = {str(course_dir.resolve())!r}",
+        f"c.CourseDirectory.source_directory = {str(SOURCE)!r}",
+    ]
+    if timeout:
+        lines += [f"c.Execute.timeout = {int(timeout)}", f"c.ExecutePreprocessor.timeout = {int(timeout)}"]
+    (course_dir / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
+    return course_dir
+
+
+def nbgrader(course_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args], cwd=course_dir, env=_env(), capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise CourseError(f"`nbgrader {' '.join(args)}` failed in {course_dir}:\n{tail}")
+    return proc
+
+
+# ---------------------------------------------------------------- release
+def release(out_dir: Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
+    """Generate the learner notebooks (no solutions, no hidden tests) into out_dir."""
+    written = []
+    with tempfile.TemporaryDirectory(prefix="peft-release-") as tmp:
+        course = make_course(Path(tmp))
+        for lab in only or labs():
+            nbgrader(course, "generate_assignment", lab, "--force")
+            target = Path(out_dir) / f"{lab}.ipynb"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(course / "release" / lab / f"{lab}.ipynb", target)
+            written.append(target)
+    return written
+
+
+# ---------------------------------------------------------------- grading
+@dataclass
+class CheckResult:
+    name: str
+    score: float
+    max_score: float
+    message: str = ""
+
+
+@dataclass
+class LabResult:
+    student: str
+    lab: str
+    score: float = 0.0
+    max_score: float = 0.0
+    reason: str = ""  # why there is no (full) autograde, e.g. a missing or unreadable submission
+    checks: list[CheckResult] = field(default_factory=list)
+
+
+def _collect(submissions: Path, work: Path) -> Path:
+    """A folder of <student>/<lab>.ipynb (unzipped first if a zip was given)."""
+    submissions = Path(submissions)
+    if not submissions.exists():
+        raise CourseError(
+            f"{submissions} does not exist. Fix: pass a folder of <student>/<lab>.ipynb or a zip of one."
+        )
+    if submissions.is_file():
+        if not zipfile.is_zipfile(submissions):
+            raise CourseError(f"{submissions} is neither a folder nor a zip file.")
+        target = work / "unzipped"
+        with zipfile.ZipFile(submissions) as zf:
+            for member in zf.namelist():  # refuse paths that would escape the target folder
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise CourseError(f"{submissions} holds an unsafe path: {member}")
+            zf.extractall(target)
+        entries = [p for p in target.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+        # a zip of one top folder holding the students
+        if len(entries) == 1 and entries[0].is_dir() and not list(entries[0].glob("*.ipynb")):
+            return entries[0]
+        return target
+    return submissions
+
+
+def _read_notebook(path: Path) -> str:
+    """'' if the file is a notebook nbgrader can read, else the reason it is not."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not raised
+        return f"not a readable notebook ({type(err).__name__}: {str(err)[:120]})"
+    if nb.get("nbformat", 0) < 4:
+        return f"notebook format {nb.get('nbformat')} is too old; save it with Jupyter 4+"
+    if not nb.cells:
+        return "the notebook is empty"
+    return ""
+
+
+def _messages(autograded: Path) -> dict[str, str]:
+    """The error message of each failing graded cell in an autograded notebook."""
+    import nbformat
+
+    nb = nbformat.read(autograded, as_version=4)
+    found = {}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if not meta.get("grade") or cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                text = (
+                    f"{out.get('ename')}: {out.get('evalue')}" if out.get("evalue") else out.get("ename", "")
+                )
+                found[meta["grade_id"]] = text[:MESSAGE_CHARS]
+    return found
+
+
+def _read_gradebook(course: Path, lab: str, student: str, result: LabResult) -> None:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        try:
+            sub = gb.find_submission(lab, student)
+        except MissingEntry:
+            return
+        result.score, result.max_score = sub.score, sub.max_score
+        for nb in sub.notebooks:
+            for grade in sorted(
+                nb.grades, key=lambda g: g.cell.cell_id if hasattr(g.cell, "cell_id") else g.name
+            ):
+                score = grade.score if grade.score is not None else 0.0
+                result.checks.append(CheckResult(grade.name, score, grade.max_score))
+
+
+def _max_points(course: Path, lab: str) -> float:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        return gb.find_assignment(lab).max_score
+
+
+def grade(
+    submissions: Path,
+    out_dir: Path,
+    only: list[str] | None = None,
+    timeout: int | None = None,
+    quiet: bool = False,
+) -> list[LabResult]:
+    """Autograde every <student>/<lab>.ipynb; each student ends with a score or a stated reason."""
+    out_dir = Path(out_dir).resolve()
+    course = make_course(out_dir, timeout=timeout)
+    folder = _collect(Path(submissions), out_dir)
+    students = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not students:
+        raise CourseError(f"no student folders in {folder}. Expected <student>/<lab>.ipynb.")
+    submitted_labs = {p.stem for s in students for p in (folder / s).glob("*.ipynb")}
+    todo = [lab for lab in (only or labs()) if lab in submitted_labs]
+    if not todo:
+        raise CourseError(f"no submission in {folder} matches a course lab ({', '.join(labs())}).")
+
+    results = []
+    for lab in todo:
+        nbgrader(course, "generate_assignment", lab, "--force")
+        max_points = _max_points(course, lab)
+        for student in students:
+            result = LabResult(student, lab, max_score=max_points)
+            results.append(result)
+            src = folder / student / f"{lab}.ipynb"
+            if not src.exists():
+                result.reason = "missing submission"
+                continue
+            if problem := _read_notebook(src):
+                result.reason = problem
+                continue
+            dest = course / "submitted" / student / lab
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest / f"{lab}.ipynb")
+            if not quiet:
+                print(f"grading {lab} for {student} ...", flush=True)
+            proc = nbgrader(course, "autograde", lab, "--student", student, "--force", check=False)
+            _read_gradebook(course, lab, student, result)
+            autograded = course / "autograded" / student / lab / f"{lab}.ipynb"
+            if proc.returncode != 0 or not autograded.exists():
+                last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+                result.reason = f"autograde failed: {last[0][:200]}"
+                continue
+            messages = _messages(autograded)
+            for check in result.checks:
+                check.message = messages.get(check.name, "") if check.score < check.max_score else ""
+        nbgrader(course, "generate_feedback", lab, "--force", check=False)
+    nbgrader(course, "export", "--to", str(out_dir / "grades.csv"), check=False)
+    (out_dir / "summary.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return results
+
+
+def summary_table(results: list[LabResult]) -> str:
+    """Per student and lab: score and the first failing check's message; then per check: failures."""
+    lines = [f"{'student':<28} {'lab':<12} {'score':>9}  lost points"]
+    for r in results:
+        score = f"{r.score:g}/{r.max_score:g}"
+        lost = r.reason or "; ".join(
+            f"{c.name} -{c.max_score - c.score:g}: {c.message or 'no output'}"
+            for c in r.checks
+            if c.score < c.max_score
+        )
+        lines.append(f"{r.student:<28} {r.lab:<12} {score:>9}  {(lost or '-')[:160]}")
+    per_check: dict[tuple[str, str], list[int]] = {}
+    for r in results:
+        for c in r.checks:
+            passed_failed = per_check.setdefault((r.lab, c.name), [0, 0])
+            passed_failed[c.score < c.max_score] += 1
+    lines += ["", f"{'lab':<12} {'check':<24} {'passed':>6} {'failed':>6}"]
+    lines += [f"{lab:<12} {name:<24} {p:>6} {f:>6}" for (lab, name), (p, f) in per_check.items()]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- self-check
+def _lab_of(notebook: Path) -> str:
+    if notebook.stem in labs():
+        return notebook.stem
+    import nbformat
+
+    ids = {
+        c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(notebook, as_version=4).cells
+    }
+    for lab in labs():
+        master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+        if {c.metadata.get("nbgrader", {}).get("grade_id") for c in master.cells} & ids - {None}:
+            return lab
+    raise CourseError(f"{notebook} is not one of the course labs ({', '.join(labs())}).")
+
+
+def self_check(notebook: Path, timeout: int | None = None) -> int:
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise CourseError(f"{notebook} does not exist.")
+    if problem := _read_notebook(notebook):
+        raise CourseError(f"{notebook}: {problem}")
+    lab = _lab_of(notebook)
+    with tempfile.TemporaryDirectory(prefix="peft-check-") as tmp:
+        sub = Path(tmp) / "submissions" / "you"
+        sub.mkdir(parents=True)
+        shutil.copyfile(notebook, sub / f"{lab}.ipynb")
+        print(
+            f"Running {notebook.name} with the hidden checks of {lab} (this executes the whole notebook) ..."
+        )
+        [result] = grade(
+            Path(tmp) / "submissions", Path(tmp) / "course", only=[lab], timeout=timeout, quiet=True
+        )
+    if result.reason:
+        print(f"could not grade: {result.reason}")
+        return 1
+    for c in result.checks:
+        mark = "PASS" if c.score >= c.max_score else "FAIL"
+        print(
+            f"{mark}  {c.name:<24} {c.score:g}/{c.max_score:g}"
+            + (f"\n      {c.message}" if c.message else "")
+        )
+    print(f"score: {result.score:g}/{result.max_score:g}")
+    return 0 if result.score >= result.max_score else 1
+
+
+# ---------------------------------------------------------------- CLI
+def _release_cmd(args: argparse.Namespace) -> int:
+    for path in release(Path(args.out), args.labs or None):
+        print(f"released {path}")
+    return 0
+
+
+def _grade_cmd(args: argparse.Namespace) -> int:
+    results = grade(Path(args.submissions), Path(args.out), args.labs or None, timeout=args.timeout)
+    print(summary_table(results))
+    print(f"\nfeedback: {Path(args.out) / 'feedback'}\ngrades:   {Path(args.out) / 'grades.csv'}")
+    return 0
+
+
+def _check_cmd(args: argparse.Namespace) -> int:
+    return self_check(Path(args.notebook), timeout=args.timeout)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("release", help="regenerate the learner notebooks from grader/source with nbgrader")
+    p.add_argument("labs", nargs="*", help="labs to release (default: all)")
+    p.add_argument("--out", default=str(NOTEBOOKS), help="where to write the release (default: notebooks/)")
+    p.set_defaults(func=_release_cmd)
+
+    p = sub.add_parser("grade", help="autograde a class: a folder of <student>/<lab>.ipynb, or a zip")
+    p.add_argument("submissions")
+    p.add_argument("--out", default="grading", help="course folder for gradebook, feedback, grades.csv")
+    p.add_argument("--labs", nargs="*", help="labs to grade (default: every lab submitted)")
+    p.add_argument(
+        "--timeout", type=int, help="per-cell timeout in seconds (default: grader/nbgrader_config.py)"
+    )
+    p.set_defaults(func=_grade_cmd)
+
+    p = sub.add_parser("check", help="self-check a lab notebook against the hidden checks")
+    p.add_argument("notebook")
+    p.add_argument("--timeout", type=int)
+    p.set_defaults(func=_check_cmd)

@@ -1,0 +1,289 @@
+"""Tiny-profile course models: random-init models of the real architectures, built offline.
+
+Each role is a recipe (model class, config, seed). `ensure_tiny_model(role)` builds it once into a
+cache directory keyed by a hash of the recipe and the course data, saves it in bf16 with the real
+`save_pretrained` (plus the course tokenizer), and returns the directory, which labs load with the
+real `from_pretrained`. The same recipe always gives the same tensors; a changed recipe gets a new
+directory, so a stale model is never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labutils.errors import CourseError
+
+CACHE_VAR = "PEFT_COURSE_CACHE"
+# Bump when the way models are built changes (not the configs: those are hashed).
+BUILDER_VERSION = 1
+TOKENIZER_VOCAB = 4096
+SEED = 1234
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build one role: which transformers class, which config, and which seed."""
+
+    model_class: str
+    config_class: str
+    config: dict = field(default_factory=dict)
+    seed: int = SEED
+
+    def key(self, data_hash: str) -> str:
+        blob = json.dumps(
+            {
+                "v": BUILDER_VERSION,
+                "class": self.model_class,
+                "config_class": self.config_class,
+                "config": self.config,
+                "seed": self.seed,
+                "data": data_hash,
+                "vocab": TOKENIZER_VOCAB,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# Small configs share these sizes; vocab matches the course tokenizer.
+_SMALL = dict(vocab_size=TOKENIZER_VOCAB)
+
+RECIPES: dict[str, Recipe] = {
+    # Llama proportions with a realistic vocabulary, so r=16 on q/k/v/o trains ~0.3% as on 7-8B models
+    # (FACTS.md: a small hidden size only reaches a realistic share through a real-sized vocabulary).
+    "causal_lm": Recipe(
+        "LlamaForCausalLM",
+        "LlamaConfig",
+        dict(
+            vocab_size=32000,
+            hidden_size=256,
+            intermediate_size=704,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+            rms_norm_eps=1e-5,
+        ),
+    ),
+    "classifier": Recipe(
+        "BertForSequenceClassification",
+        "BertConfig",
+        dict(
+            _SMALL,
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=512,
+            max_position_embeddings=256,
+            num_labels=2,
+            id2label={0: "negative", 1: "positive"},
+            label2id={"negative": 0, "positive": 1},
+        ),
+    ),
+    "gpt2": Recipe(
+        "GPT2LMHeadModel", "GPT2Config", dict(_SMALL, n_embd=64, n_layer=2, n_head=2, n_positions=256)
+    ),
+    "mistral": Recipe(
+        "MistralForCausalLM",
+        "MistralConfig",
+        dict(
+            _SMALL,
+            hidden_size=64,
+            intermediate_size=176,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        ),
+    ),
+    "qwen2": Recipe(
+        "Qwen2ForCausalLM",
+        "Qwen2Config",
+        dict(
+            _SMALL,
+            hidden_size=64,
+            intermediate_size=176,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        ),
+    ),
+    "gpt_neox": Recipe(
+        "GPTNeoXForCausalLM",
+        "GPTNeoXConfig",
+        dict(
+            _SMALL,
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+        ),
+    ),
+    "falcon": Recipe(
+        "FalconForCausalLM",
+        "FalconConfig",
+        dict(
+            _SMALL,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            new_decoder_architecture=False,
+            multi_query=True,
+            parallel_attn=True,
+            alibi=False,
+        ),
+    ),
+    "t5": Recipe(
+        "T5ForConditionalGeneration",
+        "T5Config",
+        dict(
+            _SMALL,
+            d_model=64,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+        ),
+    ),
+    "phi": Recipe(
+        "PhiForCausalLM",
+        "PhiConfig",
+        dict(
+            _SMALL,
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+        ),
+    ),
+    "roberta": Recipe(
+        "RobertaForSequenceClassification",
+        "RobertaConfig",
+        dict(
+            _SMALL,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=256,
+            max_position_embeddings=258,
+            num_labels=2,
+        ),
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where tiny models live: PEFT_COURSE_CACHE, else ~/.cache/peft-course (never inside the repo)."""
+    root = os.environ.get(CACHE_VAR) or Path.home() / ".cache" / "peft-course"
+    return Path(root).expanduser()
+
+
+def _data_hash() -> str:
+    from labutils.data import data_fingerprint
+
+    return data_fingerprint()[:12]
+
+
+def model_dir(role: str) -> Path:
+    if role not in RECIPES:
+        raise CourseError(f"Unknown course model role {role!r}. Valid roles: {', '.join(RECIPES)}.")
+    return cache_dir() / f"{role}-{RECIPES[role].key(_data_hash())}"
+
+
+def build_tokenizer():
+    """A byte-level BPE trained on the course data, wrapped so AutoTokenizer can save and reload it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from labutils.data import corpus_texts
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOKENIZER_VOCAB,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus_texts(), trainer=trainer)
+    # Every sequence starts with <s>: BERT-style heads read position 0, causal LMs condition on it.
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A </s> $B", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=256,
+    )
+
+
+def _build(role: str, target: Path) -> None:
+    import torch
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    recipe = RECIPES[role]
+    config = getattr(transformers, recipe.config_class)(
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, **recipe.config
+    )
+    torch.manual_seed(recipe.seed)
+    model = getattr(transformers, recipe.model_class)(config).eval()
+    # bf16 on disk, as real checkpoints ship: prepare_model_for_kbit_training's fp32 upcast is then
+    # visible evidence (FACTS.md), and the memory comparisons are honest.
+    model.to(torch.bfloat16).save_pretrained(target)
+    build_tokenizer().save_pretrained(target)
+    (target / "course_recipe.json").write_text(
+        json.dumps(
+            {"role": role, "model_class": recipe.model_class, "config": recipe.config, "seed": recipe.seed},
+            indent=2,
+            sort_keys=True,
+        )
+    )
+
+
+def ensure_tiny_model(role: str) -> Path:
+    """The directory of this role's tiny model, built on first use (atomically, so workers can race)."""
+    target = model_dir(role)
+    if (target / "course_recipe.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{role}-", dir=target.parent))
+    try:
+        _build(role, tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first; its copy is identical
+            if not (target / "course_recipe.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_all(roles: list[str] | None = None) -> dict[str, Path]:
+    from tqdm.auto import tqdm
+
+    roles = roles or list(RECIPES)
+    built = {}
+    for role in tqdm(roles, desc="course models", unit="model"):
+        built[role] = ensure_tiny_model(role)
+    for role, path in built.items():
+        print(f"{role:<11} {path}")
+    return built

@@ -1,0 +1,295 @@
+"""`labutils doctor`: the real environment is ready, and simulated broken or different machines
+(via injected probe results, not by patching torch) give the right verdict, dtype and exit code."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from labutils import doctor, profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEALTHY_VERSIONS = {"python": "3.11.7", **{p: "99.0.0" for p in doctor.PACKAGES}}
+CPU = {
+    "cuda_available": False,
+    "device": "cpu",
+    "device_name": "CPU (no CUDA)",
+    "capability": None,
+    "bf16_supported": True,
+    "bf16_native": False,
+}
+T4 = {
+    "cuda_available": True,
+    "device": "cuda",
+    "device_name": "Tesla T4",
+    "capability": (7, 5),
+    "bf16_supported": False,
+    "bf16_native": False,
+}
+A100 = {
+    "cuda_available": True,
+    "device": "cuda",
+    "device_name": "NVIDIA A100-SXM4-40GB",
+    "capability": (8, 0),
+    "bf16_supported": True,
+    "bf16_native": True,
+}
+NF4_OK = {"ok": True, "device": "cpu", "rel_error": 0.09, "error": None}
+
+
+def fake_probes(**overrides):
+    """A healthy tiny-profile CPU machine, with some probe results replaced."""
+    probes = {
+        "versions": dict(HEALTHY_VERSIONS),
+        "hardware": dict(CPU),
+        "nf4": dict(NF4_OK),
+        "profile": {"name": "tiny", "error": None},
+        "colab": False,
+    }
+    probes.update(overrides)
+    return probes
+
+
+def assert_fits_one_screen(text: str) -> None:
+    lines = text.splitlines()
+    assert len(lines) < 30, text
+    assert all(len(line) < 100 for line in lines), max(lines, key=len)
+    assert lines[-1].startswith("verdict: ")
+    assert sum(line.startswith("verdict:") for line in lines) == 1
+
+
+@pytest.fixture(autouse=True)
+def tiny_profile(monkeypatch):
+    monkeypatch.setenv(profiles.PROFILE_VAR, "tiny")
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+
+
+# ------------------------------------------------------------------------ the real environment
+
+
+def test_real_environment_is_ready(capsys):
+    code = doctor.main()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.rstrip().splitlines()[-1].startswith("verdict: ready — this environment can run every lab")
+    assert "(tiny profile" in out
+    assert_fits_one_screen(out)
+    for package in ("python", *doctor.PACKAGES):
+        assert f"{package} " in out
+
+
+def test_real_nf4_round_trip_is_ok():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = doctor.probe_nf4(device)
+    assert result["ok"], result
+    assert 0 < result["rel_error"] < doctor.NF4_MAX_REL_ERROR
+    check = doctor.check_nf4(result)
+    assert check.status == doctor.OK and check.detail.startswith("OK")
+
+
+def test_real_hardware_matches_torch():
+    hw = doctor.detect_hardware()
+    assert hw["cuda_available"] == torch.cuda.is_available()
+    assert hw["compute_dtype"] == doctor.recommended_compute_dtype(hw["cuda_available"], hw["bf16_supported"])
+    if not hw["cuda_available"]:
+        assert hw["device_name"] == "CPU (no CUDA)" and hw["compute_dtype"] == torch.bfloat16
+
+
+def test_cli_runs_the_doctor(capsys):
+    from labutils.cli import main as cli_main
+
+    assert cli_main(["doctor"]) == 0
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("verdict: ready")
+
+
+# ------------------------------------------------------------------------ simulated failures
+
+
+def test_broken_bitsandbytes_is_not_ready():
+    def broken_quantize(tensor, quant_type="nf4"):
+        raise RuntimeError("CUDA Setup failed despite GPU being available")
+
+    nf4 = doctor.probe_nf4("cpu", quantize=broken_quantize, dequantize=lambda *a: None)
+    assert not nf4["ok"] and "CUDA Setup failed" in nf4["error"]
+
+    report = doctor.collect(fake_probes(nf4=nf4))
+    assert report.exit_code == 1
+    text = report.render()
+    assert "FAIL" in text and "RuntimeError: CUDA Setup failed" in text
+    verdict = text.splitlines()[-1]
+    assert verdict.startswith("verdict: NOT READY — bitsandbytes cannot do NF4")
+    assert "Fix: pip install --force-reinstall bitsandbytes" in verdict
+    assert_fits_one_screen(text)
+
+
+def test_nf4_with_a_large_error_fails():
+    def lossy_dequantize(packed, state):
+        return torch.zeros(64, 64)
+
+    nf4 = doctor.probe_nf4("cpu", quantize=lambda t, quant_type: (t, None), dequantize=lossy_dequantize)
+    assert not nf4["ok"] and "above" in nf4["error"]
+
+
+def test_missing_package_names_make_setup():
+    versions = dict(HEALTHY_VERSIONS, nbgrader=None)
+    report = doctor.collect(fake_probes(versions=versions))
+    assert report.exit_code == 1
+    text = report.render()
+    assert "nbgrader MISSING" in text
+    verdict = text.splitlines()[-1]
+    assert "nbgrader not installed" in verdict
+    assert "make setup" in verdict and "pip install -e ." in verdict
+    assert_fits_one_screen(text)
+
+
+def test_real_version_probe_reports_missing_as_none(monkeypatch):
+    monkeypatch.setattr(doctor, "PACKAGES", (*doctor.PACKAGES, "surely-not-a-course-package"))
+    assert doctor.probe_versions()["surely-not-a-course-package"] is None
+
+
+def test_too_old_package_fails():
+    report = doctor.collect(fake_probes(versions=dict(HEALTHY_VERSIONS, transformers="4.40.0")))
+    assert report.exit_code == 1
+    assert report.check("transformers").status == doctor.FAIL
+    assert "transformers too old" in report.verdict()
+
+
+def test_invalid_profile_names_the_valid_values(monkeypatch):
+    monkeypatch.setenv(profiles.PROFILE_VAR, "gpu-please")
+    probes = fake_probes()
+    del probes["profile"]  # use the real profile probe, which reads the environment
+    report = doctor.collect(probes)
+    assert report.exit_code == 1
+    text = report.render()
+    assert "'gpu-please'" in text
+    verdict = text.splitlines()[-1]
+    assert verdict.startswith("verdict: NOT READY — invalid profile")
+    assert f"export {profiles.PROFILE_VAR}=tiny or hub" in verdict
+    assert_fits_one_screen(text)
+
+
+def test_device_probe_failure_is_reported(monkeypatch):
+    def no_torch():
+        raise ImportError("No module named 'torch'")
+
+    monkeypatch.setattr(doctor, "detect_hardware", no_torch)
+    probes = fake_probes()
+    del probes["hardware"]
+    report = doctor.collect(probes)
+    assert report.exit_code == 1
+    assert report.check("device").status == doctor.FAIL
+    assert "make setup" in report.verdict()
+
+
+def test_several_failures_keep_one_short_verdict(monkeypatch):
+    monkeypatch.setenv(profiles.PROFILE_VAR, "nope")
+    probes = fake_probes(
+        versions=dict(HEALTHY_VERSIONS, peft=None, nbclient=None, transformers="4.0"),
+        nf4={"ok": False, "device": "cpu", "rel_error": None, "error": "x" * 300},
+    )
+    del probes["profile"]
+    report = doctor.collect(probes)
+    text = report.render()
+    assert report.exit_code == 1
+    assert text.splitlines()[-1].startswith("verdict: NOT READY — 3 checks failed")
+    assert_fits_one_screen(text)
+
+
+# ------------------------------------------------------------------------ hardware and dtype
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16", "expected"),
+    [(True, False, torch.float16), (True, True, torch.bfloat16), (False, False, torch.bfloat16)],
+    ids=["t4", "a100", "cpu"],
+)
+def test_recommended_compute_dtype(cuda, bf16, expected):
+    assert doctor.recommended_compute_dtype(cuda, bf16) is expected
+
+
+def test_simulated_t4_recommends_float16():
+    report = doctor.collect(fake_probes(hardware=T4, nf4=dict(NF4_OK, device="cuda")))
+    assert report.exit_code == 0
+    assert report.check("device").detail == "Tesla T4, compute capability 7.5"
+    assert report.check("compute dtype").detail.startswith("float16")
+    assert "not supported natively" in report.check("bf16").detail
+    assert report.verdict() == (
+        "verdict: ready — this environment can run every lab (tiny profile, CUDA: Tesla T4)."
+    )
+
+
+def test_simulated_a100_recommends_bfloat16():
+    report = doctor.collect(fake_probes(hardware=A100, profile={"name": "hub", "error": None}))
+    assert report.exit_code == 0 and not report.warnings
+    assert report.check("compute dtype").detail.startswith("bfloat16")
+    assert report.check("bf16").detail == "supported natively by this GPU"
+
+
+def test_cpu_recommends_bfloat16_and_says_it_is_emulated():
+    report = doctor.collect(fake_probes())
+    assert report.check("device").detail == "CPU (no CUDA)"
+    assert report.check("compute dtype").detail.startswith("bfloat16")
+    assert "emulated" in report.check("bf16").detail
+    assert report.verdict() == "verdict: ready — this environment can run every lab (tiny profile, CPU)."
+
+
+# ------------------------------------------------------------------------ profile, models, colab
+
+
+def test_hub_profile_lists_every_hub_model_and_fits_one_screen():
+    report = doctor.collect(fake_probes(hardware=A100, profile={"name": "hub", "error": None}))
+    text = report.render()
+    for role in profiles.ROLES:
+        assert f"{role}={profiles.hub_model_id(role)}" in text
+    assert_fits_one_screen(text)
+
+
+def test_tiny_profile_does_not_build_models():
+    detail = doctor.check_models("tiny").detail
+    assert "local tiny model (built on first use" in detail
+    assert all(role in detail for role in profiles.ROLES)
+
+
+def test_hub_without_cuda_warns_but_is_ready():
+    report = doctor.collect(fake_probes(profile={"name": "hub", "error": None}))
+    assert report.exit_code == 0
+    assert report.check("profile").status == doctor.WARN
+    assert "slow" in report.check("profile").detail
+    assert "1 warning above" in report.verdict()
+    assert_fits_one_screen(report.render())
+
+
+def test_colab_detected_from_sys_modules(monkeypatch):
+    assert doctor.running_on_colab() is False
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert doctor.running_on_colab() is True
+
+    probes = fake_probes()
+    del probes["colab"]  # use the real Colab probe
+    report = doctor.collect(probes)
+    colab = report.check("colab")
+    assert colab.status == doctor.WARN and "workshop uses hub" in colab.detail
+    assert report.exit_code == 0
+
+
+def test_hub_on_colab_cpu_suggests_a_gpu_runtime():
+    report = doctor.collect(fake_probes(colab=True, profile={"name": "hub", "error": None}))
+    assert report.check("colab").status == doctor.OK
+    assert "Change runtime type" in report.check("profile").fix
+
+
+# ------------------------------------------------------------------------ consistency
+
+
+def test_minimum_versions_match_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = dict(dep.split(">=") for dep in deps if ">=" in dep)
+    for package, minimum in doctor.MIN_VERSIONS.items():
+        assert declared.get(package) == minimum, package
+    assert set(doctor.MIN_VERSIONS) == set(doctor.PACKAGES)
