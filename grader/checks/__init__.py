@@ -19,7 +19,7 @@ GUIDE_MISTAKES = {
 # Rules of the guide's correct patterns that are not among the five numbered mistakes.
 QLORA_CONFIG = "QLoRA pattern: 4-bit NF4 with double quantization and the right compute dtype"
 TRAINABLE_SHARE = "Check print_trainable_parameters(): only LoRA weights train, well under 1%"
-TRAINED_ADAPTER = "After training, save the trained adapter"
+TRAINED_ADAPTER = "After training, save the adapter only: model.save_pretrained(dir)"
 
 
 class PeftMistake(AssertionError):

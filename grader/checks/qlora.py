@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from checks import QLORA_CONFIG, TRAINABLE_SHARE, TRAINED_ADAPTER, PeftMistake, fail, need
+from checks import QLORA_CONFIG, TRAINABLE_SHARE, TRAINED_ADAPTER, fail, need
 from checks.inspect_model import (
     adapter_tensors,
     base_model,
@@ -132,7 +132,10 @@ def loaded_in_4bit(ns: dict) -> None:
 def kbit_prepared(ns: dict) -> None:
     """prepare_model_for_kbit_training ran on the 4-bit model (evidence that survives get_peft_model)."""
     model = need(ns, "model", torch.nn.Module)
-    checkpointing = getattr(base_model(model), "is_gradient_checkpointing", False)
+    # On a model that is not k-bit (config never passed: its own check's mistake), peft only upcasts;
+    # it turns checkpointing on for quantized models alone, so only the upcast is evidence there.
+    quantized = bool(linear4bit_layers(model) or linear8bit_layers(model))
+    checkpointing = getattr(base_model(model), "is_gradient_checkpointing", False) or not quantized
     left = unprepared_parameters(model)
     if not checkpointing or left:
         found = []
@@ -142,7 +145,7 @@ def kbit_prepared(ns: dict) -> None:
             found.append(f"{len(left)} non-quantized parameters are still 16-bit (e.g. {left[0]})")
         fail(
             3,
-            "the 4-bit model was not prepared: " + " and ".join(found) + ". Training still runs and the "
+            "the model was not prepared: " + " and ".join(found) + ". Training still runs and the "
             "loss still falls, so this mistake is silent: norms and embeddings train in 16-bit and "
             "activations are not checkpointed.",
             "model = prepare_model_for_kbit_training(model) right after loading and BEFORE get_peft_model.",
@@ -153,6 +156,15 @@ def lora_config(ns: dict) -> None:
     """LoRA wraps exactly the Llama attention projections, with a sensible rank and alpha = 2r."""
     model = need(ns, "model", torch.nn.Module)
     if not is_peft_model(model):
+        targets = getattr(ns.get("lora_config"), "target_modules", None)
+        names = {leaf(n) for n, _ in model.named_modules()}
+        if targets and not isinstance(targets, str) and not set(targets) & names:
+            fail(
+                1,
+                f"target_modules {sorted(targets)} match no module of this Llama model, so get_peft_model "
+                "raised 'not found in the base model' and nothing was wrapped.",
+                "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama (query/key/value is BERT).",
+            )
         fail(
             1,
             "`model` is not a PeftModel, so no LoRA adapter is attached.",
@@ -192,7 +204,7 @@ def lora_config(ns: dict) -> None:
             f"{cfg.lora_alpha / cfg.r:g}.",
             f"lora_alpha = 2 * r = {2 * cfg.r}.",
         )
-    if str(cfg.task_type) != "CAUSAL_LM":
+    if cfg.task_type != "CAUSAL_LM":  # TaskType is a str enum: equal to its text
         fail(1, f"task_type is {cfg.task_type!r}.", "task_type='CAUSAL_LM' (or TaskType.CAUSAL_LM).")
     if cfg.bias != "none":
         fail(TRAINABLE_SHARE, f"bias={cfg.bias!r} also trains base-model biases.", "bias='none'.")
@@ -232,7 +244,7 @@ def trainable_share(ns: dict) -> None:
 def _adapter_dir(ns: dict) -> Path:
     adapter_dir = Path(need(ns, "ADAPTER_DIR", (str, Path)))
     if not adapter_dir.is_dir():
-        fail(4, f"nothing was saved in {adapter_dir}.", "model.save_pretrained(ADAPTER_DIR).")
+        fail(TRAINED_ADAPTER, f"nothing was saved in {adapter_dir}.", "model.save_pretrained(ADAPTER_DIR).")
     return adapter_dir
 
 
@@ -263,8 +275,9 @@ def adapter_only_saved(ns: dict) -> None:
     if not_lora:
         fail(
             4,
-            f"the adapter file holds non-LoRA tensors (e.g. {not_lora[0]}).",
-            "save the PeftModel itself, not a merged or unwrapped model.",
+            f"the adapter file holds {len(not_lora)} non-LoRA tensors (e.g. {not_lora[0]}): full base weights "
+            "ride along (a targeted head or embedding is saved whole, or the model was merged).",
+            "target only the projections and save the PeftModel itself, not a merged or unwrapped model.",
         )
 
 
@@ -275,10 +288,11 @@ def adapter_trained(ns: dict) -> None:
         tensors = adapter_tensors(adapter_dir)
         saved = read_adapter_config(adapter_dir)
     except (FileNotFoundError, ValueError) as err:
-        raise PeftMistake(
-            f"the adapter in {adapter_dir} cannot be read ({err}). "
-            "Fix: model.save_pretrained(ADAPTER_DIR) after training."
-        ) from None
+        fail(
+            TRAINED_ADAPTER,
+            f"{adapter_dir} holds no readable adapter ({type(err).__name__}: {err}).",
+            "model.save_pretrained(ADAPTER_DIR) on the trained PeftModel.",
+        )
     if "r" not in saved:
         fail(
             TRAINED_ADAPTER,

