@@ -10,12 +10,6 @@ import pytest
 from labutils.models import CACHE_VAR
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "training: runs LoRA training steps on the tiny causal LM (~10 s each)"
-    )
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _course_cache(tmp_path_factory):
     """Never build into ~/.cache during tests; an exported PEFT_COURSE_CACHE (CI's shared cache) wins."""

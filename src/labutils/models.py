@@ -51,7 +51,8 @@ class Recipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-# Small configs share these sizes; vocab matches the course tokenizer.
+# Small configs share this vocabulary size: an upper bound for the course tokenizer, whose BPE trainer
+# stops at about a thousand tokens on the small corpus (the rest of the rows are never used).
 _SMALL = dict(vocab_size=TOKENIZER_VOCAB)
 
 RECIPES: dict[str, Recipe] = {
@@ -281,6 +282,11 @@ def build_all(roles: list[str] | None = None) -> dict[str, Path]:
     from tqdm.auto import tqdm
 
     roles = roles or list(RECIPES)
+    unknown = [r for r in roles if r not in RECIPES]
+    if unknown:  # before building anything
+        raise CourseError(
+            f"Unknown course model role(s) {', '.join(unknown)}. Valid roles: {', '.join(RECIPES)}."
+        )
     built = {}
     for role in tqdm(roles, desc="course models", unit="model"):
         built[role] = ensure_tiny_model(role)

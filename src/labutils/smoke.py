@@ -79,6 +79,8 @@ def run(steps: int = 30, out_dir: Path | None = None) -> dict:
     with torch.no_grad():
         expected = model(**probe).logits.float()
     fresh = AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb_config, device_map="auto")
+    # Prepared like the trained model (fp32 norms and head), so any difference is the adapter's alone.
+    fresh = prepare_model_for_kbit_training(fresh)
     reloaded = PeftModel.from_pretrained(fresh, adapter_dir).eval()
     with torch.no_grad():
         got = reloaded(**probe).logits.float()
