@@ -285,7 +285,7 @@ def build_all(roles: list[str] | None = None) -> dict[str, Path]:
     unknown = [r for r in roles if r not in RECIPES]
     if unknown:  # before building anything
         raise CourseError(
-            f"Unknown course model role(s) {', '.join(unknown)}. Valid roles: {', '.join(RECIPES)}."
+            f"Unknown course model role(s) {', '.join(map(repr, unknown))}. Valid roles: {', '.join(RECIPES)}."
         )
     built = {}
     for role in tqdm(roles, desc="course models", unit="model"):
