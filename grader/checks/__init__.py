@@ -43,3 +43,7 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
             f"`{name}` is a {type(value).__name__}, not a {names}. Fix: assign the real object to `{name}`."
         )
     return value
+
+
+# Which checks module grades which lab (grader/checks/outside.py re-runs its on-disk checks).
+LAB_MODULES = {"04_qlora": "qlora"}

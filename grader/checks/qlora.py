@@ -307,3 +307,9 @@ def adapter_trained(ns: dict) -> None:
             "(LoRA starts with B = 0, so an untrained adapter changes nothing).",
             "train (non-zero steps and learning rate) before model.save_pretrained(ADAPTER_DIR).",
         )
+
+
+# Checks of what the lab leaves on disk, re-run outside the kernel (checks/outside.py) with the lab's
+# own paths, as set in its locked set-up cell.
+OUTSIDE_PATHS = {"OUTPUT_DIR": "qlora-output", "ADAPTER_DIR": "qlora-output/adapter"}
+OUTSIDE_CHECKS = {"test_adapter_only": adapter_only_saved, "test_adapter_trained": adapter_trained}

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from labutils.errors import CourseError
+from labutils.profiles import current_profile
 
 REPO = Path(__file__).resolve().parents[2]
 GRADER = REPO / "grader"
@@ -45,7 +47,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def make_course(course_dir: Path, timeout: int | None = None) -> Path:
+def make_course(course_dir: Path, timeout: int | None = None, sandbox: bool = False) -> Path:
     """An nbgrader course folder that loads the repo's config and keeps everything it writes inside."""
     course_dir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -56,18 +58,48 @@ def make_course(course_dir: Path, timeout: int | None = None) -> Path:
     ]
     if timeout:
         lines += [f"c.Execute.timeout = {int(timeout)}", f"c.ExecutePreprocessor.timeout = {int(timeout)}"]
+    if sandbox:
+        lines += [
+            "from nbgrader.converters.autograde import Autograde",
+            "from nbgrader.preprocessors import Execute",
+            "from labutils.sandbox import SandboxExecute",
+            "c.Autograde.autograde_preprocessors = [",
+            "    SandboxExecute if p is Execute else p",
+            "    for p in Autograde.class_traits()['autograde_preprocessors'].default()]",
+            "# The kernel lives in its own network namespace: talk to it over unix sockets, not TCP.",
+            "c.KernelManager.transport = 'ipc'",
+        ]
     (course_dir / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
     return course_dir
 
 
-def nbgrader(course_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args], cwd=course_dir, env=_env(), capture_output=True, text=True
+def nbgrader(
+    course_dir: Path, *args: str, check: bool = True, env: dict | None = None, budget: float | None = None
+) -> subprocess.CompletedProcess:
+    """Run nbgrader in course_dir; past `budget` seconds its whole process tree is killed (returncode -9)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course_dir,
+        env=env or _env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    if check and proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    try:
+        out, _ = proc.communicate(timeout=budget)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, -9, out, "")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    if check and done.returncode != 0:
+        tail = "\n".join(out.strip().splitlines()[-15:])
         raise CourseError(f"`nbgrader {' '.join(args)}` failed in {course_dir}:\n{tail}")
-    return proc
+    return done
 
 
 # ---------------------------------------------------------------- release
@@ -102,6 +134,12 @@ class LabResult:
     max_score: float = 0.0
     reason: str = ""  # why there is no (full) autograde, e.g. a missing or unreadable submission
     checks: list[CheckResult] = field(default_factory=list)
+    digest: str = ""  # sha256 of the graded file: an unchanged submission is not graded twice
+
+
+def _load_result(path: Path) -> LabResult:
+    data = json.loads(path.read_text())
+    return LabResult(**{**data, "checks": [CheckResult(**c) for c in data["checks"]]})
 
 
 def _collect(submissions: Path, work: Path) -> Path:
@@ -170,13 +208,12 @@ def _read_gradebook(course: Path, lab: str, student: str, result: LabResult) -> 
             sub = gb.find_submission(lab, student)
         except MissingEntry:
             return
-        result.score, result.max_score = sub.score, sub.max_score
-        for nb in sub.notebooks:
-            for grade in sorted(
-                nb.grades, key=lambda g: g.cell.cell_id if hasattr(g.cell, "cell_id") else g.name
-            ):
-                score = grade.score if grade.score is not None else 0.0
-                result.checks.append(CheckResult(grade.name, score, grade.max_score))
+        result.score = sub.score
+        result.checks = [
+            CheckResult(g.name, g.score or 0.0, g.max_score)
+            for nb in sub.notebooks
+            for g in sorted(nb.grades, key=lambda g: g.name)
+        ]
 
 
 def _max_points(course: Path, lab: str) -> float:
@@ -186,57 +223,213 @@ def _max_points(course: Path, lab: str) -> float:
         return gb.find_assignment(lab).max_score
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@dataclass
+class _Job:
+    lab: str
+    student: str
+    src: Path
+    out_dir: Path
+    gradebook: Path  # the class gradebook right after generate_assignment: each scratch course starts from it
+    timeout: int | None
+    budget: float
+    sandbox: bool
+
+
+def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
+    """Re-run the lab's on-disk checks in a fresh process: what the learner's kernel cannot tamper with."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "checks.outside", lab, str(folder)],
+        env=_env() | {"PYTHONPATH": str(GRADER)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        return {}
+    return json.loads(proc.stdout or "{}")
+
+
+def _grade_one(job: _Job) -> LabResult:
+    """Autograde one submission in its own scratch course, so it can reach nothing but its own folder."""
+    from labutils import sandbox
+
+    result = LabResult(job.student, job.lab)
+    scratch = job.out_dir / ".work" / job.lab / job.student
+    shutil.rmtree(scratch, ignore_errors=True)
+    make_course(scratch, timeout=job.timeout, sandbox=job.sandbox)
+    shutil.copyfile(job.gradebook, scratch / "gradebook.db")
+    dest = scratch / "submitted" / job.student / job.lab
+    dest.mkdir(parents=True)
+    shutil.copyfile(job.src, dest / f"{job.lab}.ipynb")
+    env = _env() | {"JUPYTER_PATH": str(scratch / "jupyter")}
+    # ipc sockets need a short absolute path (unix sockets allow ~100 characters) outside the notebook.
+    sockets = Path(tempfile.mkdtemp(prefix="peft-k-"))
+    with (scratch / "nbgrader_config.py").open("a") as config:
+        config.write(f"c.KernelManager.ip = {str(sockets / 'k')!r}\n")
+    if job.sandbox:
+        from labutils.models import cache_dir
+
+        hidden = [job.out_dir, SOURCE, GRADER / "mistakes", GRADER / "adversarial"]
+        readable = [p for p in (cache_dir(),) if p.exists() and p.resolve().is_relative_to(job.out_dir)]
+        sandbox.write_kernelspec(scratch / "jupyter", writable=[], hidden=hidden, readable=readable)
+    proc = nbgrader(
+        scratch,
+        "autograde",
+        job.lab,
+        "--student",
+        job.student,
+        "--force",
+        check=False,
+        env=env,
+        budget=job.budget,
+    )
+    shutil.rmtree(sockets, ignore_errors=True)
+    _write_atomically(job.out_dir / "logs" / job.lab / f"{job.student}.log", proc.stdout or "")
+    _read_gradebook(scratch, job.lab, job.student, result)
+    autograded = scratch / "autograded" / job.student / job.lab
+    if proc.returncode == -9:
+        result.reason = f"stopped after the wall budget of {job.budget:g} s: the notebook never finished"
+    elif proc.returncode != 0 or not (autograded / f"{job.lab}.ipynb").exists():
+        last = (proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        result.reason = f"autograde failed: {last[0][:200]}"
+    if (autograded / f"{job.lab}.ipynb").exists():
+        messages = _messages(autograded / f"{job.lab}.ipynb")
+        outside = _outside_verdicts(job.lab, autograded)
+        for check in result.checks:
+            if check.score >= check.max_score and outside.get(check.name):
+                # passed inside the learner's kernel, failed from outside: the kernel was tampered with
+                check.score, check.message = 0.0, f"[verified outside the notebook] {outside[check.name]}"
+            elif check.score < check.max_score:
+                check.message = messages.get(check.name, "")
+        result.score = sum(c.score for c in result.checks)
+    return result
+
+
+def _merge(course: Path, result: LabResult, scratch: Path) -> None:
+    """Copy one student's autograded work and scores into the class gradebook (the trusted side)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    autograded = scratch / "autograded" / result.student / result.lab
+    if autograded.exists():
+        target = course / "autograded" / result.student / result.lab
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(autograded, target, ignore=shutil.ignore_patterns(".sandbox"))
+    submitted = scratch / "submitted" / result.student / result.lab
+    if submitted.exists():
+        shutil.copytree(submitted, course / "submitted" / result.student / result.lab, dirs_exist_ok=True)
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        gb.update_or_create_student(result.student)
+        try:
+            gb.remove_submission(result.lab, result.student)
+        except MissingEntry:
+            pass
+        gb.add_submission(result.lab, result.student)
+        for check in result.checks:
+            gb.find_grade(check.name, result.lab, result.lab, result.student).auto_score = check.score
+        gb.db.commit()
+
+
+def _ensure_students(course: Path, students: list[str]) -> None:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for student in students:
+            gb.update_or_create_student(student)
+
+
 def grade(
     submissions: Path,
     out_dir: Path,
     only: list[str] | None = None,
     timeout: int | None = None,
     quiet: bool = False,
+    workers: int | None = None,
+    budget: float = 900,
+    force: bool = False,
+    sandbox: bool = True,
 ) -> list[LabResult]:
-    """Autograde every <student>/<lab>.ipynb; each student ends with a score or a stated reason."""
+    """Autograde every <student>/<lab>.ipynb; each student ends with a score or a stated reason.
+
+    Each submission runs in its own scratch course and sandboxed kernel (`workers` at a time), its
+    result is saved as soon as it is known, and a re-run skips unchanged submissions already graded
+    (resumable and idempotent; `force` regrades). Scores then go into one class gradebook.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from labutils import sandbox as sandboxing
+
     out_dir = Path(out_dir).resolve()
     course = make_course(out_dir, timeout=timeout)
     folder = _collect(Path(submissions), out_dir)
-    students = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    students = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     if not students:
         raise CourseError(f"no student folders in {folder}. Expected <student>/<lab>.ipynb.")
     submitted_labs = {p.stem for s in students for p in (folder / s).glob("*.ipynb")}
     todo = [lab for lab in (only or labs()) if lab in submitted_labs]
     if not todo:
         raise CourseError(f"no submission in {folder} matches a course lab ({', '.join(labs())}).")
+    if sandbox and not quiet:
+        for warning in sandboxing.capabilities()["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+    if current_profile() == "tiny":
+        from labutils.models import build_all
 
-    results = []
+        build_all()  # before any kernel runs: sandboxed kernels cannot write the model cache
+
+    results: list[LabResult] = []
     for lab in todo:
         nbgrader(course, "generate_assignment", lab, "--force")
         max_points = _max_points(course, lab)
+        template = out_dir / ".work" / f"{lab}.gradebook.db"
+        template.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(course / "gradebook.db", template)
+        jobs, done = [], {}
         for student in students:
-            result = LabResult(student, lab, max_score=max_points)
-            results.append(result)
             src = folder / student / f"{lab}.ipynb"
+            saved = out_dir / "results" / lab / f"{student}.json"
+            result = LabResult(student, lab, max_score=max_points)
             if not src.exists():
                 result.reason = "missing submission"
-                continue
-            if problem := _read_notebook(src):
+            elif problem := _read_notebook(src):
                 result.reason = problem
+            elif not force and saved.exists() and json.loads(saved.read_text()).get("digest") == _digest(src):
+                result = _load_result(saved)  # graded before, unchanged since: resume
+            else:
+                jobs.append(_Job(lab, student, src, out_dir, template, timeout, budget, sandbox))
                 continue
-            dest = course / "submitted" / student / lab
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest / f"{lab}.ipynb")
-            if not quiet:
-                print(f"grading {lab} for {student} ...", flush=True)
-            proc = nbgrader(course, "autograde", lab, "--student", student, "--force", check=False)
-            _read_gradebook(course, lab, student, result)
-            autograded = course / "autograded" / student / lab / f"{lab}.ipynb"
-            if proc.returncode != 0 or not autograded.exists():
-                last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-                result.reason = f"autograde failed: {last[0][:200]}"
-                continue
-            messages = _messages(autograded)
-            for check in result.checks:
-                check.message = messages.get(check.name, "") if check.score < check.max_score else ""
+            done[student] = result
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for job, result in zip(jobs, pool.map(_grade_one, jobs), strict=True):
+                if not quiet:
+                    print(
+                        f"graded {lab} for {job.student}: {result.score:g}/{max_points:g} {result.reason}",
+                        flush=True,
+                    )
+                result.max_score, result.digest = max_points, _digest(job.src)
+                _merge(course, result, out_dir / ".work" / lab / job.student)
+                _write_atomically(
+                    out_dir / "results" / lab / f"{job.student}.json", json.dumps(asdict(result), indent=1)
+                )
+                shutil.rmtree(out_dir / ".work" / lab / job.student, ignore_errors=True)
+                done[job.student] = result
+        _ensure_students(course, students)  # so the grades CSV lists those with nothing to grade too
+        results += [done[s] for s in students]
         nbgrader(course, "generate_feedback", lab, "--force", check=False)
     nbgrader(course, "export", "--to", str(out_dir / "grades.csv"), check=False)
-    (out_dir / "summary.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    _write_atomically(out_dir / "summary.json", json.dumps([asdict(r) for r in results], indent=2))
     return results
 
 

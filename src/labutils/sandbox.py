@@ -1,0 +1,184 @@
+"""Running untrusted learner notebooks: limits, no network, writes confined, kernels that can be stopped.
+
+Threat model (see grader/README.md): a submission is arbitrary Python run by the grader. Each runs in
+its own nbgrader scratch course and process tree; its kernel is started through `launch()`, which
+applies resource limits and, where the platform allows, a bubblewrap sandbox (read-only file system
+except the submission's own folder, sensitive folders hidden, no network). Without bubblewrap the
+kernel still gets limits and, as root, `unshare -n`; `capabilities()` says what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient.exceptions import DeadKernelError
+from nbclient.util import run_sync
+from nbgrader.preprocessors import Execute
+
+DEFAULT_MEMORY_MB = 8192  # address space per kernel: torch + a 4-bit model need about 3 GB
+DEFAULT_FILE_MB = 512  # largest file a kernel may write
+INTERRUPT_GRACE_S = 10  # how long an interrupted kernel has to answer before it is restarted
+
+
+def _can_unshare_net() -> bool:
+    return shutil.which("unshare") is not None and os.geteuid() == 0
+
+
+def capabilities() -> dict:
+    """What isolation this machine gives, and a warning for each thing it cannot."""
+    bwrap = shutil.which("bwrap")
+    warnings = []
+    if not bwrap:
+        warnings.append(
+            "bubblewrap (bwrap) is not installed: submissions can write outside their folder and read "
+            "other students' work. Fix: apt-get install bubblewrap."
+        )
+        if not _can_unshare_net():
+            warnings.append("no network isolation (needs bubblewrap, or root for `unshare -n`).")
+    return {"bwrap": bwrap, "unshare_net": bool(bwrap) or _can_unshare_net(), "warnings": warnings}
+
+
+def write_kernelspec(
+    jupyter_dir: Path,
+    writable: list[Path],
+    hidden: list[Path],
+    readable: list[Path],
+    memory_mb: int = DEFAULT_MEMORY_MB,
+) -> Path:
+    """A `python3` kernelspec (found first through JUPYTER_PATH) that starts the kernel via launch()."""
+    spec_dir = jupyter_dir / "kernels" / "python3"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "labutils.sandbox", "--memory-mb", str(memory_mb)]
+    argv += [a for p in writable for a in ("--writable", str(p))]
+    argv += [a for p in hidden for a in ("--hide", str(p))]
+    argv += [a for p in readable for a in ("--readable", str(p))]
+    argv += ["--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec = {"argv": argv, "display_name": "Python 3 (grading sandbox)", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return spec_dir
+
+
+def _limit(kind: int, value: int) -> None:
+    soft, hard = resource.getrlimit(kind)
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(kind, (value, value))
+
+
+def launch(argv: list[str] | None = None) -> None:
+    """Exec the kernel command under limits and, where available, bubblewrap."""
+    parser = argparse.ArgumentParser(prog="labutils.sandbox")
+    parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB)
+    parser.add_argument("--file-mb", type=int, default=DEFAULT_FILE_MB)
+    parser.add_argument("--writable", action="append", default=[])
+    parser.add_argument("--hide", action="append", default=[])
+    parser.add_argument("--readable", action="append", default=[])
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    cwd = Path.cwd()
+    # With the ipc transport the kernel's sockets are files beside this path: the one place besides its
+    # own folder where the kernel must write.
+    connection = json.loads(Path(command[command.index("-f") + 1]).read_text())
+    socket_dir = Path(connection["ip"]).parent
+
+    _limit(resource.RLIMIT_AS, args.memory_mb * 2**20)
+    _limit(resource.RLIMIT_FSIZE, args.file_mb * 2**20)
+    _limit(resource.RLIMIT_CORE, 0)
+    # Caches and temporary files go inside the submission's own folder, the only writable place.
+    private = cwd / ".sandbox"
+    private.mkdir(exist_ok=True)
+    for var, sub in (
+        ("TMPDIR", "tmp"),
+        ("HF_DATASETS_CACHE", "hf-datasets"),
+        ("MPLCONFIGDIR", "mpl"),
+        ("HF_HOME", "hf"),
+        ("TRITON_CACHE_DIR", "triton"),
+        ("IPYTHONDIR", "ipython"),
+    ):
+        (private / sub).mkdir(exist_ok=True)
+        os.environ[var] = str(private / sub)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["NBGRADER_SANDBOX"] = "1"
+
+    bwrap = shutil.which("bwrap")
+    if bwrap:
+        prefix = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        for path in args.hide:
+            prefix += ["--tmpfs", path]
+        for path in args.readable:  # put back what a hidden folder holds that the kernel needs
+            prefix += ["--ro-bind", path, path]
+        for path in [*args.writable, str(cwd), str(socket_dir)]:
+            prefix += ["--bind", path, path]
+        prefix += ["--unshare-net", "--unshare-ipc", "--die-with-parent", "--chdir", str(cwd), "--"]
+    elif _can_unshare_net():
+        prefix = ["unshare", "-n", "--"]
+    else:
+        prefix = []
+    os.execvp((prefix + command)[0], prefix + command)
+
+
+class SandboxExecute(Execute):
+    """nbgrader's Execute, plus: a cell that kills its kernel, or a loop that ignores interrupts,
+    costs that cell only.
+
+    With plain nbgrader a kernel that dies (sys.exit, os._exit, a segfault, the memory limit) or
+    ignores the timeout's interrupt stops the whole notebook, and the student gets no grade at all.
+    Here the kernel is restarted, the cell records why, later cells run without the lost state, and
+    the grade reflects the work that ran.
+    """
+
+    raise_on_iopub_timeout = False
+
+    def preprocess_cell(self, cell, resources, index):
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError as err:
+            cell.outputs.append(
+                nbformat.v4.new_output(
+                    "error",
+                    ename="KernelRestarted",
+                    evalue=f"{err}: the kernel died or stopped answering while running this cell (exit, "
+                    "crash, memory limit, or a loop that ignores interrupts). It was restarted; later "
+                    "cells ran without this notebook's earlier state.",
+                    traceback=[],
+                )
+            )
+            run_sync(self._restart_kernel)()
+            return cell, resources
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        reply = await super()._async_handle_timeout(timeout, cell)
+        if not await self._answers_within(INTERRUPT_GRACE_S):
+            raise DeadKernelError(
+                f"no answer {INTERRUPT_GRACE_S} s after interrupting a cell that ran past {timeout} s"
+            )
+        return reply
+
+    async def _restart_kernel(self) -> None:
+        self.kc.stop_channels()
+        await self.km.restart_kernel(now=True)
+        await self.async_start_new_kernel_client()
+
+    async def _answers_within(self, seconds: float) -> bool:
+        msg_id = self.kc.kernel_info()
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                msg = await self.kc.shell_channel.get_msg(timeout=left)
+            except Exception:  # noqa: BLE001 - queue.Empty: no answer in time
+                return False
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return True
+        return False
+
+
+if __name__ == "__main__":
+    launch()
