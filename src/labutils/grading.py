@@ -200,6 +200,18 @@ def _messages(autograded: Path) -> dict[str, str]:
     return found
 
 
+def _restarted_cells(autograded: Path) -> list[str]:
+    """Cells (by grade_id, else position) whose kernel the sandbox had to restart."""
+    import nbformat
+
+    nb = nbformat.read(autograded, as_version=4)
+    return [
+        cell.metadata.get("nbgrader", {}).get("grade_id") or f"#{i + 1}"
+        for i, cell in enumerate(nb.cells)
+        if any(o.get("ename") == "KernelRestarted" for o in cell.get("outputs", []))
+    ]
+
+
 def _read_gradebook(course: Path, lab: str, student: str, result: LabResult) -> None:
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -307,6 +319,11 @@ def _grade_one(job: _Job) -> LabResult:
         result.reason = f"autograde failed: {last[0][:200]}"
     if (autograded / f"{job.lab}.ipynb").exists():
         messages = _messages(autograded / f"{job.lab}.ipynb")
+        if restarted := _restarted_cells(autograded / f"{job.lab}.ipynb"):
+            result.reason = (
+                f"the kernel died or ignored an interrupt in cell {restarted[0]} and was restarted; "
+                "later cells ran without the earlier state"
+            )
         outside = _outside_verdicts(job.lab, autograded)
         for check in result.checks:
             if check.score >= check.max_score and outside.get(check.name):
@@ -508,7 +525,16 @@ def _release_cmd(args: argparse.Namespace) -> int:
 
 
 def _grade_cmd(args: argparse.Namespace) -> int:
-    results = grade(Path(args.submissions), Path(args.out), args.labs or None, timeout=args.timeout)
+    results = grade(
+        Path(args.submissions),
+        Path(args.out),
+        args.labs or None,
+        timeout=args.timeout,
+        workers=args.workers,
+        budget=args.budget,
+        force=args.force,
+        sandbox=not args.no_sandbox,
+    )
     print(summary_table(results))
     print(f"\nfeedback: {Path(args.out) / 'feedback'}\ngrades:   {Path(args.out) / 'grades.csv'}")
     return 0
@@ -530,6 +556,12 @@ def add_commands(sub) -> None:
     p.add_argument("--labs", nargs="*", help="labs to grade (default: every lab submitted)")
     p.add_argument(
         "--timeout", type=int, help="per-cell timeout in seconds (default: grader/nbgrader_config.py)"
+    )
+    p.add_argument("--workers", type=int, help="submissions graded at once (default: the machine's cores)")
+    p.add_argument("--budget", type=float, default=900, help="wall-clock seconds per notebook (default: 900)")
+    p.add_argument("--force", action="store_true", help="regrade submissions already graded and unchanged")
+    p.add_argument(
+        "--no-sandbox", action="store_true", help="run kernels without bubblewrap/unshare (trusted work only)"
     )
     p.set_defaults(func=_grade_cmd)
 
