@@ -7,7 +7,13 @@ export), each submission running the whole lab on the tiny models.
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import nbformat
 import pytest
 
 from labutils import catalogue, grading
@@ -56,3 +62,48 @@ def test_summary_table_names_each_lost_point(graded_class):
     table = grading.summary_table(results)
     assert "reference" in table
     assert "04_qlora--fp4" in table and "nf4" in table
+
+
+@pytest.mark.slow
+def test_interrupted_serial_run_resumes_to_the_parallel_scores(graded_class, tmp_path):
+    """Kill a serial grading run after its first student, re-run it: same scores as the parallel run,
+    and the student graded before the interruption is not graded again."""
+    _, _, parallel = graded_class
+    picked = ["04_qlora--fp4", "04_qlora--no_kbit_prep", "reference"]
+    subs = tmp_path / "subs"
+    for student in picked:
+        (subs / student).mkdir(parents=True)
+        nb = catalogue.submission(
+            "04_qlora",
+            next((e.cells for e in catalogue.entries("04_qlora") if f"04_qlora--{e.name}" == student), None),
+        )
+        nbformat.write(nb, subs / student / "04_qlora.ipynb")
+    out = tmp_path / "course"
+    first = out / "results" / "04_qlora" / f"{picked[0]}.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "labutils.cli", "grade", str(subs), "--out", str(out), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while not first.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert first.exists() and not (out / "results" / "04_qlora" / f"{picked[-1]}.json").exists()
+    graded_before = first.stat().st_mtime_ns
+
+    resumed = grading.grade(subs, out, quiet=True, workers=1)
+    assert first.stat().st_mtime_ns == graded_before, "a finished student was graded again"
+    scores = {(r.student, c.name): c.score for r in resumed for c in r.checks}
+    expected = {(r.student, c.name): c.score for r in parallel if r.student in picked for c in r.checks}
+    assert scores == expected
+    rows = {r["student_id"]: r["score"] for r in csv.DictReader((out / "grades.csv").open())}
+    assert rows == {r.student: f"{r.score:.1f}" for r in resumed}
+
+    again = grading.grade(subs, out, quiet=True)  # idempotent: nothing changes, nothing is regraded
+    assert [(r.student, r.score, r.reason) for r in again] == [
+        (r.student, r.score, r.reason) for r in resumed
+    ]
+    assert first.stat().st_mtime_ns == graded_before

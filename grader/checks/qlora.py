@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
 
 from checks import QLORA_CONFIG, TRAINABLE_SHARE, TRAINED_ADAPTER, fail, need
 from checks.inspect_model import (
@@ -24,6 +26,8 @@ from checks.inspect_model import (
     unprepared_parameters,
 )
 
+# A real transformers model or its PEFT wrapper: a look-alike object cannot stand in for one.
+MODEL_TYPES = (PreTrainedModel, PeftModel)
 LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
 RANK_RANGE = (8, 16)  # the guide: "8-16 for most tasks"; this lab's instruction task is a simple one
@@ -91,7 +95,7 @@ def quantization_config(ns: dict) -> None:
 
 def loaded_in_4bit(ns: dict) -> None:
     """The model really was loaded through the config: its linear layers are NF4 double-quant Linear4bit."""
-    model = need(ns, "model", torch.nn.Module, where="the loading cell")
+    model = need(ns, "model", MODEL_TYPES, where="the loading cell")
     layers = linear4bit_layers(model)
     if not layers:
         if linear8bit_layers(model):
@@ -131,7 +135,7 @@ def loaded_in_4bit(ns: dict) -> None:
 
 def kbit_prepared(ns: dict) -> None:
     """prepare_model_for_kbit_training ran on the 4-bit model (evidence that survives get_peft_model)."""
-    model = need(ns, "model", torch.nn.Module)
+    model = need(ns, "model", MODEL_TYPES)
     # On a model that is not k-bit (config never passed: its own check's mistake), peft only upcasts;
     # it turns checkpointing on for quantized models alone, so only the upcast is evidence there.
     quantized = bool(linear4bit_layers(model) or linear8bit_layers(model))
@@ -154,7 +158,7 @@ def kbit_prepared(ns: dict) -> None:
 
 def lora_config(ns: dict) -> None:
     """LoRA wraps exactly the Llama attention projections, with a sensible rank and alpha = 2r."""
-    model = need(ns, "model", torch.nn.Module)
+    model = need(ns, "model", MODEL_TYPES)
     if not is_peft_model(model):
         targets = getattr(ns.get("lora_config"), "target_modules", None)
         names = {leaf(n) for n, _ in model.named_modules()}
@@ -214,7 +218,7 @@ def lora_config(ns: dict) -> None:
 
 def trainable_share(ns: dict) -> None:
     """Only LoRA weights train, and they are well under 1% of the model (peft's own counter)."""
-    model = need(ns, "model", torch.nn.Module)
+    model = need(ns, "model", MODEL_TYPES)
     if not is_peft_model(model):
         fail(TRAINABLE_SHARE, "`model` is not a PeftModel.", "model = get_peft_model(model, lora_config).")
     trainable, total = model.get_nb_trainable_parameters()

@@ -23,6 +23,8 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import nbformat
+
 from labutils.errors import CourseError
 from labutils.profiles import current_profile
 
@@ -47,7 +49,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def make_course(course_dir: Path, timeout: int | None = None, sandbox: bool = False) -> Path:
+def make_course(
+    course_dir: Path, timeout: int | None = None, sandbox: bool = False, budget: float = 0
+) -> Path:
     """An nbgrader course folder that loads the repo's config and keeps everything it writes inside."""
     course_dir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -68,6 +72,7 @@ def make_course(course_dir: Path, timeout: int | None = None, sandbox: bool = Fa
             "    for p in Autograde.class_traits()['autograde_preprocessors'].default()]",
             "# The kernel lives in its own network namespace: talk to it over unix sockets, not TCP.",
             "c.KernelManager.transport = 'ipc'",
+            f"c.SandboxExecute.budget = {float(budget)}",
         ]
     (course_dir / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
     return course_dir
@@ -168,7 +173,6 @@ def _collect(submissions: Path, work: Path) -> Path:
 
 def _read_notebook(path: Path) -> str:
     """'' if the file is a notebook nbgrader can read, else the reason it is not."""
-    import nbformat
 
     try:
         nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
@@ -183,7 +187,6 @@ def _read_notebook(path: Path) -> str:
 
 def _messages(autograded: Path) -> dict[str, str]:
     """The error message of each failing graded cell in an autograded notebook."""
-    import nbformat
 
     nb = nbformat.read(autograded, as_version=4)
     found = {}
@@ -200,15 +203,32 @@ def _messages(autograded: Path) -> dict[str, str]:
     return found
 
 
-def _restarted_cells(autograded: Path) -> list[str]:
-    """Cells (by grade_id, else position) whose kernel the sandbox had to restart."""
-    import nbformat
+def _restored_ids(lab: str) -> set[str]:
+    """grade_ids of the master's locked cells: nbgrader restores them, so learners cannot change them."""
+    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]
+        for c in master.cells
+        if c.metadata.get("nbgrader", {}).get("locked")
+    }
 
+
+def _foreign(path: Path, lab: str) -> str:
+    """'' if the notebook has cells of this lab, else why it cannot be this lab's submission."""
+    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(path, as_version=4).cells}
+    if ids & {c.metadata.get("nbgrader", {}).get("grade_id") for c in master.cells} - {None}:
+        return ""
+    return f"not this lab's notebook: it has none of the cells of {lab} (another lab's file?)"
+
+
+def _errors_named(autograded: Path, ename: str) -> list[str]:
+    """Cells (by grade_id, else position) that ended in this error, e.g. the sandbox's KernelRestarted."""
     nb = nbformat.read(autograded, as_version=4)
     return [
         cell.metadata.get("nbgrader", {}).get("grade_id") or f"#{i + 1}"
         for i, cell in enumerate(nb.cells)
-        if any(o.get("ename") == "KernelRestarted" for o in cell.get("outputs", []))
+        if any(o.get("ename") == ename for o in cell.get("outputs", []))
     ]
 
 
@@ -276,16 +296,19 @@ def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
 
 def _grade_one(job: _Job) -> LabResult:
     """Autograde one submission in its own scratch course, so it can reach nothing but its own folder."""
-    from labutils import sandbox
+    from labutils import sandbox, tamper
 
     result = LabResult(job.student, job.lab)
     scratch = job.out_dir / ".work" / job.lab / job.student
     shutil.rmtree(scratch, ignore_errors=True)
-    make_course(scratch, timeout=job.timeout, sandbox=job.sandbox)
+    make_course(scratch, timeout=job.timeout, sandbox=job.sandbox, budget=job.budget)
     shutil.copyfile(job.gradebook, scratch / "gradebook.db")
     dest = scratch / "submitted" / job.student / job.lab
     dest.mkdir(parents=True)
-    shutil.copyfile(job.src, dest / f"{job.lab}.ipynb")
+    nb = nbformat.read(job.src, as_version=4)
+    if removed := tamper.sanitize(nb, _restored_ids(job.lab)):
+        result.reason = f"tampering removed before grading: {'; '.join(removed[:3])}"
+    nbformat.write(nb, dest / f"{job.lab}.ipynb")
     env = _env() | {"JUPYTER_PATH": str(scratch / "jupyter")}
     # ipc sockets need a short absolute path (unix sockets allow ~100 characters) outside the notebook.
     sockets = Path(tempfile.mkdtemp(prefix="peft-k-"))
@@ -306,20 +329,24 @@ def _grade_one(job: _Job) -> LabResult:
         "--force",
         check=False,
         env=env,
-        budget=job.budget,
+        budget=job.budget * 1.5 + 120,  # a backstop: SandboxExecute stops running cells at job.budget
     )
     shutil.rmtree(sockets, ignore_errors=True)
     _write_atomically(job.out_dir / "logs" / job.lab / f"{job.student}.log", proc.stdout or "")
     _read_gradebook(scratch, job.lab, job.student, result)
     autograded = scratch / "autograded" / job.student / job.lab
     if proc.returncode == -9:
-        result.reason = f"stopped after the wall budget of {job.budget:g} s: the notebook never finished"
+        result.reason = f"killed long after the wall budget of {job.budget:g} s: the notebook never finished"
     elif proc.returncode != 0 or not (autograded / f"{job.lab}.ipynb").exists():
         last = (proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
         result.reason = f"autograde failed: {last[0][:200]}"
     if (autograded / f"{job.lab}.ipynb").exists():
         messages = _messages(autograded / f"{job.lab}.ipynb")
-        if restarted := _restarted_cells(autograded / f"{job.lab}.ipynb"):
+        if _errors_named(autograded / f"{job.lab}.ipynb", "WallBudgetExceeded") and not result.reason:
+            result.reason = f"stopped at the wall budget of {job.budget:g} s: later cells were not run"
+        if (
+            restarted := _errors_named(autograded / f"{job.lab}.ipynb", "KernelRestarted")
+        ) and not result.reason:
             result.reason = (
                 f"the kernel died or ignored an interrupt in cell {restarted[0]} and was restarted; "
                 "later cells ran without the earlier state"
@@ -420,7 +447,7 @@ def grade(
             result = LabResult(student, lab, max_score=max_points)
             if not src.exists():
                 result.reason = "missing submission"
-            elif problem := _read_notebook(src):
+            elif problem := _read_notebook(src) or _foreign(src, lab):
                 result.reason = problem
             elif not force and saved.exists() and json.loads(saved.read_text()).get("digest") == _digest(src):
                 result = _load_result(saved)  # graded before, unchanged since: resume
@@ -475,7 +502,6 @@ def summary_table(results: list[LabResult]) -> str:
 def _lab_of(notebook: Path) -> str:
     if notebook.stem in labs():
         return notebook.stem
-    import nbformat
 
     ids = {
         c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(notebook, as_version=4).cells

@@ -16,12 +16,14 @@ import os
 import resource
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import nbformat
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import run_sync
 from nbgrader.preprocessors import Execute
+from traitlets import Float
 
 DEFAULT_MEMORY_MB = 8192  # address space per kernel: torch + a 4-bit model need about 3 GB
 DEFAULT_FILE_MB = 512  # largest file a kernel may write
@@ -69,7 +71,10 @@ def write_kernelspec(
 def _limit(kind: int, value: int) -> None:
     soft, hard = resource.getrlimit(kind)
     value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-    resource.setrlimit(kind, (value, value))
+    try:
+        resource.setrlimit(kind, (value, value))
+    except (OSError, ValueError):  # e.g. macOS refuses RLIMIT_AS: run without that limit
+        print(f"labutils.sandbox: could not set resource limit {kind}", file=sys.stderr)
 
 
 def launch(argv: list[str] | None = None) -> None:
@@ -136,8 +141,25 @@ class SandboxExecute(Execute):
     """
 
     raise_on_iopub_timeout = False
+    budget = Float(
+        0, help="Wall-clock seconds for the whole notebook; later cells are not run (0: none)."
+    ).tag(config=True)
+
+    def preprocess(self, nb, resources=None, km=None):
+        self._started = time.monotonic()
+        return super().preprocess(nb, resources, km)
 
     def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and self.budget and time.monotonic() - self._started > self.budget:
+            cell.outputs = [
+                nbformat.v4.new_output(
+                    "error",
+                    ename="WallBudgetExceeded",
+                    traceback=[],
+                    evalue=f"not run: the notebook used its wall budget of {self.budget:g} s",
+                )
+            ]
+            return cell, resources
         try:
             return super().preprocess_cell(cell, resources, index)
         except DeadKernelError as err:

@@ -1,0 +1,69 @@
+"""Grading cost: plain `nbgrader autograde` against `labutils grade` (sandboxed), serial and parallel.
+
+Grades the same submissions (the reference and the first N-1 mistake-catalogue entries of a lab) three
+ways in one run and prints seconds per submission and the ratios:
+  plain     one nbgrader course, `nbgrader autograde LAB` over all students (no isolation)
+  isolated  `labutils grade --workers 1` (scratch course + bubblewrap kernel + tamper filter + outside checks)
+  parallel  `labutils grade --workers W` (W = the machine's cores)
+
+    python bench/grading_overhead.py [--lab 04_qlora] [-n 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from labutils import catalogue, grading
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lab", default="04_qlora")
+    parser.add_argument("-n", type=int, default=4, help="submissions (default 4)")
+    args = parser.parse_args()
+    workers = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="peft-bench-") as tmp:
+        root = Path(tmp)
+        students = catalogue.write_class(root / "subs", [args.lab])
+        for extra in sorted(students)[args.n :]:
+            if extra != "reference":
+                shutil.rmtree(root / "subs" / extra)
+        names = sorted(p.name for p in (root / "subs").iterdir())
+
+        plain = grading.make_course(root / "plain")
+        grading.nbgrader(plain, "generate_assignment", args.lab, "--force")
+        for name in names:
+            target = plain / "submitted" / name / args.lab
+            target.mkdir(parents=True)
+            shutil.copyfile(root / "subs" / name / f"{args.lab}.ipynb", target / f"{args.lab}.ipynb")
+        times = {
+            "plain": _timed(lambda: grading.nbgrader(plain, "autograde", args.lab, "--force", check=False))
+        }
+        times["isolated"] = _timed(
+            lambda: grading.grade(root / "subs", root / "iso", [args.lab], quiet=True, workers=1)
+        )
+        times[f"parallel x{workers}"] = _timed(
+            lambda: grading.grade(root / "subs", root / "par", [args.lab], quiet=True, workers=workers)
+        )
+    n = len(names)
+    print(f"\n{n} submissions of {args.lab} ({', '.join(names)})")
+    print(f"{'mode':<14} {'total s':>8} {'s/submission':>13} {'vs plain':>9}")
+    for mode, seconds in times.items():
+        print(f"{mode:<14} {seconds:8.1f} {seconds / n:13.1f} {seconds / times['plain']:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
