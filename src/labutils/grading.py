@@ -213,6 +213,30 @@ def _restored_ids(lab: str) -> set[str]:
     }
 
 
+def _repair_structure(nb, lab: str) -> None:
+    """Put the master's cells back in the master's order, before nbgrader sees the notebook.
+
+    nbgrader restores the content of locked and test cells but not where they stand, so a test moved
+    below a late fix would pass. Each master cell moves back to its place with the learner's own cells
+    that followed it; copies of a master cell become plain cells (nbgrader 0.9.6 crashes on them).
+    """
+    order = {
+        c.metadata["nbgrader"]["grade_id"]: i
+        for i, c in enumerate(nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4).cells)
+        if "nbgrader" in c.metadata
+    }
+    groups, seen = [[-1, []]], set()
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in seen:
+            del cell.metadata["nbgrader"]
+        elif gid in order:
+            seen.add(gid)
+            groups.append([order[gid], []])
+        groups[-1][1].append(cell)
+    nb.cells = [cell for _, cells in sorted(groups, key=lambda g: g[0]) for cell in cells]
+
+
 def _foreign(path: Path, lab: str) -> str:
     """'' if the notebook has cells of this lab, else why it cannot be this lab's submission."""
     master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
@@ -306,6 +330,7 @@ def _grade_one(job: _Job) -> LabResult:
     dest = scratch / "submitted" / job.student / job.lab
     dest.mkdir(parents=True)
     nb = nbformat.read(job.src, as_version=4)
+    _repair_structure(nb, job.lab)
     if removed := tamper.sanitize(nb, _restored_ids(job.lab)):
         result.reason = f"tampering removed before grading: {'; '.join(removed[:3])}"
     nbformat.write(nb, dest / f"{job.lab}.ipynb")

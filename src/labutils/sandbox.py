@@ -63,7 +63,13 @@ def write_kernelspec(
     argv += [a for p in hidden for a in ("--hide", str(p))]
     argv += [a for p in readable for a in ("--readable", str(p))]
     argv += ["--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    spec = {"argv": argv, "display_name": "Python 3 (grading sandbox)", "language": "python"}
+    # Signals sent to the launcher would stop at bubblewrap: ask the kernel to interrupt itself instead.
+    spec = {
+        "argv": argv,
+        "display_name": "Python 3 (grading sandbox)",
+        "language": "python",
+        "interrupt_mode": "message",
+    }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     return spec_dir
 
