@@ -86,18 +86,7 @@ def test_lora_fine_tune_lowers_the_loss_clearly():
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     config = LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, lora_dropout=0.0, task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    model.train()
-    losses, batch_size = [], 8
-    for step in range(50):
-        start = step * batch_size % len(texts)
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = smoke.train_causal_lm(model, tokenizer, texts, steps=50, learning_rate=2e-3)
 
     last5 = sum(losses[-5:]) / 5
     assert losses[0] - last5 >= 2.0, f"first {losses[0]:.3f}, mean of last 5 {last5:.3f}"

@@ -11,11 +11,40 @@ import time
 from pathlib import Path
 
 
+def train_causal_lm(
+    model,
+    tokenizer,
+    texts: list[str],
+    steps: int,
+    learning_rate: float,
+    batch_size: int = 8,
+    desc: str | None = None,
+) -> list[float]:
+    """A plain AdamW loop over `texts` (cycled in order), with no loss on padding; the loss per step."""
+    import torch
+    from tqdm.auto import tqdm
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    model.train()
+    losses = []
+    for step in tqdm(range(steps), desc=desc, unit="step", disable=desc is None):
+        start = step * batch_size % len(texts)
+        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True).to(
+            model.device
+        )
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
 def run(steps: int = 30, out_dir: Path | None = None) -> dict:
     """Run the pattern and return what a summary needs (losses, trainable share, files, reload diff)."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     from labutils.data import format_instruction, load_instructions
@@ -51,20 +80,7 @@ def run(steps: int = 30, out_dir: Path | None = None) -> dict:
     trainable, total = model.get_nb_trainable_parameters()
 
     texts = [format_instruction(ex, tokenizer.eos_token) for ex in load_instructions()["train"]]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    model.train()
-    losses, batch_size = [], 8
-    for step in tqdm(range(steps), desc="QLoRA training", unit="step"):
-        start = step * batch_size % len(texts)
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True).to(
-            model.device
-        )
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_causal_lm(model, tokenizer, texts, steps=steps, learning_rate=2e-3, desc="QLoRA training")
 
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="peft-smoke-"))
     adapter_dir = out_dir / "lora-adapter"
