@@ -527,13 +527,8 @@ def summary_table(results: list[LabResult]) -> str:
 def _lab_of(notebook: Path) -> str:
     if notebook.stem in labs():
         return notebook.stem
-
-    ids = {
-        c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(notebook, as_version=4).cells
-    }
     for lab in labs():
-        master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
-        if {c.metadata.get("nbgrader", {}).get("grade_id") for c in master.cells} & ids - {None}:
+        if not _foreign(notebook, lab):
             return lab
     raise CourseError(f"{notebook} is not one of the course labs ({', '.join(labs())}).")
 
