@@ -12,6 +12,7 @@ moved there), so grading never writes into the repository and works from any dir
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -203,9 +204,21 @@ def _messages(autograded: Path) -> dict[str, str]:
     return found
 
 
+@functools.cache
+def _master(lab: str):
+    """The lab's master notebook, read once per process (callers only read it)."""
+    return nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+
+
+def _gradebook(course: Path):
+    from nbgrader.api import Gradebook
+
+    return Gradebook(f"sqlite:///{course / 'gradebook.db'}")
+
+
 def _restored_ids(lab: str) -> set[str]:
     """grade_ids of the master's locked cells: nbgrader restores them, so learners cannot change them."""
-    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    master = _master(lab)
     return {
         c.metadata["nbgrader"]["grade_id"]
         for c in master.cells
@@ -222,7 +235,7 @@ def _repair_structure(nb, lab: str) -> None:
     """
     order = {
         c.metadata["nbgrader"]["grade_id"]: i
-        for i, c in enumerate(nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4).cells)
+        for i, c in enumerate(_master(lab).cells)
         if "nbgrader" in c.metadata
     }
     groups, seen = [[-1, []]], set()
@@ -239,7 +252,7 @@ def _repair_structure(nb, lab: str) -> None:
 
 def _foreign(path: Path, lab: str) -> str:
     """'' if the notebook has cells of this lab, else why it cannot be this lab's submission."""
-    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    master = _master(lab)
     ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nbformat.read(path, as_version=4).cells}
     if ids & {c.metadata.get("nbgrader", {}).get("grade_id") for c in master.cells} - {None}:
         return ""
@@ -257,9 +270,9 @@ def _errors_named(autograded: Path, ename: str) -> list[str]:
 
 
 def _read_gradebook(course: Path, lab: str, student: str, result: LabResult) -> None:
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+    with _gradebook(course) as gb:
         try:
             sub = gb.find_submission(lab, student)
         except MissingEntry:
@@ -273,9 +286,7 @@ def _read_gradebook(course: Path, lab: str, student: str, result: LabResult) -> 
 
 
 def _max_points(course: Path, lab: str) -> float:
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+    with _gradebook(course) as gb:
         return gb.find_assignment(lab).max_score
 
 
@@ -389,7 +400,7 @@ def _grade_one(job: _Job) -> LabResult:
 
 def _merge(course: Path, result: LabResult, scratch: Path) -> None:
     """Copy one student's autograded work and scores into the class gradebook (the trusted side)."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     autograded = scratch / "autograded" / result.student / result.lab
     if autograded.exists():
@@ -399,7 +410,7 @@ def _merge(course: Path, result: LabResult, scratch: Path) -> None:
     submitted = scratch / "submitted" / result.student / result.lab
     if submitted.exists():
         shutil.copytree(submitted, course / "submitted" / result.student / result.lab, dirs_exist_ok=True)
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+    with _gradebook(course) as gb:
         gb.update_or_create_student(result.student)
         try:
             gb.remove_submission(result.lab, result.student)
@@ -412,9 +423,7 @@ def _merge(course: Path, result: LabResult, scratch: Path) -> None:
 
 
 def _ensure_students(course: Path, students: list[str]) -> None:
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+    with _gradebook(course) as gb:
         for student in students:
             gb.update_or_create_student(student)
 
