@@ -1,8 +1,9 @@
-"""Shared fixtures: tiny course models are built into a per-session cache unless CI provides one."""
+"""Shared fixtures: a per-session tiny-model cache (unless CI provides one) and one graded sample class."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,32 @@ def tiny_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_VAR, str(cache))
     return cache
+
+
+@dataclass
+class GradedClass:
+    course: Path  # the class's nbgrader course folder: gradebook, feedback, grades.csv
+    mistakes: dict  # student -> mistake-catalogue entry (None for the reference)
+    hostile: dict  # student -> adversarial-catalogue entry
+    results: list  # grading.LabResult for every student and lab
+
+
+@pytest.fixture(scope="session")
+def graded_class(tmp_path_factory):
+    """One sandboxed grading run of both catalogues: every lab's mistake entries and the reference,
+    and the adversarial entries. One run pays nbgrader's per-class costs once, and its worker pool
+    overlaps the adversarial entries that only sleep (loops, the wall budget) with others' CPU work.
+    The per-cell timeout and wall budget are tighter than an instructor's defaults so the hostile
+    entries end sooner; every honest notebook finishes well inside them, even three at a time."""
+    from labutils import adversarial, catalogue, grading
+
+    root = tmp_path_factory.mktemp("class")
+    mistakes = catalogue.write_class(root / "submissions", grading.labs())
+    hostile = adversarial.write_class(root / "submissions", grading.labs())
+    course = root / "course"
+    try:
+        results = grading.grade(root / "submissions", course, quiet=True, workers=3, timeout=60, budget=240)
+        yield GradedClass(course, mistakes, hostile, results)
+    finally:
+        for probe in adversarial.escaped_probes(course):  # never leave an escaped write behind
+            probe.unlink(missing_ok=True)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
 
 from labutils import adversarial, catalogue, grading
 from labutils.errors import CourseError
-from labutils.models import cache_dir
 
 LAB = "04_qlora"
 TEST_CELLS = [
@@ -279,47 +277,19 @@ def test_unexpected_names_every_difference(entries):
 
 
 # ---------------------------------------------------------------- grading the adversarial class
-PROBE = "adv-probe-*"
-
-
-def _probes(out: Path) -> list[Path]:
-    """Probe files the filesystem entries left where a submission must not write."""
-    repo = grading.REPO
-    found = [p for folder in ("grader", "notebooks", "src") for p in (repo / folder).rglob(PROBE)]
-    for folder in (cache_dir(), Path("/tmp"), Path("/dev/shm"), Path.home(), out, out / "release"):
-        if folder.is_dir():
-            found += list(folder.glob(PROBE)) + list(folder.glob(f"*/{PROBE}"))
-    return sorted(set(found))
-
-
-@pytest.fixture(scope="module")
-def graded_adversarial_class(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adversarial")
-    students = adversarial.write_class(root / "submissions", grading.labs())
-    out = root / "course"
-    try:
-        results = grading.grade(root / "submissions", out, quiet=True, timeout=60, budget=240)
-        yield out, students, results, _probes(out)
-    finally:
-        for probe in _probes(out):  # never leave an escaped write behind, in the repo above all
-            probe.unlink(missing_ok=True)
+# The class is graded once per session, with the mistake catalogue (tests/conftest.py: graded_class).
+@pytest.mark.slow
+def test_adversarial_class_gets_exactly_the_scores_and_reasons(graded_class):
+    assert len(graded_class.hostile) >= 30
+    assert adversarial.unexpected(graded_class.results, graded_class.hostile) == []
 
 
 @pytest.mark.slow
-@pytest.mark.adversarial
-def test_adversarial_class_gets_exactly_the_scores_and_reasons(graded_adversarial_class):
-    _, students, results, _ = graded_adversarial_class
-    assert adversarial.unexpected(results, students) == []
-
-
-@pytest.mark.slow
-@pytest.mark.adversarial
-def test_adversarial_class_stays_in_its_sandbox(graded_adversarial_class):
+def test_adversarial_class_stays_in_its_sandbox(graded_class):
     """No write escaped, no network answered, and no feedback shows the hidden checks' code."""
-    out, students, _, probes = graded_adversarial_class
-    assert probes == [], "submissions wrote outside their folders"
-    for student in students:
-        html = out / "feedback" / student / LAB / f"{LAB}.html"
+    assert adversarial.escaped_probes(graded_class.course) == [], "submissions wrote outside their folders"
+    for student, entry in graded_class.hostile.items():
+        html = graded_class.course / "feedback" / student / entry.lab / f"{entry.lab}.html"
         if html.exists():
             text = html.read_text(errors="replace")
             assert "NETWORK REACHABLE" not in text, f"{student} reached the network"

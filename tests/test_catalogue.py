@@ -19,19 +19,21 @@ import pytest
 from labutils import catalogue, grading
 
 
-@pytest.fixture(scope="module")
-def graded_class(tmp_path_factory):
-    root = tmp_path_factory.mktemp("class")
-    students = catalogue.write_class(root / "submissions", grading.labs())
-    results = grading.grade(root / "submissions", root / "course", quiet=True)
-    return root / "course", students, results
-
-
 @pytest.mark.slow
 def test_every_entry_scores_exactly_its_points(graded_class):
-    _, students, results = graded_class
-    assert len(results) == len(students)
-    assert catalogue.unexpected(results, students) == []
+    """Graded once per session with the adversarial catalogue (tests/conftest.py: graded_class)."""
+    graded = {r.student for r in graded_class.results if r.reason != "missing submission"}
+    assert set(graded_class.mistakes) <= graded
+    assert catalogue.unexpected(graded_class.results, graded_class.mistakes) == []
+
+
+def test_every_lab_has_a_proven_catalogue():
+    """At least four entries per lab, wrong ones and a correct variant, each wrong one losing points."""
+    for lab in grading.labs():
+        entries = catalogue.entries(lab)
+        assert len(entries) >= 4, f"{lab}: {len(entries)} catalogue entries, expected at least 4"
+        assert any(e.correct for e in entries), f"{lab}: no correct variant"
+        assert all(e.failed for e in entries if not e.correct), f"{lab}: a wrong entry loses nothing"
 
 
 @pytest.mark.slow
@@ -45,10 +47,10 @@ def test_every_guide_mistake_is_in_the_catalogue():
 
 @pytest.mark.slow
 def test_feedback_and_grades_csv_are_written(graded_class):
-    course, students, results = graded_class
+    course = graded_class.course
     rows = list(csv.DictReader((course / "grades.csv").open()))
-    assert {r["student_id"] for r in rows} == set(students)
-    reference = next(r for r in rows if r["student_id"] == "reference")
+    assert {r["student_id"] for r in rows} == set(graded_class.mistakes) | set(graded_class.hostile)
+    reference = next(r for r in rows if r["student_id"] == "reference" and r["assignment"] == "04_qlora")
     assert float(reference["score"]) == float(reference["max_score"]) > 0
     html = (course / "feedback" / "reference" / "04_qlora" / "04_qlora.html").read_text()
     assert "def kbit_prepared" not in html and "RANK_RANGE" not in html, "feedback must not show check logic"
@@ -58,8 +60,7 @@ def test_feedback_and_grades_csv_are_written(graded_class):
 
 @pytest.mark.slow
 def test_summary_table_names_each_lost_point(graded_class):
-    _, _, results = graded_class
-    table = grading.summary_table(results)
+    table = grading.summary_table(graded_class.results)
     assert "reference" in table
     assert "04_qlora--fp4" in table and "nf4" in table
 

@@ -45,5 +45,11 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
     return value
 
 
-# Which checks module grades which lab (grader/checks/outside.py re-runs its on-disk checks).
-LAB_MODULES = {"04_qlora": "qlora"}
+# What each lab leaves on disk, re-checked outside the kernel (checks/outside.py): the paths its locked
+# set-up cell defines, and per test cell the function of checks.adapter_files that checks them.
+ON_DISK = {
+    "04_qlora": (
+        {"OUTPUT_DIR": "qlora-output", "ADAPTER_DIR": "qlora-output/adapter"},
+        {"test_adapter_only": "adapter_only_saved", "test_adapter_trained": "adapter_trained"},
+    ),
+}

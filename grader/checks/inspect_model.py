@@ -1,13 +1,8 @@
-"""Reading real model state: quantized layers, LoRA layers, kbit preparation, saved adapters."""
+"""Reading real model state: quantized layers, LoRA layers, kbit preparation (saved adapters: adapter_files)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def base_model(model):
@@ -60,35 +55,3 @@ def unprepared_parameters(model) -> list[str]:
         if param.is_floating_point() and param.dtype in (torch.float16, torch.bfloat16):
             bad.append(name)
     return bad
-
-
-def adapter_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a saved adapter, read from disk (never from the learner's kernel objects)."""
-    st = adapter_dir / "adapter_model.safetensors"
-    if st.exists():
-        from safetensors.torch import load_file
-
-        return load_file(st)
-    return torch.load(adapter_dir / "adapter_model.bin", map_location="cpu", weights_only=True)
-
-
-def full_weight_files(root: Path) -> list[Path]:
-    """Files anywhere under root that hold a full model rather than an adapter."""
-    found = []
-    for path in root.rglob("*"):
-        if not path.is_file():
-            continue
-        name = path.name
-        if (
-            name == "config.json"
-            or name in WEIGHT_FILES
-            or (name.startswith(("model-", "pytorch_model-")) and name.endswith((".safetensors", ".bin")))
-        ):
-            found.append(path)
-        elif name.endswith(".safetensors") and name != "adapter_model.safetensors":
-            found.append(path)
-    return sorted(found)
-
-
-def read_adapter_config(adapter_dir: Path) -> dict:
-    return json.loads((adapter_dir / "adapter_config.json").read_text())

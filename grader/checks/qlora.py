@@ -6,23 +6,19 @@ They read the objects the learner's cells produced (`bnb_config`, `model`) and t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
-from checks import QLORA_CONFIG, TRAINABLE_SHARE, TRAINED_ADAPTER, fail, need
+from checks import QLORA_CONFIG, TRAINABLE_SHARE, fail, need
+from checks.adapter_files import adapter_only_saved, adapter_trained  # noqa: F401 (test cells call them here)
 from checks.inspect_model import (
-    adapter_tensors,
     base_model,
-    full_weight_files,
     is_peft_model,
     leaf,
     linear4bit_layers,
     linear8bit_layers,
     lora_wrapped,
-    read_adapter_config,
     unprepared_parameters,
 )
 
@@ -243,77 +239,3 @@ def trainable_share(ns: dict) -> None:
             f"{share:.2f}% of parameters train; LoRA should train well under 1%.",
             "use r=16 on the attention projections; check print_trainable_parameters().",
         )
-
-
-def _adapter_dir(ns: dict) -> Path:
-    adapter_dir = Path(need(ns, "ADAPTER_DIR", (str, Path)))
-    if not adapter_dir.is_dir():
-        fail(TRAINED_ADAPTER, f"nothing was saved in {adapter_dir}.", "model.save_pretrained(ADAPTER_DIR).")
-    return adapter_dir
-
-
-def adapter_only_saved(ns: dict) -> None:
-    """ADAPTER_DIR holds the adapter only, and no full model weights lie anywhere in OUTPUT_DIR."""
-    adapter_dir = _adapter_dir(ns)
-    output_dir = Path(ns.get("OUTPUT_DIR", adapter_dir))
-    full = full_weight_files(output_dir) + full_weight_files(adapter_dir)
-    if full:
-        shown = ", ".join(str(p) for p in sorted(set(full))[:3])
-        fail(
-            4,
-            f"full model weights were saved ({shown}): a merged or base model is gigabytes on a real "
-            "model and can no longer be swapped or stacked.",
-            "save the adapter only with model.save_pretrained(ADAPTER_DIR); merge only for deployment.",
-        )
-    if not (adapter_dir / "adapter_config.json").exists():
-        fail(
-            4,
-            f"{adapter_dir} has no adapter_config.json.",
-            "model.save_pretrained(ADAPTER_DIR) on the PeftModel.",
-        )
-    try:
-        tensors = adapter_tensors(adapter_dir)
-    except FileNotFoundError:
-        fail(4, f"{adapter_dir} has no adapter_model.safetensors.", "model.save_pretrained(ADAPTER_DIR).")
-    not_lora = [k for k in tensors if "lora_" not in k]
-    if not_lora:
-        fail(
-            4,
-            f"the adapter file holds {len(not_lora)} non-LoRA tensors (e.g. {not_lora[0]}): full base weights "
-            "ride along (a targeted head or embedding is saved whole, or the model was merged).",
-            "target only the projections and save the PeftModel itself, not a merged or unwrapped model.",
-        )
-
-
-def adapter_trained(ns: dict) -> None:
-    """The saved adapter is the trained one and matches the model's LoRA config."""
-    adapter_dir = _adapter_dir(ns)
-    try:
-        tensors = adapter_tensors(adapter_dir)
-        saved = read_adapter_config(adapter_dir)
-    except (FileNotFoundError, ValueError) as err:
-        fail(
-            TRAINED_ADAPTER,
-            f"{adapter_dir} holds no readable adapter ({type(err).__name__}: {err}).",
-            "model.save_pretrained(ADAPTER_DIR) on the trained PeftModel.",
-        )
-    if "r" not in saved:
-        fail(
-            TRAINED_ADAPTER,
-            f"{adapter_dir}/adapter_config.json is not a LoRA adapter config.",
-            "model.save_pretrained(ADAPTER_DIR) on the PeftModel.",
-        )
-    lora_b = [t for k, t in tensors.items() if "lora_B" in k]
-    if not lora_b or all(torch.count_nonzero(t) == 0 for t in lora_b):
-        fail(
-            TRAINED_ADAPTER,
-            "every lora_B matrix in the saved adapter is zero: it was never trained "
-            "(LoRA starts with B = 0, so an untrained adapter changes nothing).",
-            "train (non-zero steps and learning rate) before model.save_pretrained(ADAPTER_DIR).",
-        )
-
-
-# Checks of what the lab leaves on disk, re-run outside the kernel (checks/outside.py) with the lab's
-# own paths, as set in its locked set-up cell.
-OUTSIDE_PATHS = {"OUTPUT_DIR": "qlora-output", "ADAPTER_DIR": "qlora-output/adapter"}
-OUTSIDE_CHECKS = {"test_adapter_only": adapter_only_saved, "test_adapter_trained": adapter_trained}

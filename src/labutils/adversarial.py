@@ -146,7 +146,7 @@ def max_points(lab: str) -> dict[str, float]:
     return {
         c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"].get("points", 0))
         for c in master.cells
-        if c.metadata.get("nbgrader", {}).get("grade")
+        if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"  # autograded cells
     }
 
 
@@ -318,3 +318,18 @@ def unexpected(results, students: dict[str, AdversarialEntry]) -> list[str]:
         if seen.get(student, 0) != 1:
             problems.append(f"{student}: {seen.get(student, 0)} results, expected exactly 1")
     return problems
+
+
+PROBE = "adv-probe-*"  # the name of every file the filesystem entries try to write where they must not
+
+
+def escaped_probes(course: Path) -> list[Path]:
+    """Probe files the filesystem entries left outside their own folders (empty when the sandbox held)."""
+    from labutils.grading import REPO
+    from labutils.models import cache_dir
+
+    found = [p for folder in ("grader", "notebooks", "src") for p in (REPO / folder).rglob(PROBE)]
+    for folder in (cache_dir(), Path("/tmp"), Path("/dev/shm"), Path.home(), course, course / "release"):
+        if folder.is_dir():
+            found += list(folder.glob(PROBE)) + list(folder.glob(f"*/{PROBE}"))
+    return sorted(set(found))

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,6 +140,7 @@ class LabResult:
     score: float = 0.0
     max_score: float = 0.0
     reason: str = ""  # why there is no (full) autograde, e.g. a missing or unreadable submission
+    manual_points: float = 0.0  # points of markdown answers an instructor grades in formgrader
     checks: list[CheckResult] = field(default_factory=list)
     digest: str = ""  # sha256 of the graded file: an unchanged submission is not graded twice
 
@@ -270,6 +272,7 @@ def _errors_named(autograded: Path, ename: str) -> list[str]:
 
 
 def _read_gradebook(course: Path, lab: str, student: str, result: LabResult) -> None:
+    """The autograded cells' scores; markdown answer cells wait for manual grading in formgrader."""
     from nbgrader.api import MissingEntry
 
     with _gradebook(course) as gb:
@@ -277,17 +280,21 @@ def _read_gradebook(course: Path, lab: str, student: str, result: LabResult) -> 
             sub = gb.find_submission(lab, student)
         except MissingEntry:
             return
-        result.score = sub.score
+        grades = [g for nb in sub.notebooks for g in sorted(nb.grades, key=lambda g: g.name)]
         result.checks = [
-            CheckResult(g.name, g.score or 0.0, g.max_score)
-            for nb in sub.notebooks
-            for g in sorted(nb.grades, key=lambda g: g.name)
+            CheckResult(g.name, g.score or 0.0, g.max_score) for g in grades if g.cell.cell_type == "code"
         ]
+        result.score = sum(c.score for c in result.checks)
 
 
-def _max_points(course: Path, lab: str) -> float:
+def _points(course: Path, lab: str) -> tuple[float, float]:
+    """The lab's autograded points and its manually graded points."""
     with _gradebook(course) as gb:
-        return gb.find_assignment(lab).max_score
+        cells = [
+            (c.cell_type, c.max_score) for nb in gb.find_assignment(lab).notebooks for c in nb.grade_cells
+        ]
+    auto = sum(points for kind, points in cells if kind == "code")
+    return auto, sum(points for _, points in cells) - auto
 
 
 def _digest(path: Path) -> str:
@@ -410,7 +417,9 @@ def _merge(course: Path, result: LabResult, scratch: Path) -> None:
     submitted = scratch / "submitted" / result.student / result.lab
     if submitted.exists():
         shutil.copytree(submitted, course / "submitted" / result.student / result.lab, dirs_exist_ok=True)
-    with _gradebook(course) as gb:
+    with _gradebook(course) as gb, warnings.catch_warnings():
+        # nbgrader 0.9.6's remove_submission trips SQLAlchemy's autoflush warnings: noise, not data loss
+        warnings.simplefilter("ignore")
         gb.update_or_create_student(result.student)
         try:
             gb.remove_submission(result.lab, result.student)
@@ -470,7 +479,7 @@ def grade(
     results: list[LabResult] = []
     for lab in todo:
         nbgrader(course, "generate_assignment", lab, "--force")
-        max_points = _max_points(course, lab)
+        max_points, manual_points = _points(course, lab)
         template = out_dir / ".work" / f"{lab}.gradebook.db"
         template.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(course / "gradebook.db", template)
@@ -478,7 +487,7 @@ def grade(
         for student in students:
             src = folder / student / f"{lab}.ipynb"
             saved = out_dir / "results" / lab / f"{student}.json"
-            result = LabResult(student, lab, max_score=max_points)
+            result = LabResult(student, lab, max_score=max_points, manual_points=manual_points)
             if not src.exists():
                 result.reason = "missing submission"
             elif problem := _read_notebook(src) or _foreign(src, lab):
@@ -496,7 +505,11 @@ def grade(
                         f"graded {lab} for {job.student}: {result.score:g}/{max_points:g} {result.reason}",
                         flush=True,
                     )
-                result.max_score, result.digest = max_points, _digest(job.src)
+                result.max_score, result.manual_points, result.digest = (
+                    max_points,
+                    manual_points,
+                    _digest(job.src),
+                )
                 _merge(course, result, out_dir / ".work" / lab / job.student)
                 _write_atomically(
                     out_dir / "results" / lab / f"{job.student}.json", json.dumps(asdict(result), indent=1)
@@ -513,22 +526,24 @@ def grade(
 
 def summary_table(results: list[LabResult]) -> str:
     """Per student and lab: score and the first failing check's message; then per check: failures."""
-    lines = [f"{'student':<28} {'lab':<12} {'score':>9}  lost points"]
+    lines = [
+        f"{'student':<28} {'lab':<18} {'score':>12}  lost points (+Nm: points graded by hand in formgrader)"
+    ]
     for r in results:
-        score = f"{r.score:g}/{r.max_score:g}"
+        score = f"{r.score:g}/{r.max_score:g}" + (f" +{r.manual_points:g}m" if r.manual_points else "")
         lost = r.reason or "; ".join(
             f"{c.name} -{c.max_score - c.score:g}: {c.message or 'no output'}"
             for c in r.checks
             if c.score < c.max_score
         )
-        lines.append(f"{r.student:<28} {r.lab:<12} {score:>9}  {(lost or '-')[:160]}")
+        lines.append(f"{r.student:<28} {r.lab:<18} {score:>12}  {(lost or '-')[:160]}")
     per_check: dict[tuple[str, str], list[int]] = {}
     for r in results:
         for c in r.checks:
             passed_failed = per_check.setdefault((r.lab, c.name), [0, 0])
             passed_failed[c.score < c.max_score] += 1
-    lines += ["", f"{'lab':<12} {'check':<24} {'passed':>6} {'failed':>6}"]
-    lines += [f"{lab:<12} {name:<24} {p:>6} {f:>6}" for (lab, name), (p, f) in per_check.items()]
+    lines += ["", f"{'lab':<18} {'check':<24} {'passed':>6} {'failed':>6}"]
+    lines += [f"{lab:<18} {name:<24} {p:>6} {f:>6}" for (lab, name), (p, f) in per_check.items()]
     return "\n".join(lines)
 
 
@@ -569,6 +584,8 @@ def self_check(notebook: Path, timeout: int | None = None) -> int:
             + (f"\n      {c.message}" if c.message else "")
         )
     print(f"score: {result.score:g}/{result.max_score:g}")
+    if result.manual_points:
+        print(f"plus {result.manual_points:g} points for written answers, graded by your instructor")
     return 0 if result.score >= result.max_score else 1
 
 
