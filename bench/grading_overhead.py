@@ -2,7 +2,7 @@
 
 Grades the same submissions (the reference and the first N-1 mistake-catalogue entries of a lab) three
 ways in one run and prints seconds per submission and the ratios:
-  plain     one nbgrader course, `nbgrader autograde LAB` over all students (no isolation)
+  plain     one nbgrader course: `nbgrader autograde`, `generate_feedback`, `export` (no isolation)
   isolated  `labutils grade --workers 1` (scratch course + bubblewrap kernel + tamper filter + outside checks)
   parallel  `labutils grade --workers W` (W = the machine's cores)
 
@@ -49,20 +49,28 @@ def main() -> None:
             target = plain / "submitted" / name / args.lab
             target.mkdir(parents=True)
             shutil.copyfile(root / "subs" / name / f"{args.lab}.ipynb", target / f"{args.lab}.ipynb")
-        times = {
-            "plain": _timed(lambda: grading.nbgrader(plain, "autograde", args.lab, "--force", check=False))
-        }
-        times["isolated"] = _timed(
-            lambda: grading.grade(root / "subs", root / "iso", [args.lab], quiet=True, workers=1)
-        )
-        times[f"parallel x{workers}"] = _timed(
-            lambda: grading.grade(root / "subs", root / "par", [args.lab], quiet=True, workers=workers)
-        )
+
+        def plain_pipeline():
+            grading.nbgrader(plain, "autograde", args.lab, "--force", check=False)
+            grading.nbgrader(plain, "generate_feedback", args.lab, "--force", check=False)
+            grading.nbgrader(plain, "export", check=False)
+
+        scores = {}
+
+        def isolated(mode, n_workers):
+            results = grading.grade(root / "subs", root / mode, [args.lab], quiet=True, workers=n_workers)
+            scores[mode] = {(r.student, r.score, r.reason) for r in results}
+
+        times = {"plain": _timed(plain_pipeline)}
+        times["isolated"] = _timed(lambda: isolated("isolated", 1))
+        times[f"parallel x{workers}"] = _timed(lambda: isolated("parallel", workers))
     n = len(names)
     print(f"\n{n} submissions of {args.lab} ({', '.join(names)})")
     print(f"{'mode':<14} {'total s':>8} {'s/submission':>13} {'vs plain':>9}")
     for mode, seconds in times.items():
         print(f"{mode:<14} {seconds:8.1f} {seconds / n:13.1f} {seconds / times['plain']:9.2f}")
+    same = scores["isolated"] == scores["parallel"]
+    print(f"parallel scores {'identical to' if same else 'DIFFER FROM'} the serial run")
 
 
 if __name__ == "__main__":

@@ -46,10 +46,14 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
 
 
 # What each lab leaves on disk, re-checked outside the kernel (checks/outside.py): the paths its locked
-# set-up cell defines, and per test cell the function of checks.adapter_files that checks them.
+# set-up cell defines, and per test cell the on-disk check ("module.function" of this package; such
+# modules use the standard library only, so the fresh process starts in a fraction of a second).
 ON_DISK = {
     "04_qlora": (
         {"OUTPUT_DIR": "qlora-output", "ADAPTER_DIR": "qlora-output/adapter"},
-        {"test_adapter_only": "adapter_only_saved", "test_adapter_trained": "adapter_trained"},
+        {
+            "test_adapter_only": "adapter_files.adapter_only_saved",
+            "test_adapter_trained": "adapter_files.adapter_trained",
+        },
     ),
 }

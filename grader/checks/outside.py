@@ -8,12 +8,13 @@ The checks use the standard library only, so this costs about a second per submi
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from pathlib import Path
 
-from checks import ON_DISK, PeftMistake, adapter_files
+from checks import ON_DISK, PeftMistake
 
 
 def verdicts(lab: str, folder: Path) -> dict[str, str]:
@@ -22,9 +23,11 @@ def verdicts(lab: str, folder: Path) -> dict[str, str]:
     paths, checks = ON_DISK[lab]
     os.chdir(folder)
     found = {}
-    for grade_id, name in checks.items():
+    for grade_id, target in checks.items():
+        module, function = target.rsplit(".", 1)
+        check = getattr(importlib.import_module(f"checks.{module}"), function)
         try:
-            getattr(adapter_files, name)({key: Path(value) for key, value in paths.items()})
+            check({key: Path(value) for key, value in paths.items()})
             found[grade_id] = ""
         except PeftMistake as err:
             found[grade_id] = str(err)
