@@ -70,3 +70,55 @@ def test_self_check_names_the_mistake_and_fails(tmp_path, capsys):
     assert "FAIL  test_kbit_prepared" in out and "Mistake 3" in out and "Fix:" in out
     assert "PASS  test_bnb_config" in out
     assert f"score: {entry.score:g}/20" in out
+
+
+def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path):
+    """The fresh-process re-check of lab 04's files: a trained adapter passes, a zeroed one and a
+    merged save fail with the guide's messages, and the checker never imports torch."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from labutils.models import ensure_tiny_model
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(ensure_tiny_model("causal_lm")),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]),
+    )
+    adapter = tmp_path / "qlora-output" / "adapter"
+
+    def verdicts() -> dict:
+        code = (
+            "import json, sys; from pathlib import Path; from checks import outside; "
+            "v = outside.verdicts('04_qlora', Path(sys.argv[1])); "
+            "print(json.dumps([v, 'torch' in sys.modules]))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)],
+            env={"PYTHONPATH": str(grading.GRADER), "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found, imported_torch = json.loads(out)
+        assert not imported_torch
+        return found
+
+    model.save_pretrained(adapter)  # lora_B is still zero: never trained
+    untrained = verdicts()
+    assert untrained["test_adapter_only"] == "" and "never trained" in untrained["test_adapter_trained"]
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.01)
+    model.save_pretrained(adapter)
+    assert verdicts() == {"test_adapter_only": "", "test_adapter_trained": ""}
+
+    model.merge_and_unload().save_pretrained(adapter)
+    merged = verdicts()
+    assert "Mistake 4" in merged["test_adapter_only"] and "Fix:" in merged["test_adapter_only"]
