@@ -89,13 +89,21 @@ def submission(lab: str, cells: dict[str, str] | None = None, release_dir: Path 
     return nb
 
 
-def write_class(folder: Path, labs: list[str], release_dir: Path = NOTEBOOKS) -> dict[str, Entry | None]:
-    """A sample class: 'reference' plus one student per catalogue entry, as <student>/<lab>.ipynb."""
+def write_class(
+    folder: Path, labs: list[str], release_dir: Path = NOTEBOOKS, sample: bool = False
+) -> dict[str, Entry | None]:
+    """A class: 'reference' plus one student per catalogue entry, as <student>/<lab>.ipynb.
+
+    With `sample`, a smaller class for a demonstration: per lab one wrong entry and one correct variant.
+    """
     import nbformat
 
     students: dict[str, Entry | None] = {}
     for lab in labs:
-        for student, entry in [("reference", None), *((f"{e.lab}--{e.name}", e) for e in entries(lab))]:
+        chosen = entries(lab)
+        if sample:
+            chosen = [e for kind in (False, True) for e in [e for e in chosen if e.correct == kind][:1]]
+        for student, entry in [("reference", None), *((f"{e.lab}--{e.name}", e) for e in chosen)]:
             nb = submission(lab, entry.cells if entry else None, release_dir)
             target = Path(folder) / student / f"{lab}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)

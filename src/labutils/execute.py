@@ -1,0 +1,85 @@
+"""Run labs as a learner does, without grading: the released notebook with the reference answers.
+
+`python -m labutils.execute LAB FOLDER` runs one lab in FOLDER and prints its wall time and the
+kernel's peak memory as JSON; `run_labs` runs several, each in a fresh process, so every lab's
+peak is its own. `make demo` and `bench/` use it.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from labutils.errors import CourseError
+
+
+@dataclass
+class LabRun:
+    lab: str
+    seconds: float
+    peak_mib: float  # the kernel's peak resident memory
+    error: str = ""  # the first failing cell's error, if any
+
+
+def _execute(lab: str, folder: Path, timeout: int) -> LabRun:
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    from labutils.catalogue import submission
+
+    folder.mkdir(parents=True, exist_ok=True)
+    nb = submission(lab)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    start, error = time.perf_counter(), ""
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        error = str(err).strip().splitlines()[-1][:300]
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the (reaped) kernel, in KiB on Linux
+    return LabRun(lab, seconds, peak_kib / 1024, error)
+
+
+def run_lab(lab: str, folder: Path, timeout: int = 600) -> LabRun:
+    """Run one lab's reference in a fresh process (so the peak memory is this lab's alone)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "labutils.execute", lab, str(folder), str(timeout)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return LabRun(lab, 0.0, 0.0, f"could not run: {tail[0][:300]}")
+    return LabRun(**json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def run_labs(labs: list[str], folder: Path, timeout: int = 600) -> list[LabRun]:
+    from tqdm.auto import tqdm
+
+    runs = []
+    for lab in (bar := tqdm(labs, desc="labs", unit="lab")):
+        bar.set_postfix_str(lab)
+        runs.append(run_lab(lab, Path(folder) / lab, timeout))
+    return runs
+
+
+def table(runs: list[LabRun]) -> str:
+    lines = [f"{'lab':<22} {'seconds':>8} {'peak MiB':>9}  result"]
+    lines += [f"{r.lab:<22} {r.seconds:8.1f} {r.peak_mib:9.0f}  {r.error or 'ok'}" for r in runs]
+    lines.append(f"{'whole course':<22} {sum(r.seconds for r in runs):8.1f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    lab, folder, timeout = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 600
+    try:
+        print(json.dumps(_execute(lab, folder, timeout).__dict__))
+    except CourseError as err:
+        sys.exit(f"error: {err}")
