@@ -56,4 +56,15 @@ ON_DISK = {
             "test_adapter_trained": "adapter_files.adapter_trained",
         },
     ),
+    "05_save_load_merge": (
+        {
+            "OUTPUT_DIR": "lab05-output",
+            "ADAPTER_DIR": "lab05-output/adapter",
+            "DEPLOY_DIR": "lab05-output/deploy",
+        },
+        {
+            "test_adapter_only": "deploy_files.adapter_only_saved",
+            "test_deploy_copy": "deploy_files.deploy_copy_saved",
+        },
+    ),
 }

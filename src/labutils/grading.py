@@ -84,6 +84,10 @@ def nbgrader(
     course_dir: Path, *args: str, check: bool = True, env: dict | None = None, budget: float | None = None
 ) -> subprocess.CompletedProcess:
     """Run nbgrader in course_dir; past `budget` seconds its whole process tree is killed (returncode -9)."""
+    import importlib.util
+
+    if importlib.util.find_spec("nbgrader") is None:
+        raise CourseError("nbgrader is not installed. Fix: `make setup`, or pip install -e '.[grader]'.")
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbgrader", *args],
         cwd=course_dir,
