@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 GRADER = REPO / "grader"
 SOURCE = GRADER / "source"
 NOTEBOOKS = REPO / "notebooks"
-MESSAGE_CHARS = 400
+MESSAGE_CHARS = 1000  # a whole check message (they name the mistake, then the fix), not a traceback
 
 
 def labs() -> list[str]:
