@@ -49,17 +49,6 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
 # set-up cell defines, and per test cell the on-disk check ("module.function" of this package; such
 # modules use the standard library only, so the fresh process starts in a fraction of a second).
 ON_DISK = {
-    "07_capstone": (
-        {"OUTPUT_DIR": "capstone-output", "ADAPTER_DIR": "capstone-output/adapter"},
-        {
-            "test_adapter_only": "adapter_files.adapter_only_saved",
-            "test_adapter_trained": "adapter_files.adapter_trained",
-        },
-    ),
-    "06_task_heads": (
-        {"OUTPUT_DIR": "heads-output", "ADAPTER_DIR": "heads-output/adapter"},
-        {"test_head_saved": "head_files.head_saved"},
-    ),
     "04_qlora": (
         {"OUTPUT_DIR": "qlora-output", "ADAPTER_DIR": "qlora-output/adapter"},
         {
@@ -76,6 +65,17 @@ ON_DISK = {
         {
             "test_adapter_only": "deploy_files.adapter_only_saved",
             "test_deploy_copy": "deploy_files.deploy_copy_saved",
+        },
+    ),
+    "06_task_heads": (
+        {"OUTPUT_DIR": "heads-output", "ADAPTER_DIR": "heads-output/adapter"},
+        {"test_head_saved": "head_files.head_saved"},
+    ),
+    "07_capstone": (
+        {"OUTPUT_DIR": "capstone-output", "ADAPTER_DIR": "capstone-output/adapter"},
+        {
+            "test_adapter_only": "adapter_files.adapter_only_saved",
+            "test_adapter_trained": "adapter_files.adapter_trained",
         },
     ),
 }

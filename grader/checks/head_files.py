@@ -1,0 +1,83 @@
+"""Lab 06's on-disk check: the saved adapter carries the classification head. Standard library only.
+
+Like adapter_files, this runs inside the learner's kernel (hidden test cell) and, in a fresh process,
+outside it (checks/outside.py), so it must give the same verdict in both places without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from checks import fail, need
+from checks.adapter_files import ADAPTER_WEIGHTS
+
+# Rules of this lab that are not among the guide's five numbered mistakes.
+TRAIN_HEAD = "Train the adapter and the head before saving"
+BEATS_CHANCE = "A trained classifier beats chance on held-out data"
+RELOAD_SAME = "A saved adapter reloads onto a fresh base with identical predictions"
+
+# What transformers calls a sequence-classification head: BERT/RoBERTa `classifier`, decoder models `score`.
+HEAD_NAMES = ("classifier", "score")
+SAVE_HEAD_FIX = (
+    "task_type='SEQ_CLS' (or TaskType.SEQ_CLS), which adds the head to modules_to_save, or "
+    "modules_to_save=['classifier']; then model.save_pretrained(ADAPTER_DIR) saves it with the adapter."
+)
+
+
+def safetensors_header(path: Path) -> dict:
+    """Tensor names -> {dtype, shape, data_offsets} of a safetensors file (its JSON header only)."""
+    with open(path, "rb") as f:
+        try:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        except (struct.error, UnicodeDecodeError, json.JSONDecodeError, MemoryError, OverflowError) as err:
+            raise ValueError(f"{Path(path).name} is not a safetensors file") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{Path(path).name} is not a safetensors file")
+    header.pop("__metadata__", None)
+    return header
+
+
+def head_tensors(header: dict) -> dict[str, str]:
+    """Saved head tensors (not LoRA matrices): 'classifier.weight' -> full saved name."""
+    found = {}
+    for name in header:
+        parts = name.split(".")
+        if "lora_" in name or len(parts) < 2 or parts[-2] not in HEAD_NAMES:
+            continue
+        found[".".join(parts[-2:])] = name
+    return found
+
+
+def head_saved(ns: dict) -> None:
+    """ADAPTER_DIR holds a LoRA adapter whose safetensors file also carries the head's weight and bias."""
+    adapter_dir = Path(need(ns, "ADAPTER_DIR", (str, Path)))
+    if not (adapter_dir / "adapter_config.json").is_file():
+        fail(
+            RELOAD_SAME,
+            f"{adapter_dir} holds no adapter_config.json: no adapter was saved there.",
+            "model.save_pretrained(ADAPTER_DIR) on the PeftModel.",
+        )
+    try:
+        header = safetensors_header(adapter_dir / ADAPTER_WEIGHTS)
+    except FileNotFoundError:
+        fail(RELOAD_SAME, f"{adapter_dir} has no {ADAPTER_WEIGHTS}.", "model.save_pretrained(ADAPTER_DIR).")
+    except ValueError as err:
+        fail(RELOAD_SAME, f"{err}.", "model.save_pretrained(ADAPTER_DIR).")
+    if not any("lora_" in name for name in header):
+        fail(
+            RELOAD_SAME,
+            f"{ADAPTER_WEIGHTS} holds no LoRA matrices.",
+            "save the PeftModel itself: model.save_pretrained(ADAPTER_DIR).",
+        )
+    saved = head_tensors(header)
+    if not ({"classifier.weight", "classifier.bias"} <= set(saved) or "score.weight" in saved):
+        fail(
+            5,
+            f"the saved adapter holds LoRA matrices but not the classification head's weight and bias "
+            f"(head tensors found: {', '.join(sorted(saved)) or 'none'}). The head is not in modules_to_save, so it "
+            "stayed random and frozen, and whoever loads this adapter gets a new random head: different predictions.",
+            SAVE_HEAD_FIX,
+        )

@@ -1,0 +1,98 @@
+"""Lab 07's own hidden checks (grader/checks/capstone.py) on simulated hardware: no model, no training."""
+
+from __future__ import annotations
+
+import pytest
+
+from labutils import grading
+
+CPU = {"cuda_available": False, "bf16_supported": True, "device_name": "CPU (no CUDA)"}
+T4 = {"cuda_available": True, "bf16_supported": False, "device_name": "Tesla T4"}
+A100 = {"cuda_available": True, "bf16_supported": True, "device_name": "NVIDIA A100"}
+
+
+@pytest.fixture
+def capstone(monkeypatch):
+    monkeypatch.syspath_prepend(str(grading.GRADER))
+    from checks import capstone
+
+    return capstone
+
+
+@pytest.fixture
+def on(monkeypatch):
+    """Pretend the grading machine is `hardware` (what labutils.doctor.detect_hardware reports)."""
+    import labutils.doctor
+
+    def simulate(hardware):
+        monkeypatch.setattr(labutils.doctor, "detect_hardware", lambda: dict(hardware))
+
+    return simulate
+
+
+def verdict(check, ns) -> str:
+    from checks import PeftMistake
+
+    try:
+        check(ns)
+    except PeftMistake as err:
+        return str(err)
+    return ""
+
+
+def args(**flags):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(output_dir="unused", report_to="none", use_cpu=True, **flags)
+
+
+@pytest.mark.parametrize(
+    ("hardware", "want"),
+    [(CPU, (False, False)), (T4, (True, False)), (A100, (False, True))],
+    ids=["cpu", "t4", "a100"],
+)
+def test_expected_precision_follows_the_hardware(capstone, on, hardware, want):
+    on(hardware)
+    assert tuple(capstone.expected_precision().values()) == want
+
+
+@pytest.mark.parametrize(
+    ("hardware", "right", "wrong"),
+    [
+        (CPU, {}, [{"fp16": True}, {"bf16": True}]),
+        (T4, {"fp16": True}, [{}, {"bf16": True}]),
+        (A100, {"bf16": True}, [{}, {"fp16": True}]),
+    ],
+    ids=["cpu", "t4", "a100"],
+)
+def test_precision_flags_accept_exactly_the_right_choice(capstone, on, hardware, right, wrong):
+    on(hardware)
+    assert verdict(capstone.precision_flags, {"training_args": args(**right)}) == ""
+    for flags in wrong:
+        message = verdict(capstone.precision_flags, {"training_args": args(**flags)})
+        assert message.startswith(f"[{capstone.PRECISION}]") and "Fix:" in message, flags
+        assert len("PeftMistake: " + message) <= grading.MESSAGE_CHARS
+
+
+def test_precision_reads_the_trainers_own_arguments(capstone, on):
+    """What trained is trainer.args; a correct `training_args` built afterwards does not hide it."""
+
+    class FakeTrainer:
+        pass
+
+    on(CPU)
+    from transformers import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.args = args(fp16=True)
+    assert "fp16=True" in verdict(capstone.precision_flags, {"trainer": trainer, "training_args": args()})
+    # Anything else called `trainer` is ignored in favour of training_args.
+    assert verdict(capstone.precision_flags, {"trainer": FakeTrainer(), "training_args": args()}) == ""
+
+
+def test_missing_objects_are_named(capstone, on, tmp_path):
+    on(CPU)
+    assert "`training_args` is not defined" in verdict(capstone.precision_flags, {})
+    ns = {"ADAPTER_DIR": tmp_path / "adapter"}
+    assert "no adapter_config.json" in verdict(capstone.validation_improved, ns)
+    assert "`inference_model` is not defined" in verdict(capstone.reloaded_for_inference, ns)
