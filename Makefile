@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo lab test test-fast lint release grade bench clean
+.PHONY: setup demo lab grade-ui test test-fast lint release grade bench clean
 
 setup: $(STAMP)
 
@@ -23,13 +23,34 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap)) \
 	  || echo "warning: bubblewrap not installed; grading will run kernels with less isolation"; }
+	@# Debian chromium drives JupyterLab in the browser tests (pytest -m browser); they skip without it.
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)) \
+	  || echo "warning: chromium not installed; the browser tests will be skipped"; }
 	touch $(STAMP)
 
 demo: setup
 	$(BIN)/labutils demo
 
+# JupyterLab on the learner notebooks. LAB_DIR, LAB_PORT and LAB_TOKEN change the folder, the port and the
+# token (defaults: notebooks/, Jupyter's own port and a fresh token); LAB_FLAGS adds server flags, e.g.
+# LAB_FLAGS="--no-browser --allow-root --ServerApp.ip=127.0.0.1" for a headless server.
+LAB_DIR   ?= notebooks/
+LAB_PORT  ?=
+LAB_TOKEN ?=
+LAB_FLAGS ?=
+LAB_ARGS   = $(if $(LAB_PORT),--ServerApp.port=$(LAB_PORT)) $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN)) $(LAB_FLAGS)
+
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab "$(LAB_DIR)" $(LAB_ARGS)
+
+# Formgrader on a graded course folder (what `labutils grade SUBMISSIONS --out COURSE` wrote): JupyterLab
+# starts in COURSE; open Nbgrader > Formgrader to see the scores and grade the written answers by hand,
+# then `cd COURSE && nbgrader export` for a CSV with the manual grades. LAB_PORT/LAB_TOKEN/LAB_FLAGS apply.
+grade-ui: setup
+	@test -n "$(COURSE)" && test -f "$(COURSE)/gradebook.db" || \
+	  { echo "usage: make grade-ui COURSE=path (a course folder written by labutils grade, with gradebook.db)"; exit 2; }
+	cd "$(COURSE)" && $(abspath $(BIN))/jupyter lab $(LAB_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -324,6 +324,7 @@ class _Job:
     timeout: int | None
     budget: float
     sandbox: bool
+    threads: int  # CPU threads for the kernel's torch: the machine's cores shared among the workers
 
 
 def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
@@ -356,7 +357,13 @@ def _grade_one(job: _Job) -> LabResult:
     if removed := tamper.sanitize(nb, _restored_ids(job.lab)):
         result.reason = f"tampering removed before grading: {'; '.join(removed[:3])}"
     nbformat.write(nb, dest / f"{job.lab}.ipynb")
-    env = _env() | {"JUPYTER_PATH": str(scratch / "jupyter")}
+    # Oversubscribed torch threads (every kernel using every core) make parallel grading many times slower.
+    threads = str(job.threads)
+    env = _env() | {
+        "JUPYTER_PATH": str(scratch / "jupyter"),
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+    }
     # ipc sockets need a short absolute path (unix sockets allow ~100 characters) outside the notebook.
     sockets = Path(tempfile.mkdtemp(prefix="peft-k-"))
     with (scratch / "nbgrader_config.py").open("a") as config:
@@ -480,6 +487,8 @@ def grade(
 
         build_all()  # before any kernel runs: sandboxed kernels cannot write the model cache
 
+    n_workers = workers or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
     results: list[LabResult] = []
     for lab in todo:
         nbgrader(course, "generate_assignment", lab, "--force")
@@ -499,10 +508,10 @@ def grade(
             elif not force and saved.exists() and json.loads(saved.read_text()).get("digest") == _digest(src):
                 result = _load_result(saved)  # graded before, unchanged since: resume
             else:
-                jobs.append(_Job(lab, student, src, out_dir, template, timeout, budget, sandbox))
+                jobs.append(_Job(lab, student, src, out_dir, template, timeout, budget, sandbox, threads))
                 continue
             done[student] = result
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
             for job, result in zip(jobs, pool.map(_grade_one, jobs), strict=True):
                 if not quiet:
                     print(
