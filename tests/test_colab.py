@@ -92,3 +92,9 @@ def test_constraints_are_the_versions_installed_here():
         assert version(name) == pinned, (
             f"{name} {version(name)} installed, {pinned} pinned in {CONSTRAINTS.name}"
         )
+
+
+def test_workshop_guide_links_every_lab_in_colab():
+    text = (grading.REPO / "WORKSHOP.md").read_text()
+    for lab in grading.labs():
+        assert f"]({colab_url(lab)})" in text, f"WORKSHOP.md has no Colab link to {lab}"
