@@ -61,7 +61,11 @@ def make_course(
         f"load_subconfig({str(GRADER / 'nbgrader_config.py')!r})  # noqa: F821",
         f"c.CourseDirectory.root = {str(course_dir.resolve())!r}",
         f"c.CourseDirectory.source_directory = {str(SOURCE)!r}",
+        # nbgrader's exchange (assignment release/collect inside JupyterHub) is not used; a folder of its
+        # own keeps formgrader from warning that /usr/local/share/nbgrader/exchange does not exist.
+        f"c.Exchange.root = {str((course_dir / 'exchange').resolve())!r}",
     ]
+    (course_dir / "exchange").mkdir(exist_ok=True)
     if timeout:
         lines += [f"c.Execute.timeout = {int(timeout)}", f"c.ExecutePreprocessor.timeout = {int(timeout)}"]
     if sandbox:
