@@ -17,6 +17,10 @@ from pathlib import Path
 
 from labutils.errors import CourseError
 
+_MARK = "GPU-PEAK-MIB:"
+_GPU_PEAK = f"""import json, torch
+print({_MARK!r}, json.dumps(torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None))"""
+
 
 @dataclass
 class LabRun:
@@ -24,16 +28,19 @@ class LabRun:
     seconds: float
     peak_mib: float  # the kernel's peak resident memory
     error: str = ""  # the first failing cell's error, if any
+    gpu_peak_mib: float | None = None  # torch's peak CUDA allocation, where the lab ran on a GPU
 
 
 def _execute(lab: str, folder: Path, timeout: int) -> LabRun:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
+    from nbformat.v4 import new_code_cell
 
     from labutils.catalogue import submission
 
     folder.mkdir(parents=True, exist_ok=True)
     nb = submission(lab)
+    nb.cells.append(new_code_cell(_GPU_PEAK))  # runs last, after every cell of the lab succeeded
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
@@ -44,7 +51,9 @@ def _execute(lab: str, folder: Path, timeout: int) -> LabRun:
         error = str(err).strip().splitlines()[-1][:300]
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the (reaped) kernel, in KiB on Linux
-    return LabRun(lab, seconds, peak_kib / 1024, error)
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].get("outputs", []))
+    gpu = json.loads(printed.split(_MARK, 1)[1]) if _MARK in printed else None
+    return LabRun(lab, seconds, peak_kib / 1024, error, gpu)
 
 
 def run_lab(lab: str, folder: Path, timeout: int = 600) -> LabRun:
@@ -71,8 +80,14 @@ def run_labs(labs: list[str], folder: Path, timeout: int = 600) -> list[LabRun]:
 
 
 def table(runs: list[LabRun]) -> str:
-    lines = [f"{'lab':<22} {'seconds':>8} {'peak MiB':>9}  result"]
-    lines += [f"{r.lab:<22} {r.seconds:8.1f} {r.peak_mib:9.0f}  {r.error or 'ok'}" for r in runs]
+    gpu = any(r.gpu_peak_mib is not None for r in runs)
+    lines = [f"{'lab':<22} {'seconds':>8} {'peak MiB':>9}" + (f" {'GPU MiB':>8}" if gpu else "") + "  result"]
+    lines += [
+        f"{r.lab:<22} {r.seconds:8.1f} {r.peak_mib:9.0f}"
+        + (f" {r.gpu_peak_mib or 0:8.0f}" if gpu else "")
+        + f"  {r.error or 'ok'}"
+        for r in runs
+    ]
     lines.append(f"{'whole course':<22} {sum(r.seconds for r in runs):8.1f}")
     return "\n".join(lines)
 

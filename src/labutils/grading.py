@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -151,6 +152,7 @@ class LabResult:
     manual_points: float = 0.0  # points of markdown answers an instructor grades in formgrader
     checks: list[CheckResult] = field(default_factory=list)
     digest: str = ""  # sha256 of the graded file: an unchanged submission is not graded twice
+    seconds: float = 0.0  # wall time of this submission's grading (sandbox, autograde, outside checks)
 
 
 def _load_result(path: Path) -> LabResult:
@@ -349,6 +351,7 @@ def _grade_one(job: _Job) -> LabResult:
     """Autograde one submission in its own scratch course, so it can reach nothing but its own folder."""
     from labutils import sandbox, tamper
 
+    started = time.perf_counter()
     result = LabResult(job.student, job.lab)
     scratch = job.out_dir / ".work" / job.lab / job.student
     shutil.rmtree(scratch, ignore_errors=True)
@@ -417,6 +420,7 @@ def _grade_one(job: _Job) -> LabResult:
             elif check.score < check.max_score:
                 check.message = messages.get(check.name, "")
         result.score = sum(c.score for c in result.checks)
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -489,7 +493,7 @@ def grade(
     if current_profile() == "tiny":
         from labutils.models import build_all
 
-        build_all()  # before any kernel runs: sandboxed kernels cannot write the model cache
+        build_all(quiet=quiet)  # before any kernel runs: sandboxed kernels cannot write the model cache
 
     n_workers = workers or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // n_workers)

@@ -278,7 +278,7 @@ def ensure_tiny_model(role: str) -> Path:
     return target
 
 
-def build_all(roles: list[str] | None = None) -> dict[str, Path]:
+def build_all(roles: list[str] | None = None, quiet: bool = False) -> dict[str, Path]:
     from tqdm.auto import tqdm
 
     roles = roles or list(RECIPES)
@@ -288,8 +288,9 @@ def build_all(roles: list[str] | None = None) -> dict[str, Path]:
             f"Unknown course model role(s) {', '.join(map(repr, unknown))}. Valid roles: {', '.join(RECIPES)}."
         )
     built = {}
-    for role in tqdm(roles, desc="course models", unit="model"):
+    for role in tqdm(roles, desc="course models", unit="model", disable=quiet):
         built[role] = ensure_tiny_model(role)
     for role, path in built.items():
-        print(f"{role:<11} {path}")
+        if not quiet:
+            print(f"{role:<11} {path}")
     return built
