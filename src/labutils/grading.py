@@ -473,7 +473,7 @@ def grade(
     result is saved as soon as it is known, and a re-run skips unchanged submissions already graded
     (resumable and idempotent; `force` regrades). Scores then go into one class gradebook.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from labutils import sandbox as sandboxing
 
@@ -497,18 +497,17 @@ def grade(
 
     n_workers = workers or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // n_workers)
-    results: list[LabResult] = []
-    for lab in todo:
+    points, jobs, done = {}, [], {}
+    for lab in todo:  # every lab's assignment first, so one pool of workers grades the whole class
         nbgrader(course, "generate_assignment", lab, "--force")
-        max_points, manual_points = _points(course, lab)
+        points[lab] = _points(course, lab)
         template = out_dir / ".work" / f"{lab}.gradebook.db"
         template.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(course / "gradebook.db", template)
-        jobs, done = [], {}
         for student in students:
             src = folder / student / f"{lab}.ipynb"
             saved = out_dir / "results" / lab / f"{student}.json"
-            result = LabResult(student, lab, max_score=max_points, manual_points=manual_points)
+            result = LabResult(student, lab, max_score=points[lab][0], manual_points=points[lab][1])
             if not src.exists():
                 result.reason = "missing submission"
             elif problem := _read_notebook(src) or _foreign(src, lab):
@@ -518,27 +517,27 @@ def grade(
             else:
                 jobs.append(_Job(lab, student, src, out_dir, template, timeout, budget, sandbox, threads))
                 continue
-            done[student] = result
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            for job, result in zip(jobs, pool.map(_grade_one, jobs), strict=True):
-                if not quiet:
-                    print(
-                        f"graded {lab} for {job.student}: {result.score:g}/{max_points:g} {result.reason}",
-                        flush=True,
-                    )
-                result.max_score, result.manual_points, result.digest = (
-                    max_points,
-                    manual_points,
-                    _digest(job.src),
+            done[lab, student] = result
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        futures = {pool.submit(_grade_one, job): job for job in jobs}
+        for future in as_completed(futures):  # merged and saved as each finishes (a worker never idles)
+            job, result = futures[future], future.result()
+            result.max_score, result.manual_points = points[job.lab]
+            result.digest = _digest(job.src)
+            if not quiet:
+                print(
+                    f"graded {job.lab} for {job.student}: {result.score:g}/{result.max_score:g} {result.reason}",
+                    flush=True,
                 )
-                _merge(course, result, out_dir / ".work" / lab / job.student)
-                _write_atomically(
-                    out_dir / "results" / lab / f"{job.student}.json", json.dumps(asdict(result), indent=1)
-                )
-                shutil.rmtree(out_dir / ".work" / lab / job.student, ignore_errors=True)
-                done[job.student] = result
-        _ensure_students(course, students)  # so the grades CSV lists those with nothing to grade too
-        results += [done[s] for s in students]
+            _merge(course, result, out_dir / ".work" / job.lab / job.student)
+            _write_atomically(
+                out_dir / "results" / job.lab / f"{job.student}.json", json.dumps(asdict(result), indent=1)
+            )
+            shutil.rmtree(out_dir / ".work" / job.lab / job.student, ignore_errors=True)
+            done[job.lab, job.student] = result
+    _ensure_students(course, students)  # so the grades CSV lists those with nothing to grade too
+    results = [done[lab, s] for lab in todo for s in students]
+    for lab in todo:
         nbgrader(course, "generate_feedback", lab, "--force", check=False)
     nbgrader(course, "export", "--to", str(out_dir / "grades.csv"), check=False)
     _write_atomically(out_dir / "summary.json", json.dumps([asdict(r) for r in results], indent=2))
@@ -547,8 +546,9 @@ def grade(
 
 def summary_table(results: list[LabResult]) -> str:
     """Per student and lab: score and the first failing check's message; then per check: failures."""
+    width = max([len("student"), *(len(r.student) for r in results)])
     lines = [
-        f"{'student':<28} {'lab':<18} {'score':>12}  lost points (+Nm: points graded by hand in formgrader)"
+        f"{'student':<{width}} {'lab':<18} {'score':>12}  lost points (+Nm: points graded by hand in formgrader)"
     ]
     for r in results:
         score = f"{r.score:g}/{r.max_score:g}" + (f" +{r.manual_points:g}m" if r.manual_points else "")
@@ -557,7 +557,7 @@ def summary_table(results: list[LabResult]) -> str:
             for c in r.checks
             if c.score < c.max_score
         )
-        lines.append(f"{r.student:<28} {r.lab:<18} {score:>12}  {(lost or '-')[:160]}")
+        lines.append(f"{r.student:<{width}} {r.lab:<18} {score:>12}  {(lost or '-')[:160]}")
     per_check: dict[tuple[str, str], list[int]] = {}
     for r in results:
         for c in r.checks:
