@@ -289,8 +289,12 @@ def test_adversarial_class_stays_in_its_sandbox(graded_class):
     """No write escaped, no network answered, and no feedback shows the hidden checks' code."""
     assert adversarial.escaped_probes(graded_class.course) == [], "submissions wrote outside their folders"
     for student, entry in graded_class.hostile.items():
+        autograded = graded_class.course / "autograded" / student / entry.lab / f"{entry.lab}.ipynb"
+        if autograded.exists():  # what the cells printed, not their source (which names the marker)
+            cells = nbformat.read(autograded, as_version=4).cells
+            printed = "".join(str(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+            assert "NETWORK REACHABLE" not in printed, f"{student} reached the network"
         html = graded_class.course / "feedback" / student / entry.lab / f"{entry.lab}.html"
         if html.exists():
             text = html.read_text(errors="replace")
-            assert "NETWORK REACHABLE" not in text, f"{student} reached the network"
             assert "def kbit_prepared" not in text, f"{student}'s feedback shows the hidden checks"
