@@ -42,7 +42,9 @@ class _Shell:
 def _run_setup(
     source: str, monkeypatch, on_colab: bool, cloned: bool = False
 ) -> tuple[list[str], str | None]:
-    monkeypatch.delenv("PEFT_COURSE_PROFILE", raising=False)
+    # setenv first, so pytest restores the variable even though the cell sets it after delenv
+    monkeypatch.setenv("PEFT_COURSE_PROFILE", "unset")
+    monkeypatch.delenv("PEFT_COURSE_PROFILE")
     monkeypatch.setattr(sys, "path", list(sys.path))
     if on_colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
