@@ -122,3 +122,27 @@ def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path):
     model.merge_and_unload().save_pretrained(adapter)
     merged = verdicts()
     assert "Mistake 4" in merged["test_adapter_only"] and "Fix:" in merged["test_adapter_only"]
+
+
+def test_summary_table_keeps_every_message_whole_with_its_fix():
+    long = "[QLoRA pattern: 4-bit NF4 with double quantization and the right compute dtype] " * 2
+    results = [
+        grading.LabResult(
+            "04_qlora--fp4",
+            "04_qlora",
+            14,
+            16,
+            checks=[
+                grading.CheckResult("test_bnb_config", 0, 1, long + "Fix: bnb_4bit_quant_type='nf4'."),
+                grading.CheckResult("test_loaded_4bit", 0, 1, "stored as fp4. Fix: reload with nf4."),
+                grading.CheckResult("test_adapter_only", 2, 2),
+            ],
+        ),
+        grading.LabResult("absent", "04_qlora", 0, 16, reason="missing submission"),
+    ]
+    table = grading.summary_table(results, width=100)
+    assert max(len(line) for line in table.splitlines()) <= 100
+    flat = " ".join(table.split())
+    assert "Fix: bnb_4bit_quant_type='nf4'." in flat and "Fix: reload with nf4." in flat
+    assert "test_adapter_only" not in table.split("\n\n")[0], "a full-marks check is not a lost point"
+    assert "missing submission" in table and "14/16" in table

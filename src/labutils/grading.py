@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 import zipfile
@@ -544,20 +545,30 @@ def grade(
     return results
 
 
-def summary_table(results: list[LabResult]) -> str:
-    """Per student and lab: score and the first failing check's message; then per check: failures."""
-    width = max([len("student"), *(len(r.student) for r in results)])
-    lines = [
-        f"{'student':<{width}} {'lab':<18} {'score':>12}  lost points (+Nm: points graded by hand in formgrader)"
-    ]
+def summary_table(results: list[LabResult], width: int = 132) -> str:
+    """Per student and lab: the score and every lost point with its whole message (wrapped, never cut:
+    the fix is at the end); then per check: how many passed and failed."""
+    student_width = max([len("student"), *(len(r.student) for r in results)])
+    head = f"{'student':<{student_width}} {'lab':<18} {'score':>12}  "
+    indent = " " * len(head)
+    lines = [head + "lost points (+Nm: graded by hand)"]
     for r in results:
         score = f"{r.score:g}/{r.max_score:g}" + (f" +{r.manual_points:g}m" if r.manual_points else "")
-        lost = r.reason or "; ".join(
-            f"{c.name} -{c.max_score - c.score:g}: {c.message or 'no output'}"
-            for c in r.checks
-            if c.score < c.max_score
+        lost = (
+            [r.reason]
+            if r.reason
+            else [
+                f"{c.name} -{c.max_score - c.score:g}: {c.message or 'no output'}"
+                for c in r.checks
+                if c.score < c.max_score
+            ]
         )
-        lines.append(f"{r.student:<{width}} {r.lab:<18} {score:>12}  {(lost or '-')[:160]}")
+        first = f"{r.student:<{student_width}} {r.lab:<18} {score:>12}  "
+        text_width = max(40, width - len(indent))
+        wrapped = [textwrap.wrap(item, text_width) or [item] for item in lost or ["-"]]
+        body = [line for item in wrapped for line in item]
+        lines.append(first + body[0])
+        lines += [indent + line for line in body[1:]]
     per_check: dict[tuple[str, str], list[int]] = {}
     for r in results:
         for c in r.checks:
