@@ -10,24 +10,54 @@ import pytest
 from labutils import catalogue, cli, grading
 
 
-def test_grade_of_a_missing_folder_is_a_readable_error(tmp_path, capsys):
-    assert cli.main(["grade", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+def _bad_input(tmp_path, case):
+    """The command line of one bad input, after writing what it needs under tmp_path."""
+    out = ["--out", str(tmp_path / "out")]
+    if case == "missing folder":
+        return ["grade", str(tmp_path / "nope"), *out]
+    if case == "no lab in the folder":
+        (tmp_path / "subs" / "ann").mkdir(parents=True)
+        (tmp_path / "subs" / "ann" / "homework.ipynb").write_text("{}")
+        return ["grade", str(tmp_path / "subs"), *out]
+    if case == "neither folder nor zip":
+        (tmp_path / "class.txt").write_text("ann, bob")
+        return ["grade", str(tmp_path / "class.txt"), *out]
+    if case == "zip escaping its folder":
+        with zipfile.ZipFile(tmp_path / "class.zip", "w") as zf:
+            zf.writestr("../../evil/04_qlora.ipynb", "{}")
+        return ["grade", str(tmp_path / "class.zip"), *out]
+    if case == "check of a missing notebook":
+        return ["check", str(tmp_path / "04_qlora.ipynb")]
+    if case == "check of a broken notebook":
+        (tmp_path / "04_qlora.ipynb").write_text("{ not json")
+        return ["check", str(tmp_path / "04_qlora.ipynb")]
+    if case == "check of a notebook from no lab":
+        nbformat.write(
+            nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), tmp_path / "mine.ipynb"
+        )
+        return ["check", str(tmp_path / "mine.ipynb")]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing folder",
+        "no lab in the folder",
+        "neither folder nor zip",
+        "zip escaping its folder",
+        "check of a missing notebook",
+        "check of a broken notebook",
+        "check of a notebook from no lab",
+    ],
+)
+def test_bad_input_is_one_readable_message_that_names_the_fix(tmp_path, capsys, case):
+    assert cli.main(_bad_input(tmp_path, case)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
-
-
-def test_grade_of_a_folder_without_labs_is_a_readable_error(tmp_path, capsys):
-    (tmp_path / "subs" / "ann").mkdir(parents=True)
-    (tmp_path / "subs" / "ann" / "homework.ipynb").write_text("{}")
-    assert cli.main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "out")]) == 2
-    assert "matches a course lab" in capsys.readouterr().err
-
-
-def test_check_of_a_notebook_from_no_lab_is_a_readable_error(tmp_path, capsys):
-    path = tmp_path / "mine.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), path)
-    assert cli.main(["check", str(path)]) == 2
-    assert "is not one of the course labs" in capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "Fix:" in err, f"the message must say what to do: {err}"
+    assert len(err.splitlines()) <= 5 and max(map(len, err.splitlines())) <= 400, "must fit one screen"
+    assert not (tmp_path.parent / "evil").exists()
 
 
 def _broken_class(folder):

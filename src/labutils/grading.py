@@ -170,12 +170,18 @@ def _collect(submissions: Path, work: Path) -> Path:
         )
     if submissions.is_file():
         if not zipfile.is_zipfile(submissions):
-            raise CourseError(f"{submissions} is neither a folder nor a zip file.")
+            raise CourseError(
+                f"{submissions} is neither a folder nor a zip file. "
+                "Fix: pass a folder of <student>/<lab>.ipynb or a zip of one."
+            )
         target = work / "unzipped"
         with zipfile.ZipFile(submissions) as zf:
             for member in zf.namelist():  # refuse paths that would escape the target folder
                 if member.startswith("/") or ".." in Path(member).parts:
-                    raise CourseError(f"{submissions} holds an unsafe path: {member}")
+                    raise CourseError(
+                        f"{submissions} holds an unsafe path: {member}. "
+                        "Fix: zip the submissions folder again, with relative paths only."
+                    )
             zf.extractall(target)
         entries = [p for p in target.iterdir() if not p.name.startswith(("__MACOSX", "."))]
         # a zip of one top folder holding the students
@@ -483,11 +489,14 @@ def grade(
     folder = _collect(Path(submissions), out_dir)
     students = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     if not students:
-        raise CourseError(f"no student folders in {folder}. Expected <student>/<lab>.ipynb.")
+        raise CourseError(f"no student folders in {folder}. Fix: lay it out as <student>/<lab>.ipynb.")
     submitted_labs = {p.stem for s in students for p in (folder / s).glob("*.ipynb")}
     todo = [lab for lab in (only or labs()) if lab in submitted_labs]
     if not todo:
-        raise CourseError(f"no submission in {folder} matches a course lab ({', '.join(labs())}).")
+        raise CourseError(
+            f"no submission in {folder} matches a course lab. "
+            f"Fix: name each notebook after its lab ({', '.join(labs())}).ipynb."
+        )
     if sandbox and not quiet:
         for warning in sandboxing.capabilities()["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
@@ -586,15 +595,20 @@ def _lab_of(notebook: Path) -> str:
     for lab in labs():
         if not _foreign(notebook, lab):
             return lab
-    raise CourseError(f"{notebook} is not one of the course labs ({', '.join(labs())}).")
+    raise CourseError(
+        f"{notebook} is not one of the course labs. Fix: check a notebook from notebooks/, saved under its "
+        f"lab's name ({', '.join(labs())})."
+    )
 
 
 def self_check(notebook: Path, timeout: int | None = None) -> int:
     notebook = Path(notebook)
     if not notebook.is_file():
-        raise CourseError(f"{notebook} does not exist.")
+        raise CourseError(f"{notebook} does not exist. Fix: give the path of your saved lab notebook.")
     if problem := _read_notebook(notebook):
-        raise CourseError(f"{notebook}: {problem}")
+        raise CourseError(
+            f"{notebook}: {problem}. Fix: save it from JupyterLab again, or start over from notebooks/."
+        )
     lab = _lab_of(notebook)
     with tempfile.TemporaryDirectory(prefix="peft-check-") as tmp:
         sub = Path(tmp) / "submissions" / "you"
