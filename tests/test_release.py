@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -58,3 +59,37 @@ def test_release_has_colab_badge_and_no_outputs(path):
 def test_master_is_stored_without_outputs(lab):
     nb = nbformat.read(grading.SOURCE / lab / f"{lab}.ipynb", as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("lab", grading.labs())
+def test_lab_opens_with_what_it_teaches_how_long_it_takes_and_what_it_needs(lab):
+    intro = nbformat.read(grading.SOURCE / lab / f"{lab}.ipynb", as_version=4).cells[0].source
+    assert intro.startswith(f"# Lab {lab[:2]} · ")
+    assert "**What you will" in intro, "goals first"
+    time = re.search(r"\*\*Time\.\*\*(.*?)\*\*Needs\.\*\*", intro, re.S)
+    assert time and "CPU" in time[1] and "T4" in time[1], "time on a laptop CPU and on a Colab T4"
+
+
+PLOT = re.compile(r"plt\.(subplots|figure)\(")
+UNITS = re.compile(r"""(label\s*=|set_[xy]label\()\s*f?["'][^"']*\([^)]*\)""")
+
+
+@pytest.mark.parametrize("lab", grading.labs())
+def test_every_chart_drawn_in_a_lab_has_a_title_and_an_axis_with_units(lab):
+    """Charts drawn by hand in a lab (labutils.plots draws the others, with the same rule built in)."""
+    nb = nbformat.read(grading.SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and PLOT.search(cell.source):
+            assert "title" in cell.source, f"{lab}: a chart without a title:\n{cell.source[:300]}"
+            assert UNITS.search(cell.source), f"{lab}: no axis label with units in ( ):\n{cell.source[:300]}"
+
+
+def test_course_plots_have_titles_and_axes_with_units():
+    from labutils import plots
+
+    for figure in (
+        plots.bars({"bf16": 2.0, "nf4": 0.6}, "Model memory", "memory (MiB)"),
+        plots.loss_curve([2.0, 1.5, 1.2], title="Training loss"),
+    ):
+        [ax] = figure.axes
+        assert ax.get_title() and "(" in ax.get_ylabel()
