@@ -17,9 +17,10 @@ elif [[ -x .venv/bin/python ]]; then
 fi
 export PEFT_COURSE_PROFILE=tiny HF_HUB_OFFLINE=1
 python - <<'PY'
-import torch, transformers, peft, bitsandbytes
+import torch
 if not torch.cuda.is_available():
     raise SystemExit("no CUDA device: bench/gpu_run.sh measures a GPU (use `make bench` on a CPU)")
+import bitsandbytes, peft, transformers
 print(f"{torch.cuda.get_device_name(0)} | torch {torch.__version__} | transformers {transformers.__version__}"
       f" | peft {peft.__version__} | bitsandbytes {bitsandbytes.__version__}")
 PY
