@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,15 @@ class GradedClass:
     mistakes: dict  # student -> mistake-catalogue entry (None for the reference)
     hostile: dict  # student -> adversarial-catalogue entry
     results: list  # grading.LabResult for every student and lab
+
+
+@pytest.fixture
+def hidden_check(monkeypatch):
+    """Imports a module of grader/checks the way the hidden test cells do (`from checks import ...`)."""
+    from labutils import grading
+
+    monkeypatch.syspath_prepend(str(grading.GRADER))
+    return lambda name: importlib.import_module(f"checks.{name}")
 
 
 @pytest.fixture(scope="session")

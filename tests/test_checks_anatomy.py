@@ -11,15 +11,10 @@ from peft import LoraConfig
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from labutils import grading
-
 
 @pytest.fixture
-def anatomy(monkeypatch):
-    monkeypatch.syspath_prepend(str(grading.GRADER))
-    from checks import anatomy
-
-    return anatomy
+def anatomy(hidden_check):
+    return hidden_check("anatomy")
 
 
 def toy():

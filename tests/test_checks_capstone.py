@@ -12,11 +12,8 @@ A100 = {"cuda_available": True, "bf16_supported": True, "device_name": "NVIDIA A
 
 
 @pytest.fixture
-def capstone(monkeypatch):
-    monkeypatch.syspath_prepend(str(grading.GRADER))
-    from checks import capstone
-
-    return capstone
+def capstone(hidden_check):
+    return hidden_check("capstone")
 
 
 @pytest.fixture

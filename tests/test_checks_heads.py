@@ -16,11 +16,8 @@ LORA = "base_model.model.bert.encoder.layer.0.attention.self.query"
 
 
 @pytest.fixture
-def head_files(monkeypatch):
-    monkeypatch.syspath_prepend(str(grading.GRADER))
-    from checks import head_files
-
-    return head_files
+def head_files(hidden_check):
+    return hidden_check("head_files")
 
 
 def write_adapter(folder: Path, names: list[str], config: dict | None = None) -> Path:

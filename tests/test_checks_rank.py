@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 from peft import LoraConfig, TaskType
 
-from labutils import grading
-
 LLAMA = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 @pytest.fixture
-def rank(monkeypatch):
-    monkeypatch.syspath_prepend(str(grading.GRADER))
-    from checks import rank
-
-    return rank
+def rank(hidden_check):
+    return hidden_check("rank")
 
 
 @pytest.fixture

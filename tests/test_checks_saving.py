@@ -14,11 +14,8 @@ from labutils import grading
 
 
 @pytest.fixture
-def deploy_files(monkeypatch):
-    monkeypatch.syspath_prepend(str(grading.GRADER))
-    from checks import deploy_files
-
-    return deploy_files
+def deploy_files(hidden_check):
+    return hidden_check("deploy_files")
 
 
 def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int], bytes]]) -> None:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labutils import doctor, grading
+from labutils import doctor
 from labutils.machines import MACHINES, dtype_of, simulated, try_on_machines
 
 
 @pytest.fixture
-def setup(monkeypatch):
-    monkeypatch.syspath_prepend(str(grading.GRADER))
-    from checks import setup
-
-    return setup
+def setup(hidden_check):
+    return hidden_check("setup")
 
 
 def native(*_args):

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from labutils import grading
-
 
 @pytest.fixture
-def targets(monkeypatch):
-    monkeypatch.syspath_prepend(str(grading.GRADER))
-    from checks import targets
-
-    return targets
+def targets(hidden_check):
+    return hidden_check("targets")
 
 
 def qkv_by_scan(model):

@@ -22,12 +22,13 @@ from checks.head_files import (
     TRAIN_HEAD,
     head_saved,  # noqa: F401 (the test cell calls it here; outside the kernel it runs from head_files)
 )
-from checks.inspect_model import base_model, is_peft_model, leaf, lora_wrapped
+from checks.inspect_model import base_model, is_peft_model, leaf, require_adapters_on, require_lora_model
 
 MODEL_TYPES = (PreTrainedModel, PeftModel)
 BERT_TARGETS = ("query", "value")  # the lab's targets; key and dense are accepted too
 BERT_LINEAR = ("query", "key", "value", "dense")
 LLAMA_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+BERT_FIX = "target_modules=['query', 'value'] for BERT (q_proj/v_proj is Llama)."
 MIN_ACCURACY = 0.7  # two balanced classes: chance is 0.5; a trained tiny BERT reaches about 0.9
 MAX_LENGTH = 64  # longer than any validation text, so nothing is truncated
 
@@ -66,33 +67,8 @@ def _task_type(model) -> str | None:
 def lora_config(ns: dict) -> None:
     """`model` is a PeftModel whose LoRA layers sit on BERT's query and value projections."""
     model = need(ns, "model", MODEL_TYPES)
-    if not is_peft_model(model):
-        targets = getattr(ns.get("lora_config"), "target_modules", None)
-        names = {leaf(n) for n, _ in model.named_modules()}
-        if targets and not isinstance(targets, str) and not set(targets) & names:
-            llama = " (those are Llama names)" if set(targets) & set(LLAMA_NAMES) else ""
-            fail(
-                1,
-                f"target_modules {sorted(targets)} match no module of this BERT model{llama}, so get_peft_model "
-                "raised 'not found in the base model' and nothing was wrapped.",
-                "target_modules=['query', 'value'] for BERT (q_proj/v_proj is Llama).",
-            )
-        fail(
-            1,
-            "`model` is not a PeftModel, so no LoRA adapter is attached.",
-            "model = get_peft_model(model, lora_config).",
-        )
-    wrapped = lora_wrapped(model)
-    wanted = {n for n, _ in model.named_modules() if leaf(n) in BERT_TARGETS}
-    missing = sorted(wanted - wrapped)
-    if missing:
-        names = sorted({leaf(n) for n in missing})
-        fail(
-            1,
-            f"{len(missing)} BERT attention projections carry no adapter ({', '.join(names)} missing; "
-            f"target_modules was {model.peft_config['default'].target_modules!r}).",
-            "target_modules=['query', 'value'] for BERT (q_proj/v_proj is Llama).",
-        )
+    require_lora_model(ns, model, "BERT", BERT_FIX, foreign=("Llama", LLAMA_NAMES))
+    wrapped = require_adapters_on(model, BERT_TARGETS, "BERT", BERT_FIX)
     head_name, _ = _head(model)
     on_head = sorted(n for n in wrapped if head_name in n.split("."))
     if on_head:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
+
+from checks import fail
 
 
 def base_model(model):
@@ -55,3 +59,43 @@ def unprepared_parameters(model) -> list[str]:
         if param.is_floating_point() and param.dtype in (torch.float16, torch.bfloat16):
             bad.append(name)
     return bad
+
+
+def require_lora_model(
+    ns: dict, model, arch: str, fix: str, foreign: tuple[str, Collection[str]] = ("", ())
+) -> None:
+    """Mistake 1 unless `model` is a PeftModel; says so where target_modules match nothing in `arch` (and
+    where they are the names of the `foreign` architecture: its name and module names)."""
+    if is_peft_model(model):
+        return
+    targets = getattr(ns.get("lora_config"), "target_modules", None)
+    names = {leaf(n) for n, _ in model.named_modules()}
+    if targets and not isinstance(targets, str) and not set(targets) & names:
+        other = f" (those are {foreign[0]} names)" if set(targets) & set(foreign[1]) else ""
+        fail(
+            1,
+            f"target_modules {sorted(targets)} match no module of this {arch} model{other}, so get_peft_model "
+            "raised 'not found in the base model' and nothing was wrapped.",
+            fix,
+        )
+    fail(
+        1,
+        "`model` is not a PeftModel, so no LoRA adapter is attached.",
+        "model = get_peft_model(model, lora_config).",
+    )
+
+
+def require_adapters_on(model, wanted: Collection[str], arch: str, fix: str) -> set[str]:
+    """The LoRA-wrapped module names; Mistake 1 if a module named in `wanted` carries no adapter (a
+    partly wrong target list wraps too little, silently)."""
+    wrapped = lora_wrapped(model)
+    missing = sorted({n for n, _ in model.named_modules() if leaf(n) in wanted} - wrapped)
+    if missing:
+        names = ", ".join(sorted({leaf(n) for n in missing}))
+        fail(
+            1,
+            f"{len(missing)} {arch} attention projections carry no adapter ({names} missing; target_modules "
+            f"was {model.peft_config['default'].target_modules!r}). A partly wrong list is accepted silently.",
+            fix,
+        )
+    return wrapped

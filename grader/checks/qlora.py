@@ -18,7 +18,8 @@ from checks.inspect_model import (
     leaf,
     linear4bit_layers,
     linear8bit_layers,
-    lora_wrapped,
+    require_adapters_on,
+    require_lora_model,
     unprepared_parameters,
 )
 
@@ -26,6 +27,8 @@ from checks.inspect_model import (
 MODEL_TYPES = (PreTrainedModel, PeftModel)
 LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
+BERT_NAMES = ("query", "key", "value")
+LLAMA_FIX = "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama (query/key/value is BERT)."
 RANK_RANGE = (8, 16)  # the guide: "8-16 for most tasks"; this lab's instruction task is a simple one
 
 
@@ -155,33 +158,9 @@ def kbit_prepared(ns: dict) -> None:
 def lora_config(ns: dict) -> None:
     """LoRA wraps exactly the Llama attention projections, with a sensible rank and alpha = 2r."""
     model = need(ns, "model", MODEL_TYPES)
-    if not is_peft_model(model):
-        targets = getattr(ns.get("lora_config"), "target_modules", None)
-        names = {leaf(n) for n, _ in model.named_modules()}
-        if targets and not isinstance(targets, str) and not set(targets) & names:
-            fail(
-                1,
-                f"target_modules {sorted(targets)} match no module of this Llama model, so get_peft_model "
-                "raised 'not found in the base model' and nothing was wrapped.",
-                "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama (query/key/value is BERT).",
-            )
-        fail(
-            1,
-            "`model` is not a PeftModel, so no LoRA adapter is attached.",
-            "model = get_peft_model(model, lora_config).",
-        )
+    require_lora_model(ns, model, "Llama", LLAMA_FIX, foreign=("BERT", BERT_NAMES))
     cfg = model.peft_config["default"]
-    wrapped = lora_wrapped(model)
-    candidates = {n for n, _ in model.named_modules() if leaf(n) in LLAMA_ATTENTION}
-    missing = sorted(candidates - wrapped)
-    if missing:
-        names = sorted({leaf(n) for n in missing})
-        fail(
-            1,
-            f"{len(missing)} Llama attention projections carry no adapter ({', '.join(names)} missing; "
-            f"target_modules was {cfg.target_modules!r}). A partly wrong list is accepted silently.",
-            "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama (BERT's are query/key/value).",
-        )
+    wrapped = require_adapters_on(model, LLAMA_ATTENTION, "Llama", LLAMA_FIX)
     stray = sorted(n for n in wrapped if leaf(n) not in LLAMA_ATTENTION + LLAMA_MLP)
     if stray:
         fail(
