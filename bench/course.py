@@ -76,19 +76,13 @@ def throughput_table(lab: str, size: int, workers: int, work: Path) -> None:
 
 def floor_table(out: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     from labutils import plots
-    from labutils.inspection import NF4_DOUBLE_QUANT_FLOOR_BITS, quantized_storage
+    from labutils.inspection import NF4_DOUBLE_QUANT_FLOOR_BITS, course_lm_in_nf4, quantized_storage
     from labutils.profiles import course_model
 
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-    )
-    nf4 = AutoModelForCausalLM.from_pretrained(course_model("causal_lm"), quantization_config=config)
+    nf4 = course_lm_in_nf4(double_quant=True)
     bf16 = AutoModelForCausalLM.from_pretrained(course_model("causal_lm"), dtype=torch.bfloat16)
     storage = quantized_storage(nf4)
     whole_nf4, whole_bf16 = nf4.get_memory_footprint(), bf16.get_memory_footprint()

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from labutils.inspection import NF4_DOUBLE_QUANT_FLOOR_BITS, quantized_storage
-from labutils.models import ensure_tiny_model
+from labutils.inspection import NF4_DOUBLE_QUANT_FLOOR_BITS, course_lm_in_nf4, quantized_storage
 
 
 def _storage(double_quant: bool):
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=double_quant,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-    )
-    model = AutoModelForCausalLM.from_pretrained(ensure_tiny_model("causal_lm"), quantization_config=config)
-    return quantized_storage(model)
+    return quantized_storage(course_lm_in_nf4(double_quant))
 
 
 def test_nf4_double_quant_layers_stay_within_3_percent_of_the_floor():

@@ -51,3 +51,19 @@ def quantized_storage(model) -> QuantizedStorage:
     if not weights:
         raise ValueError("this model has no bitsandbytes Linear4bit layers: was it loaded in 4-bit?")
     return QuantizedStorage(weights, packed, scales, tables)
+
+
+def course_lm_in_nf4(double_quant: bool = True):
+    """The course's causal LM loaded in NF4 (bf16 compute), as the QLoRA lab loads it."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from labutils.profiles import course_model
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    return AutoModelForCausalLM.from_pretrained(course_model("causal_lm"), quantization_config=config)
