@@ -74,7 +74,7 @@ def make_course(
         lines += [
             "from nbgrader.converters.autograde import Autograde",
             "from nbgrader.preprocessors import Execute",
-            "from labutils.sandbox import SandboxExecute",
+            "from labutils.sandbox_execute import SandboxExecute",
             "c.Autograde.autograde_preprocessors = [",
             "    SandboxExecute if p is Execute else p",
             "    for p in Autograde.class_traits()['autograde_preprocessors'].default()]",

@@ -5,25 +5,21 @@ its own nbgrader scratch course and process tree; its kernel is started through 
 applies resource limits and, where the platform allows, a bubblewrap sandbox (read-only file system
 except the submission's own folder, sensitive folders hidden, no network). Without bubblewrap the
 kernel still gets limits and, as root, `unshare -n`; `capabilities()` says what is missing.
+
+The standard library only: `launch()` runs once per graded kernel, so its start-up time is paid per
+submission. The nbgrader side (what happens when a kernel dies or a notebook runs out of time) is
+`labutils.sandbox_execute`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import resource
 import shutil
 import sys
-import time
 from pathlib import Path
-
-import nbformat
-from nbclient.exceptions import DeadKernelError
-from nbclient.util import run_sync
-from nbgrader.preprocessors import Execute
-from traitlets import Float
 
 DEFAULT_MEMORY_MB = 8192  # address space per kernel: torch + a 4-bit model need about 3 GB
 DEFAULT_FILE_MB = 512  # largest file a kernel may write
@@ -134,78 +130,6 @@ def launch(argv: list[str] | None = None) -> None:
     else:
         prefix = []
     os.execvp((prefix + command)[0], prefix + command)
-
-
-class SandboxExecute(Execute):
-    """nbgrader's Execute, plus: a cell that kills its kernel, or a loop that ignores interrupts,
-    costs that cell only.
-
-    With plain nbgrader a kernel that dies (sys.exit, os._exit, a segfault, the memory limit) or
-    ignores the timeout's interrupt stops the whole notebook, and the student gets no grade at all.
-    Here the kernel is restarted, the cell records why, later cells run without the lost state, and
-    the grade reflects the work that ran.
-    """
-
-    raise_on_iopub_timeout = False
-    budget = Float(
-        0, help="Wall-clock seconds for the whole notebook; later cells are not run (0: none)."
-    ).tag(config=True)
-
-    def preprocess(self, nb, resources=None, km=None):
-        self._started = time.monotonic()
-        return super().preprocess(nb, resources, km)
-
-    def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code" and self.budget and time.monotonic() - self._started > self.budget:
-            cell.outputs = [
-                nbformat.v4.new_output(
-                    "error",
-                    ename="WallBudgetExceeded",
-                    traceback=[],
-                    evalue=f"not run: the notebook used its wall budget of {self.budget:g} s",
-                )
-            ]
-            return cell, resources
-        try:
-            return super().preprocess_cell(cell, resources, index)
-        except DeadKernelError as err:
-            cell.outputs.append(
-                nbformat.v4.new_output(
-                    "error",
-                    ename="KernelRestarted",
-                    evalue=f"{err}: the kernel died or stopped answering while running this cell (exit, "
-                    "crash, memory limit, or a loop that ignores interrupts). It was restarted; later "
-                    "cells ran without this notebook's earlier state.",
-                    traceback=[],
-                )
-            )
-            run_sync(self._restart_kernel)()
-            return cell, resources
-
-    async def _async_handle_timeout(self, timeout, cell=None):
-        reply = await super()._async_handle_timeout(timeout, cell)
-        if not await self._answers_within(INTERRUPT_GRACE_S):
-            raise DeadKernelError(
-                f"no answer {INTERRUPT_GRACE_S} s after interrupting a cell that ran past {timeout} s"
-            )
-        return reply
-
-    async def _restart_kernel(self) -> None:
-        self.kc.stop_channels()
-        await self.km.restart_kernel(now=True)
-        await self.async_start_new_kernel_client()
-
-    async def _answers_within(self, seconds: float) -> bool:
-        msg_id = self.kc.kernel_info()
-        deadline = asyncio.get_running_loop().time() + seconds
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
-            try:
-                msg = await self.kc.shell_channel.get_msg(timeout=left)
-            except Exception:  # noqa: BLE001 - queue.Empty: no answer in time
-                return False
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return True
-        return False
 
 
 if __name__ == "__main__":
