@@ -495,7 +495,7 @@ def grade(
     if not todo:
         raise CourseError(
             f"no submission in {folder} matches a course lab. "
-            f"Fix: name each notebook after its lab ({', '.join(labs())}).ipynb."
+            f"Fix: name each notebook after its lab, e.g. 04_qlora.ipynb (labs: {', '.join(labs())})."
         )
     if sandbox and not quiet:
         for warning in sandboxing.capabilities()["warnings"]:
