@@ -69,7 +69,7 @@ release: setup
 grade: setup
 	$(BIN)/labutils grade $(SUBMISSIONS)
 
-# Benchmarks print tables (about 20 minutes on 2 cores); results and commands are kept in bench/README.md.
+# Benchmarks print tables (17 minutes on 2 cores); results and commands are kept in bench/README.md.
 bench: setup
 	$(BIN)/python bench/course.py
 	$(BIN)/python bench/grading_overhead.py

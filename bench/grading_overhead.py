@@ -38,9 +38,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="peft-bench-") as tmp:
         root = Path(tmp)
         students = catalogue.write_class(root / "subs", [args.lab])
-        for extra in sorted(students)[args.n :]:
-            if extra != "reference":
-                shutil.rmtree(root / "subs" / extra)
+        wrong = sorted(s for s in students if s != "reference")
+        for extra in wrong[max(args.n - 1, 0) :]:  # keep the reference and N-1 wrong submissions
+            shutil.rmtree(root / "subs" / extra)
         names = sorted(p.name for p in (root / "subs").iterdir())
 
         plain = grading.make_course(root / "plain")
