@@ -10,11 +10,11 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from labutils.grading import REPO as ROOT
+
 pytestmark = [pytest.mark.slow, pytest.mark.bench]
 
 
