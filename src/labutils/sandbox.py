@@ -24,6 +24,13 @@ from pathlib import Path
 DEFAULT_MEMORY_MB = 8192  # address space per kernel: torch + a 4-bit model need about 3 GB
 DEFAULT_FILE_MB = 512  # largest file a kernel may write
 INTERRUPT_GRACE_S = 10  # how long an interrupted kernel has to answer before it is restarted
+GUARD_STARTUP = """\
+# Written by labutils.sandbox for a grading kernel: guard the grading environment (labutils.kernel_guard).
+import labutils.kernel_guard as _kernel_guard
+
+_kernel_guard.install()
+del _kernel_guard
+"""
 
 
 def _can_unshare_net() -> bool:
@@ -112,6 +119,10 @@ def launch(argv: list[str] | None = None) -> None:
     ):
         (private / sub).mkdir(exist_ok=True)
         os.environ[var] = str(private / sub)
+    # The kernel guard (labutils.kernel_guard) starts before the first cell, from IPython's startup folder.
+    startup = private / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-grading-guard.py").write_text(GUARD_STARTUP)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["NBGRADER_SANDBOX"] = "1"
 

@@ -1,0 +1,120 @@
+"""The kernel guard, in a real kernel: what a cell does to the grading environment is undone before the
+next cell, and what no lab needs is refused at run time. These cells are not reviewed statically first
+(the static review would comment most of them out): this proves the second layer on its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from labutils import sandbox
+
+CELLS = {
+    "real_first": "import checks\nprint('verdict:', checks.verdict())",
+    "patch_module": (
+        "import sys\nimport checks\nchecks.verdict = lambda: 'fake'\n"
+        "m = getattr(sys, 'mod' + 'ules')\nobject.__setattr__(m['checks'], 'verdict', lambda: 'fake')"
+    ),
+    "real_after_patch": "import checks\nprint('verdict:', checks.verdict())",
+    "shadow_package": (
+        "import os, sys\nos.makedirs('checks', exist_ok=True)\n"
+        "open('checks/__init__.py', 'w').write('def verdict():\\n    return \"shadow\"\\n')\n"
+        "sys.path.insert(0, os.getcwd())\nsys.modules.pop('checks', None)"
+    ),
+    "real_after_shadow": "import checks\nprint('verdict:', checks.verdict())",
+    "meta_path": (
+        "import sys, types\nclass F:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        raise ImportError('hooked')\nsys.meta_path.insert(0, F())"
+    ),
+    "real_after_hook": "import checks\nprint('verdict:', checks.verdict())",
+    "patch_builtin": "import builtins\nbuiltins.len = lambda x: 0\nclass AssertionError(Exception): pass",
+    "builtin_back": "print('len:', len([1, 2]))",
+    "shadow_globals": "def globals():\n    return {}",
+    "globals_back": "print('globals:', 'CELLS_RAN' in globals())",
+    "import_library": "import safetensors",
+    "patch_library": "safetensors.safe_open = lambda *a, **k: 'fake'",
+    "library_back": "print('library:', safetensors.safe_open.__name__)",
+    "patch_class": "from labutils.errors import CourseError\nCourseError.__str__ = lambda self: 'fake'",
+    "class_back": "print('class:', str(CourseError('real')))",
+    "own_class": "class Mine:\n    pass\nMine.flag = True\nprint('own class:', Mine.flag)",
+    "code_swap": "def f():\n    return 1\nf.__code__ = (lambda: 2).__code__",
+    "trace": "import sys\nsys.settrace(lambda *a: None)",
+    "gc_objects": "import gc\ngc.collect()\nprint(len(gc.get_objects()))",
+    "input_transformer": (
+        "ip = get_ipython()\n"
+        "ip.input_transformers_post.append(lambda lines: ['try:\\n', '    pass\\n', 'except BaseException:\\n', '    pass\\n'])"
+    ),
+    "raises_after_transformer": "raise ValueError('this error must be reported')",
+    "swallow_tracebacks": "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None",
+    "raises_after_showtraceback": "raise ValueError('this one too')",
+}
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory) -> dict[str, nbformat.NotebookNode]:
+    root = tmp_path_factory.mktemp("guard")
+    grader = root / "grader" / "checks"
+    grader.mkdir(parents=True)
+    (grader / "__init__.py").write_text("def verdict():\n    return 'real'\n")
+    ipython = root / "ipython" / "profile_default" / "startup"
+    ipython.mkdir(parents=True)
+    (ipython / "00-grading-guard.py").write_text(sandbox.GUARD_STARTUP)
+    work = root / "work"
+    work.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("CELLS_RAN = True")]
+    nb.cells += [nbformat.v4.new_code_cell(src, metadata={"name": name}) for name, src in CELLS.items()]
+    env = {"IPYTHONDIR": str(ipython.parents[1]), "PYTHONPATH": str(grader.parent)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(
+            nb,
+            timeout=60,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(work)}},
+        ).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return {c.metadata.get("name"): c for c in nb.cells}
+
+
+def _printed(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def _error(cell) -> str:
+    return next((f"{o.ename}: {o.evalue}" for o in cell.outputs if o.output_type == "error"), "")
+
+
+@pytest.mark.parametrize("cell", ["real_first", "real_after_patch", "real_after_shadow", "real_after_hook"])
+def test_hidden_cells_import_the_real_checks(ran, cell):
+    assert _printed(ran[cell]).strip() == "verdict: real", ran[cell].outputs
+
+
+def test_builtins_names_and_libraries_are_restored(ran):
+    assert _printed(ran["builtin_back"]).strip() == "len: 2"
+    assert _printed(ran["globals_back"]).strip() == "globals: True"
+    assert _printed(ran["library_back"]).strip() == "library: safe_open"
+    assert _printed(ran["class_back"]).strip() == "class: real"
+
+
+@pytest.mark.parametrize("cell", ["code_swap", "trace", "gc_objects"])
+def test_what_no_lab_needs_is_refused(ran, cell):
+    assert _error(ran[cell]).startswith("TamperingBlocked: blocked by the grader"), ran[cell].outputs
+
+
+def test_the_learners_own_classes_are_theirs(ran):
+    assert _printed(ran["own_class"]).strip() == "own class: True"
+    assert _error(ran["patch_module"]) == ""  # a module attribute: undone after the cell, not refused
+
+
+def test_errors_are_still_reported_after_ipython_was_tampered_with(ran):
+    assert _error(ran["raises_after_transformer"]) == "ValueError: this error must be reported"
+    assert _error(ran["raises_after_showtraceback"]) == "ValueError: this one too"
