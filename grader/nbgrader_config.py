@@ -22,5 +22,14 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Deleted test cells are put back (and score) rather than silently scoring nothing.
 c.OverwriteCells.add_missing_cells = True
 
+# Feedback shows each check's verdict (name, points, message), never the hidden tests, a traceback into
+# grader/checks or the grading machine's paths (labutils.feedback).
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import GetGrades  # noqa: E402
+
+from labutils.feedback import VerdictsOnly  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, VerdictsOnly]
+
 # Hidden test cells `from checks import ...`: the kernel inherits this process's environment.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH")) if p)

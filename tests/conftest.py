@@ -37,6 +37,7 @@ class GradedClass:
     mistakes: dict  # student -> mistake-catalogue entry (None for the reference)
     hostile: dict  # student -> adversarial-catalogue entry
     results: list  # grading.LabResult for every student and lab
+    timeout: int  # the per-cell timeout it was graded with
 
 
 @pytest.fixture
@@ -48,13 +49,19 @@ def hidden_check(monkeypatch):
     return lambda name: importlib.import_module(f"checks.{name}")
 
 
+# The class is graded with the instructor's per-cell timeout (grader/nbgrader_config.py), against which
+# tests/test_catalogue.py proves every honest cell's 4x margin, and a wall budget tighter than the default
+# 900 s so the hostile entries end sooner (the loops wait out one timeout, then finish well inside it).
+CLASS_TIMEOUT = 180
+CLASS_BUDGET = 300
+
+
 @pytest.fixture(scope="session")
 def graded_class(tmp_path_factory):
     """One sandboxed grading run of both catalogues: every lab's mistake entries and the reference,
     and the adversarial entries. One run pays nbgrader's per-class costs once, and its worker pool
     overlaps the adversarial entries that only sleep (loops, the wall budget) with others' CPU work.
-    The per-cell timeout and wall budget are tighter than an instructor's defaults so the hostile
-    entries end sooner; every honest notebook finishes well inside them, even three at a time."""
+    Every honest notebook finishes well inside the timeout and the budget, even three at a time."""
     from labutils import adversarial, catalogue, grading
 
     root = tmp_path_factory.mktemp("class")
@@ -62,8 +69,10 @@ def graded_class(tmp_path_factory):
     hostile = adversarial.write_class(root / "submissions", grading.labs())
     course = root / "course"
     try:
-        results = grading.grade(root / "submissions", course, quiet=True, workers=3, timeout=60, budget=240)
-        yield GradedClass(course, mistakes, hostile, results)
+        results = grading.grade(
+            root / "submissions", course, quiet=True, workers=3, timeout=CLASS_TIMEOUT, budget=CLASS_BUDGET
+        )
+        yield GradedClass(course, mistakes, hostile, results, CLASS_TIMEOUT)
     finally:
         for probe in adversarial.escaped_probes(course):  # never leave an escaped write behind
             probe.unlink(missing_ok=True)

@@ -62,6 +62,47 @@ def test_feedback_and_grades_csv_are_written(graded_class):
     assert "Mistake 3" in wrong and "prepare_model_for_kbit_training" in wrong
 
 
+# What no feedback file may show: the hidden tests, the checks' code or files, a traceback, this machine's paths.
+FEEDBACK_LEAKS = (
+    "BEGIN HIDDEN TESTS",
+    "def kbit_prepared",
+    "grader/checks",
+    "checks/",
+    "Traceback (most recent",
+)
+
+
+@pytest.mark.slow
+def test_feedback_shows_verdicts_not_checks(graded_class):
+    """Every feedback file of the graded catalogues: each failing check's message is there, and nothing of
+    the checks is (their source, a traceback into them, the grading machine's paths)."""
+    course = graded_class.course
+    machine = [str(grading.REPO), str(course.resolve()), str(course.resolve().parent)]
+    files = sorted((course / "feedback").rglob("*.html"))
+    assert len(files) >= len(graded_class.mistakes)
+    for html in files:
+        text = html.read_text(errors="replace")
+        leaks = [marker for marker in (*FEEDBACK_LEAKS, *machine) if marker in text]
+        assert not leaks, f"{html.relative_to(course)} shows {leaks}"
+    wrong = (course / "feedback" / "04_qlora--fp4" / "04_qlora" / "04_qlora.html").read_text()
+    assert "nf4" in wrong and "Fix:" in wrong
+
+
+@pytest.mark.slow
+def test_no_score_depends_on_speed(graded_class):
+    """Every catalogue notebook's slowest cell finished with at least 4x margin under the per-cell timeout
+    it was graded with, so a slower CPU or a loaded machine cannot turn into lost points."""
+    slow = {}
+    for student, entry in graded_class.mistakes.items():
+        for lab in [entry.lab] if entry else grading.labs():
+            notebook = graded_class.course / "autograded" / student / lab / f"{lab}.ipynb"
+            seconds = grading.cell_seconds(notebook)
+            cell, longest = max(seconds.items(), key=lambda item: item[1])
+            if longest * 4 > graded_class.timeout:
+                slow[f"{student} ({lab}) {cell}"] = round(longest, 1)
+    assert slow == {}, f"cells over a quarter of the {graded_class.timeout} s per-cell timeout: {slow}"
+
+
 @pytest.mark.slow
 def test_summary_table_names_each_lost_point(graded_class):
     table = grading.summary_table(graded_class.results)

@@ -46,8 +46,8 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
 
 
 # What each lab leaves on disk, re-checked outside the kernel (checks/outside.py): the paths its locked
-# set-up cell defines, and per test cell the on-disk check ("module.function" of this package; such
-# modules use the standard library only, so the fresh process starts in a fraction of a second).
+# set-up cell defines, and per test cell the on-disk check ("module.function" of this package). Most use
+# the standard library only; deploy_verify (lab 05) loads torch to merge the adapter itself.
 ON_DISK = {
     "04_qlora": (
         {"OUTPUT_DIR": "qlora-output", "ADAPTER_DIR": "qlora-output/adapter"},
@@ -65,6 +65,7 @@ ON_DISK = {
         {
             "test_adapter_only": "deploy_files.adapter_only_saved",
             "test_deploy_copy": "deploy_files.deploy_copy_saved",
+            "test_merged_outputs": "deploy_verify.deploy_matches_adapter",
         },
     ),
     "06_task_heads": (

@@ -8,20 +8,101 @@ instead of the ten that importing torch costs for every graded submission.
 from __future__ import annotations
 
 import json
+import pickletools
 import struct
+import zipfile
 from pathlib import Path
 
 from checks import TRAINED_ADAPTER, fail, need
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# What model.save_pretrained(ADAPTER_DIR) writes, and what may honestly sit beside it: the tokenizer, and
+# trainer.save_model's training_args.bin (a pickled TrainingArguments, no tensors: checked by content).
+ADAPTER_FILES = {"adapter_config.json", ADAPTER_WEIGHTS, "adapter_model.bin", "README.md"}
+SIDE_FILES = {
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "training_args.bin",
+}
+_PICKLED_TENSOR = ("_rebuild_tensor", "_rebuild_parameter", "numpy.core.multiarray", "numpy._core.multiarray")
+
+
+def _pickle_has_tensors(data: bytes) -> bool:
+    """Whether a pickle (or torch's legacy run of several) rebuilds tensors or arrays, read opcode by
+    opcode: it is never unpickled."""
+    strings, start = [], 0
+    for _ in range(5):  # torch's legacy format: magic number, protocol, sys info, then the objects
+        end = None
+        try:
+            for opcode, arg, pos in pickletools.genops(data[start:]):
+                if opcode.name in ("GLOBAL", "INST"):
+                    strings.append(str(arg).replace(" ", "."))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+                if opcode.name == "BINPERSID" and "storage" in " ".join(strings[-6:]).lower():
+                    return True
+                if opcode.name == "STOP":
+                    end = start + pos + 1
+        except Exception:  # noqa: BLE001 - truncated, or not a pickle after all
+            break
+        if end is None or end >= len(data):
+            break
+        start = end
+    return any(marker in x for x in strings for marker in _PICKLED_TENSOR)
+
+
+def holds_tensors(path: Path) -> bool:
+    """Whether a file holds tensors, whatever its name: safetensors, torch.save (zip or legacy pickle),
+    NumPy, HDF5 or GGUF. Read from its bytes, never loaded."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if head.startswith((b"\x93NUMPY", b"\x89HDF", b"GGUF")):
+        return True
+    if zipfile.is_zipfile(path):  # torch.save's format since 1.6, and .npz
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if any(n.endswith(".npy") for n in names) or any("/data/" in n for n in names):
+                return True
+            pickles = [n for n in names if n.endswith(".pkl")]
+            return any(_pickle_has_tensors(archive.read(n)) for n in pickles[:2])
+    if head[:1] == b"\x80":  # a pickle: torch.save's legacy format, or pickle.dump of a state dict
+        return _pickle_has_tensors(path.read_bytes()[: 64 * 2**20])
+    if len(head) >= 8:  # safetensors: an 8-byte header length, then a JSON header of tensors
+        (size,) = struct.unpack("<Q", head[:8])
+        if 2 <= size <= 100 * 2**20 and head[8:9] == b"{":
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(8)
+                    header = json.loads(handle.read(size))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                return False
+            return isinstance(header, dict) and any(k != "__metadata__" for k in header)
+    return False
+
+
+def _in_trainer_checkpoint(path: Path, root: Path) -> bool:
+    """Inside a Trainer checkpoint (checkpoint-N with its trainer_state.json): the Trainer's own output."""
+    folders = [root / parent for parent in path.relative_to(root).parents]
+    return any(f.name.startswith("checkpoint-") and (f / "trainer_state.json").is_file() for f in folders)
 
 
 def full_weight_files(root: Path) -> list[Path]:
-    """Files anywhere under root that hold a full model rather than an adapter."""
+    """Files anywhere under root that hold model weights rather than an adapter, in any format."""
     found = []
-    for path in Path(root).rglob("*"):
-        if not path.is_file():
+    root = Path(root)
+    for path in root.rglob("*"):
+        if not path.is_file() or _in_trainer_checkpoint(path, root):
             continue
         name = path.name
         if (
@@ -30,9 +111,36 @@ def full_weight_files(root: Path) -> list[Path]:
             or (name.startswith(("model-", "pytorch_model-")) and name.endswith((".safetensors", ".bin")))
         ):
             found.append(path)
-        elif name.endswith(".safetensors") and name != ADAPTER_WEIGHTS:
+        elif name in (ADAPTER_WEIGHTS, "adapter_model.bin"):
+            continue  # an adapter's own weights: their tensor names are checked for lora_ below
+        elif name.endswith(".safetensors") or holds_tensors(path):
             found.append(path)
     return sorted(found)
+
+
+def unasked_files(adapter_dir: Path) -> list[Path]:
+    """Files in the adapter folder that neither save_pretrained nor the tokenizer wrote."""
+    return sorted(
+        p
+        for p in Path(adapter_dir).rglob("*")
+        if p.is_file() and (p.name not in ADAPTER_FILES | SIDE_FILES or p.parent != Path(adapter_dir))
+    )
+
+
+def adapter_folder_clean(adapter_dir: Path) -> None:
+    """Mistake 4, for the adapter folder itself: nothing in it but the adapter (and the tokenizer)."""
+    extra = [p for p in unasked_files(adapter_dir) if p not in full_weight_files(adapter_dir)]
+    weights = full_weight_files(adapter_dir)
+    if weights or extra:
+        shown = ", ".join(p.name for p in (weights + extra)[:3])
+        what = "full model weights" if weights else "files the lab did not ask for"
+        fail(
+            4,
+            f"the adapter folder {adapter_dir} holds {what} ({shown}) beside the adapter: whoever loads or "
+            "shares it gets them too, and on a real model that is gigabytes.",
+            "save only the adapter there with model.save_pretrained(ADAPTER_DIR) (the tokenizer may go with it); "
+            "keep nothing else in the adapter folder.",
+        )
 
 
 def read_adapter_config(adapter_dir: Path) -> dict:
@@ -79,6 +187,7 @@ def adapter_only_saved(ns: dict) -> None:
     """ADAPTER_DIR holds the adapter only, and no full model weights lie anywhere in OUTPUT_DIR."""
     adapter_dir = _adapter_dir(ns)
     output_dir = Path(ns.get("OUTPUT_DIR", adapter_dir))
+    adapter_folder_clean(adapter_dir)
     full = full_weight_files(output_dir) + full_weight_files(adapter_dir)
     if full:
         shown = ", ".join(str(p) for p in sorted(set(full))[:3])

@@ -11,7 +11,7 @@ import struct
 from pathlib import Path
 
 from checks import fail, need
-from checks.adapter_files import ADAPTER_WEIGHTS
+from checks.adapter_files import ADAPTER_WEIGHTS, adapter_folder_clean, full_weight_files
 
 # Rules of this lab that are not among the guide's five numbered mistakes.
 TRAIN_HEAD = "Train the adapter and the head before saving"
@@ -52,13 +52,22 @@ def head_tensors(header: dict) -> dict[str, str]:
 
 
 def head_saved(ns: dict) -> None:
-    """ADAPTER_DIR holds a LoRA adapter whose safetensors file also carries the head's weight and bias."""
+    """ADAPTER_DIR holds a LoRA adapter whose safetensors file also carries the head's weight and bias,
+    and nothing else lies in the adapter folder or beside it (mistake 4)."""
     adapter_dir = Path(need(ns, "ADAPTER_DIR", (str, Path)))
     if not (adapter_dir / "adapter_config.json").is_file():
         fail(
             RELOAD_SAME,
             f"{adapter_dir} holds no adapter_config.json: no adapter was saved there.",
             "model.save_pretrained(ADAPTER_DIR) on the PeftModel.",
+        )
+    adapter_folder_clean(adapter_dir)
+    output_dir = Path(ns.get("OUTPUT_DIR", adapter_dir))
+    if stray := full_weight_files(output_dir):
+        fail(
+            4,
+            f"model weights were saved beside the adapter ({', '.join(str(p) for p in stray[:3])}).",
+            "save only the adapter, with the head in it: model.save_pretrained(ADAPTER_DIR).",
         )
     try:
         header = safetensors_header(adapter_dir / ADAPTER_WEIGHTS)

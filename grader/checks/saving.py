@@ -24,9 +24,8 @@ RELOAD_RULE = (
 # Same weights, same input, eval mode: the logits are bit-identical on one machine (0.0 on a CPU);
 # the slack only absorbs GPU kernels that may pick another reduction order.
 RELOAD_ATOL = 1e-4
-# A merged 16-bit model rounds W + (alpha/r)·B·A to bf16: its logits match the adapter model's to well
-# within 2% of the largest logit (about 0.4% on the tiny model); an untrained or wrong adapter is off by ~100%.
-MERGE_RTOL = 0.02
+# The reloaded model is judged bit for bit against the trained one only where they share a machine.
+MERGE_RTOL = 0.02  # above it, a reload difference means another adapter; below, another precision
 
 
 def probe_logits(model) -> torch.Tensor:
@@ -106,8 +105,11 @@ def _is_quantized(model) -> bool:
 
 
 def merged_outputs(ns: dict) -> None:
-    """`merged` is a plain 16-bit model, and the copy in DEPLOY_DIR computes the adapter model's outputs."""
-    model = _trained_model(ns)
+    """`merged` is a plain 16-bit model and DEPLOY_DIR holds a loadable, unquantized copy of it.
+
+    Whether that copy is the trained adapter merged in is decided outside the kernel
+    (checks.deploy_verify.deploy_matches_adapter), against the grader's own merge of ADAPTER_DIR."""
+    _trained_model(ns)
     merged = need(ns, "merged", (PeftModel, PreTrainedModel), where="the deployment exercise cell")
     if isinstance(merged, PeftModel) or lora_wrapped(merged):
         fail(
@@ -132,26 +134,5 @@ def merged_outputs(ns: dict) -> None:
             f"the model saved in {deploy_dir} is quantized.",
             "save a merge made on a 16-bit base: merged.save_pretrained(DEPLOY_DIR).",
         )
-    from transformers import AutoModelForCausalLM
-
-    try:
-        deployed = AutoModelForCausalLM.from_pretrained(deploy_dir, dtype="auto")
-    except (OSError, ValueError) as err:
-        fail(
-            DEPLOY_RULE,
-            f"{deploy_dir} does not load ({type(err).__name__}: {err}).",
-            "merged.save_pretrained(DEPLOY_DIR).",
-        )
-    expected, got = probe_logits(model), probe_logits(deployed)
-    del deployed
-    scale = expected.abs().max().item()
-    diff = (expected - got).abs().max().item() if expected.shape == got.shape else float("inf")
-    if not diff <= MERGE_RTOL * scale:
-        fail(
-            DEPLOY_RULE,
-            f"on a fixed input the deployment copy's logits differ from the trained adapter model's by up to "
-            f"{diff:.3g} (tolerance {MERGE_RTOL:.0%} of the largest logit, {MERGE_RTOL * scale:.3g}): it does "
-            "not compute what the trained adapter computes.",
-            "merge the trained adapter: PeftModel.from_pretrained(base, ADAPTER_DIR).merge_and_unload(), then "
-            "merged.save_pretrained(DEPLOY_DIR).",
-        )
+    # Whether the copy computes what the trained adapter computes is decided outside the kernel, against
+    # a merge the grader makes itself (checks.deploy_verify): like with like, on any CPU.

@@ -152,6 +152,7 @@ class LabResult:
     reason: str = ""  # why there is no (full) autograde, e.g. a missing or unreadable submission
     manual_points: float = 0.0  # points of markdown answers an instructor grades in formgrader
     checks: list[CheckResult] = field(default_factory=list)
+    review: str = ""  # what an instructor may want to look at; it cost no points (e.g. a %run magic)
     digest: str = ""  # sha256 of the graded file: an unchanged submission is not graded twice
     seconds: float = 0.0  # wall time of this submission's grading (sandbox, autograde, outside checks)
 
@@ -278,6 +279,24 @@ def _foreign(path: Path, lab: str) -> str:
     return f"not this lab's notebook: it has none of the cells of {lab} (another lab's file?)"
 
 
+def cell_seconds(notebook: Path) -> dict[str, float]:
+    """Wall seconds of each executed cell (grade_id, else #position), from nbclient's timing metadata."""
+    from datetime import datetime
+
+    def moment(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    found = {}
+    for i, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
+        timing = cell.metadata.get("execution", {})
+        if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            name = cell.metadata.get("nbgrader", {}).get("grade_id") or f"#{i + 1}"
+            found[name] = (
+                moment(timing["shell.execute_reply"]) - moment(timing["iopub.execute_input"])
+            ).total_seconds()
+    return found
+
+
 def _errors_named(autograded: Path, ename: str) -> list[str]:
     """Cells (by grade_id, else position) that ended in this error, e.g. the sandbox's KernelRestarted."""
     nb = nbformat.read(autograded, as_version=4)
@@ -338,20 +357,63 @@ class _Job:
     budget: float
     sandbox: bool
     threads: int  # CPU threads for the kernel's torch: the machine's cores shared among the workers
+    checks: Path | None = None  # the hidden checks as bytecode only, for sandboxed kernels (_compile_checks)
+
+
+def _compile_checks(folder: Path) -> Path:
+    """grader/checks as a package of .pyc files without their source, under folder/checks.
+
+    Sandboxed kernels import the checks from here and cannot see grader/checks, so no cell can print
+    the checks' source into its output (and so into the feedback), and no traceback can quote it.
+    """
+    import py_compile
+
+    target = Path(folder) / "checks"
+    target.mkdir(parents=True)
+    for source in sorted((GRADER / "checks").glob("*.py")):
+        py_compile.compile(str(source), cfile=str(target / f"{source.stem}.pyc"), doraise=True)
+    return Path(folder)
+
+
+OUTSIDE_TIMEOUT_S = 300
 
 
 def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
-    """Re-run the lab's on-disk checks in a fresh process: what the learner's kernel cannot tamper with."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "checks.outside", lab, str(folder)],
-        env=_env() | {"PYTHONPATH": str(GRADER)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
+    """Re-run the lab's on-disk checks in a fresh process: what the learner's kernel cannot tamper with.
+
+    Fails closed: if the process crashes or times out, every outside check of the lab gets a failure
+    ("could not be verified"), never a pass."""
+    sys.path.insert(0, str(GRADER))
+    try:
+        from checks import ON_DISK
+    finally:
+        sys.path.remove(str(GRADER))
+    expected = ON_DISK.get(lab, ({}, {}))[1]
+    if not expected:
         return {}
-    return json.loads(proc.stdout or "{}")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "checks.outside", lab, str(folder)],
+            env=_env() | {"PYTHONPATH": str(GRADER)},
+            capture_output=True,
+            text=True,
+            timeout=OUTSIDE_TIMEOUT_S,
+        )
+        found = (
+            json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout else None
+        )
+        why = (
+            "" if found is not None else (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        )
+    except subprocess.TimeoutExpired:
+        found, why = None, f"timed out after {OUTSIDE_TIMEOUT_S} s"
+    except (json.JSONDecodeError, IndexError) as err:
+        found, why = None, f"unreadable answer ({err})"
+    unverified = (
+        f"could not be verified outside the notebook ({why[:200]}). Fix: grade this submission again; "
+        "if it persists, the instructor should look at grading/logs."
+    )
+    return {grade_id: (found or {}).get(grade_id, unverified) for grade_id in expected}
 
 
 def _grade_one(job: _Job) -> LabResult:
@@ -368,8 +430,11 @@ def _grade_one(job: _Job) -> LabResult:
     dest.mkdir(parents=True)
     nb = nbformat.read(job.src, as_version=4)
     _repair_structure(nb, job.lab)
-    if removed := tamper.sanitize(nb, _restored_ids(job.lab)):
+    removed, flagged = tamper.sanitize(nb, _restored_ids(job.lab))
+    if removed:
         result.reason = f"tampering removed before grading: {'; '.join(removed[:3])}"
+    if flagged:
+        result.review = f"flagged for review (ran as written): {'; '.join(flagged[:3])}"
     nbformat.write(nb, dest / f"{job.lab}.ipynb")
     # Oversubscribed torch threads (every kernel using every core) make parallel grading many times slower.
     threads = str(job.threads)
@@ -385,8 +450,10 @@ def _grade_one(job: _Job) -> LabResult:
     if job.sandbox:
         from labutils.models import cache_dir
 
-        hidden = [job.out_dir, SOURCE, GRADER / "mistakes", GRADER / "adversarial"]
+        hidden = [job.out_dir, SOURCE, GRADER / "mistakes", GRADER / "adversarial", GRADER / "checks"]
         readable = [p for p in (cache_dir(),) if p.exists() and p.resolve().is_relative_to(job.out_dir)]
+        if job.checks:  # after the hidden, empty grader/checks on PYTHONPATH, which imports skip
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(job.checks), env.get("PYTHONPATH")) if p)
         sandbox.write_kernelspec(scratch / "jupyter", writable=[], hidden=hidden, readable=readable)
     proc = nbgrader(
         scratch,
@@ -412,6 +479,8 @@ def _grade_one(job: _Job) -> LabResult:
         messages = _messages(autograded / f"{job.lab}.ipynb")
         if _errors_named(autograded / f"{job.lab}.ipynb", "WallBudgetExceeded") and not result.reason:
             result.reason = f"stopped at the wall budget of {job.budget:g} s: later cells were not run"
+        if blocked := _errors_named(autograded / f"{job.lab}.ipynb", "TamperingBlocked"):
+            result.reason = result.reason or f"tampering blocked while grading in cell {blocked[0]}"
         if (
             restarted := _errors_named(autograded / f"{job.lab}.ipynb", "KernelRestarted")
         ) and not result.reason:
@@ -505,6 +574,9 @@ def grade(
 
         build_all(quiet=quiet)  # before any kernel runs: sandboxed kernels cannot write the model cache
 
+    compiled = Path(tempfile.mkdtemp(prefix="peft-checks-")) if sandbox else None
+    if compiled:
+        _compile_checks(compiled)
     n_workers = workers or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     points, jobs, done = {}, [], {}
@@ -525,7 +597,9 @@ def grade(
             elif not force and saved.exists() and json.loads(saved.read_text()).get("digest") == _digest(src):
                 result = _load_result(saved)  # graded before, unchanged since: resume
             else:
-                jobs.append(_Job(lab, student, src, out_dir, template, timeout, budget, sandbox, threads))
+                jobs.append(
+                    _Job(lab, student, src, out_dir, template, timeout, budget, sandbox, threads, compiled)
+                )
                 continue
             done[lab, student] = result
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
@@ -545,6 +619,8 @@ def grade(
             )
             shutil.rmtree(out_dir / ".work" / job.lab / job.student, ignore_errors=True)
             done[job.lab, job.student] = result
+    if compiled:
+        shutil.rmtree(compiled, ignore_errors=True)
     _ensure_students(course, students)  # so the grades CSV lists those with nothing to grade too
     results = [done[lab, s] for lab in todo for s in students]
     for lab in todo:
@@ -574,7 +650,8 @@ def summary_table(results: list[LabResult], width: int = 132) -> str:
         )
         first = f"{r.student:<{student_width}} {r.lab:<18} {score:>12}  "
         text_width = max(40, width - len(indent))
-        wrapped = [textwrap.wrap(item, text_width) or [item] for item in lost or ["-"]]
+        items = (lost or ["-"]) + ([f"review: {r.review}"] if r.review else [])
+        wrapped = [textwrap.wrap(item, text_width) or [item] for item in items]
         body = [line for item in wrapped for line in item]
         lines.append(first + body[0])
         lines += [indent + line for line in body[1:]]

@@ -1,0 +1,102 @@
+"""Adapter-only means the folder: any file that holds model weights, whatever its format or name, is
+mistake 4, and so is a file in the adapter folder that neither save_pretrained nor the tokenizer wrote.
+Files are written here the way learners write them (torch.save, pickle, NumPy, safetensors)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+
+def make_adapter(folder):
+    """What model.save_pretrained(folder) writes for a trained LoRA adapter."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file(
+        {f"{prefix}.lora_A.weight": torch.ones(2, 4), f"{prefix}.lora_B.weight": torch.ones(4, 2)},
+        str(folder / "adapter_model.safetensors"),
+    )
+    (folder / "adapter_config.json").write_text('{"r": 2, "lora_alpha": 4, "peft_type": "LORA"}')
+    (folder / "README.md").write_text("adapter")
+
+
+@pytest.fixture
+def adapter_files(hidden_check):
+    return hidden_check("adapter_files")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    make_adapter(tmp_path / "out" / "adapter")
+    return tmp_path / "out"
+
+
+def _state():
+    return {"model.embed_tokens.weight": torch.ones(4, 2), "lm_head.weight": torch.ones(4, 2)}
+
+
+WEIGHT_WRITERS = {
+    "model.pt": lambda p: torch.save(_state(), p),
+    "weights.pth": lambda p: torch.save(_state(), p, _use_new_zipfile_serialization=False),
+    "state.bin": lambda p: torch.save(_state(), p),
+    "state.pkl": lambda p: p.write_bytes(pickle.dumps(_state())),
+    "base.safetensors": lambda p: save_file(_state(), str(p)),
+    "no_suffix": lambda p: torch.save(_state(), p),
+    "embeddings.npy": lambda p: np.save(p, np.ones((4, 2))),
+    "arrays.npz": lambda p: np.savez(p, w=np.ones((4, 2))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHT_WRITERS))
+def test_weights_in_any_format_are_found(adapter_files, tmp_path, name):
+    path = tmp_path / name
+    WEIGHT_WRITERS[name](path)
+    assert adapter_files.holds_tensors(path)
+
+
+def test_files_without_tensors_are_not_weights(adapter_files, tmp_path):
+    from transformers import TrainingArguments
+
+    torch.save(
+        TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none"), tmp_path / "training_args.bin"
+    )
+    (tmp_path / "notes.txt").write_text("rank 16 worked best")
+    (tmp_path / "config.pkl").write_bytes(pickle.dumps({"r": 16, "alpha": 32}))
+    for name in ("training_args.bin", "notes.txt", "config.pkl"):
+        assert not adapter_files.holds_tensors(tmp_path / name), name
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHT_WRITERS))
+@pytest.mark.parametrize("where", ["adapter", "."])
+def test_weights_in_the_adapter_or_output_folder_are_mistake_4(adapter_files, folder, name, where):
+    WEIGHT_WRITERS[name](folder / where / name)
+    ns = {"ADAPTER_DIR": folder / "adapter", "OUTPUT_DIR": folder}
+    with pytest.raises(AssertionError, match="Mistake 4"):
+        adapter_files.adapter_only_saved(ns)
+
+
+def test_a_file_the_lab_did_not_ask_for_in_the_adapter_folder_is_mistake_4(adapter_files, folder):
+    (folder / "adapter" / "notes.txt").write_text("hi")
+    with pytest.raises(AssertionError, match="did not ask for"):
+        adapter_files.adapter_only_saved({"ADAPTER_DIR": folder / "adapter", "OUTPUT_DIR": folder})
+
+
+def test_tokenizer_files_and_trainer_output_are_fine(adapter_files, folder):
+    from transformers import TrainingArguments
+
+    adapter = folder / "adapter"
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        (adapter / name).write_text("{}")
+    torch.save(
+        TrainingArguments(output_dir=str(folder / "t"), report_to="none"), adapter / "training_args.bin"
+    )
+    checkpoint = folder / "trainer" / "checkpoint-20"
+    make_adapter(checkpoint)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    torch.save({"state": {0: {"exp_avg": torch.ones(2)}}}, checkpoint / "optimizer.pt")
+    (folder / "loss.png").write_bytes(b"\x89PNG\r\n")
+    adapter_files.adapter_only_saved({"ADAPTER_DIR": adapter, "OUTPUT_DIR": folder})  # no failure

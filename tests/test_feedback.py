@@ -1,0 +1,62 @@
+"""Feedback shows each failing check's name, points and message, never the checks (labutils.feedback)."""
+
+from __future__ import annotations
+
+import nbformat
+
+from labutils.feedback import VerdictsOnly, scrub_paths
+
+TEST_CELL = """### BEGIN HIDDEN TESTS
+from checks import qlora
+
+qlora.kbit_prepared(globals())
+### END HIDDEN TESTS
+assert model is not None, "define model"
+"""
+TRACEBACK = [
+    "\x1b[0;31m---------------------------------------------------------------------------\x1b[0m",
+    "Traceback (most recent call last)",
+    'File /work/main/grader/checks/qlora.py:88, in kbit_prepared(ns)\n---> 88     fail(3, "...")',
+    "PeftMistake: [Mistake 3] ... Fix: prepare_model_for_kbit_training(model)",
+]
+
+
+def _feedback(cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    for index, cell in enumerate(nb.cells):
+        VerdictsOnly().preprocess_cell(cell, {}, index)
+    return nb
+
+
+def test_a_failing_check_shows_its_message_only():
+    cell = nbformat.v4.new_code_cell(
+        TEST_CELL, metadata={"nbgrader": {"grade": True, "solution": False, "grade_id": "test_kbit_prepared"}}
+    )
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "error",
+            ename="PeftMistake",
+            evalue="[Mistake 3] /tmp/grading/autograded/ann/04_qlora/qlora-output is not prepared. Fix: call it.",
+            traceback=TRACEBACK,
+        )
+    ]
+    [shown] = _feedback([cell]).cells
+    assert "BEGIN HIDDEN TESTS" not in shown.source and "qlora.kbit_prepared" not in shown.source
+    assert 'assert model is not None, "define model"' in shown.source  # the visible part stays
+    assert shown.outputs[0].traceback == [
+        "PeftMistake: [Mistake 3] …/qlora-output is not prepared. Fix: call it."
+    ]
+
+
+def test_learner_cells_keep_their_code_and_lose_machine_paths():
+    cell = nbformat.v4.new_code_cell("print(ADAPTER_DIR.resolve())")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="/tmp/pytest-7/course/x/adapter\n")]
+    [shown] = _feedback([cell]).cells
+    assert shown.source == "print(ADAPTER_DIR.resolve())"
+    assert shown.outputs[0].text == "…/adapter\n"
+
+
+def test_relative_paths_and_urls_are_kept():
+    assert scrub_paths("saved in qlora-output/adapter") == "saved in qlora-output/adapter"
+    assert scrub_paths("see https://huggingface.co/docs/peft") == "see https://huggingface.co/docs/peft"

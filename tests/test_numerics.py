@@ -1,0 +1,73 @@
+"""No verdict depends on the CPU, the thread count or the matmul path.
+
+The catalogue entries whose checks compare numbers (lab 05's merge and reload, lab 07's validation loss
+and its slow unprepared training) are graded again here under other numeric conditions, on this machine,
+and must score check for check exactly as in the class run, which used the machine's own defaults
+(tests/conftest.py: graded_class). A CPU without native bf16 is simulated by limiting oneDNN to AVX2:
+its bf16 matmuls then take torch's slow fallback path, with its own rounding, as on an AMD EPYC of the
+Zen 2 or 3 generations. The 4x timeout margin must hold there too.
+"""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from labutils import catalogue, grading
+
+AFFECTED = {
+    "05_save_load_merge": ["reference", "correct_autopeft_str_paths", "deploys_unmerged_base"],
+    "07_capstone": ["reference", "no_kbit_prep"],
+}
+CONDITIONS = {
+    "1 thread, oneDNN off, fp32 matmuls in full precision": {
+        "PEFT_COURSE_NUMERICS": "threads=1,mkldnn=0,matmul=highest"
+    },
+    "2 threads, no native bf16 (oneDNN up to AVX2), fp32 matmuls allowed through bf16": {
+        "PEFT_COURSE_NUMERICS": "threads=2,matmul=medium",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
+}
+
+
+def _write(folder) -> dict:
+    students = {}
+    for lab, names in AFFECTED.items():
+        entries = {e.name: e for e in catalogue.entries(lab)}
+        for name in names:
+            entry = entries.get(name)
+            student = "reference" if entry is None else f"{lab}--{name}"
+            (folder / student).mkdir(parents=True, exist_ok=True)
+            nbformat.write(
+                catalogue.submission(lab, entry.cells if entry else None), folder / student / f"{lab}.ipynb"
+            )
+            students[student] = entry
+    return students
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("condition", list(CONDITIONS))
+def test_verdicts_do_not_depend_on_numerics(graded_class, tmp_path, monkeypatch, condition):
+    for name, value in CONDITIONS[condition].items():
+        monkeypatch.setenv(name, value)
+    students = _write(tmp_path / "submissions")
+    results = grading.grade(
+        tmp_path / "submissions",
+        tmp_path / "course",
+        quiet=True,
+        workers=2,
+        timeout=graded_class.timeout,
+        budget=900,
+    )
+    graded = [r for r in results if r.reason != "missing submission"]
+    assert len(graded) == sum(len(names) for names in AFFECTED.values())
+    assert catalogue.unexpected(graded, students) == []
+    baseline = {(r.student, r.lab): [(c.name, c.score) for c in r.checks] for r in graded_class.results}
+    for r in graded:
+        assert [(c.name, c.score) for c in r.checks] == baseline[r.student, r.lab], f"{r.student} ({r.lab})"
+    for r in graded:
+        seconds = grading.cell_seconds(
+            tmp_path / "course" / "autograded" / r.student / r.lab / f"{r.lab}.ipynb"
+        )
+        cell, longest = max(seconds.items(), key=lambda item: item[1])
+        assert longest * 4 <= graded_class.timeout, f"{r.student} ({r.lab}): {cell} took {longest:.0f} s"
