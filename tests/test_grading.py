@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import zipfile
 
 import nbformat
@@ -176,3 +177,32 @@ def test_summary_table_keeps_every_message_whole_with_its_fix():
     assert "Fix: bnb_4bit_quant_type='nf4'." in flat and "Fix: reload with nf4." in flat
     assert "test_adapter_only" not in table.split("\n\n")[0], "a full-marks check is not a lost point"
     assert "missing submission" in table and "14/16" in table
+
+
+@pytest.mark.parametrize("failure", ["crash", "timeout", "garbage"])
+def test_outside_verification_fails_closed(monkeypatch, tmp_path, failure):
+    """A verification outside the kernel that crashes, hangs or answers nonsense gives every one of the
+    lab's outside checks a failure saying it could not be verified: never a pass, never a stopped class."""
+
+    def run(*args, **kwargs):
+        if failure == "timeout":
+            raise subprocess.TimeoutExpired(args[0], kwargs.get("timeout"))
+        out = "not json" if failure == "garbage" else ""
+        return subprocess.CompletedProcess(args[0], 1 if failure == "crash" else 0, out, "Traceback: boom")
+
+    monkeypatch.setattr(grading.subprocess, "run", run)
+    found = grading._outside_verdicts("05_save_load_merge", tmp_path)
+    assert set(found) == {"test_adapter_only", "test_deploy_copy", "test_merged_outputs"}
+    assert all("could not be verified" in message and "Fix:" in message for message in found.values())
+
+
+def test_summary_shows_what_was_flagged_for_review_without_costing_points():
+    result = grading.LabResult(
+        "ann",
+        "04_qlora",
+        score=20,
+        max_score=20,
+        review="flagged for review (ran as written): cell #3 line 1: %run",
+    )
+    table = grading.summary_table([result])
+    assert "20/20" in table and "review: flagged for review (ran as written): cell #3 line 1: %run" in table

@@ -47,7 +47,8 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
 
 # What each lab leaves on disk, re-checked outside the kernel (checks/outside.py): the paths its locked
 # set-up cell defines, and per test cell the on-disk check ("module.function" of this package). Most use
-# the standard library only; deploy_verify (lab 05) loads torch to merge the adapter itself.
+# the standard library only; deploy_verify (lab 05) and capstone.validation_improved (lab 07) load torch
+# to merge or evaluate the saved adapter themselves.
 ON_DISK = {
     "04_qlora": (
         {"OUTPUT_DIR": "qlora-output", "ADAPTER_DIR": "qlora-output/adapter"},
@@ -77,6 +78,7 @@ ON_DISK = {
         {
             "test_adapter_only": "adapter_files.adapter_only_saved",
             "test_adapter_trained": "adapter_files.adapter_trained",
+            "test_val_improved": "capstone.validation_improved",
         },
     ),
 }
