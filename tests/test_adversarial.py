@@ -182,7 +182,7 @@ def test_inserted_cells_are_learner_cells_in_order(entries):
     cells = _cells(entries["wall_budget"])
     ids = _ids(cells)
     added = cells[ids.index("summary") + 1 :]
-    assert len(added) == 6 and all(c.cell_type == "code" and "nbgrader" not in c.metadata for c in added)
+    assert len(added) == 8 and all(c.cell_type == "code" and "nbgrader" not in c.metadata for c in added)
     assert len({c.id for c in cells}) == len(cells)
 
     cells = _cells(entries["os_exit"])
