@@ -37,6 +37,20 @@ SIDE_FILES = {
 _PICKLED_TENSOR = ("_rebuild_tensor", "_rebuild_parameter", "numpy.core.multiarray", "numpy._core.multiarray")
 
 
+def safetensors_header(path: Path) -> dict[str, dict]:
+    """Tensor names -> {dtype, shape, data_offsets} of a safetensors file (its JSON header only)."""
+    with open(path, "rb") as f:
+        try:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        except (struct.error, UnicodeDecodeError, json.JSONDecodeError, MemoryError, OverflowError) as err:
+            raise ValueError(f"{Path(path).name} is not a safetensors file") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{Path(path).name} is not a safetensors file")
+    header.pop("__metadata__", None)
+    return header
+
+
 def _pickle_has_tensors(data: bytes) -> bool:
     """Whether a pickle (or torch's legacy run of several) rebuilds tensors or arrays, read opcode by
     opcode: it is never unpickled."""
@@ -78,16 +92,11 @@ def holds_tensors(path: Path) -> bool:
             return any(_pickle_has_tensors(archive.read(n)) for n in pickles[:2])
     if head[:1] == b"\x80":  # a pickle: torch.save's legacy format, or pickle.dump of a state dict
         return _pickle_has_tensors(path.read_bytes()[: 64 * 2**20])
-    if len(head) >= 8:  # safetensors: an 8-byte header length, then a JSON header of tensors
-        (size,) = struct.unpack("<Q", head[:8])
-        if 2 <= size <= 100 * 2**20 and head[8:9] == b"{":
-            try:
-                with path.open("rb") as handle:
-                    handle.seek(8)
-                    header = json.loads(handle.read(size))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                return False
-            return isinstance(header, dict) and any(k != "__metadata__" for k in header)
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= 100 * 2**20:
+        try:  # safetensors: an 8-byte header length, then a JSON header of tensors
+            return bool(safetensors_header(path))
+        except ValueError:
+            return False
     return False
 
 

@@ -8,12 +8,11 @@ headers (names, dtypes, shapes), never torch.
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 from checks import fail, need
 from checks.adapter_files import adapter_only_saved as adapter_folder_only
-from checks.adapter_files import adapter_trained, full_weight_files
+from checks.adapter_files import adapter_trained, full_weight_files, safetensors_header
 
 DEPLOY_RULE = (
     "Merge only to deploy: merge_and_unload() on an unquantized (16-bit) base, saved in its own folder"
@@ -21,18 +20,6 @@ DEPLOY_RULE = (
 # safetensors dtype codes of floating-point tensors; bitsandbytes stores packed 4-bit codes as U8.
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 QUANT_STATE = ("absmax", "quant_map", "quant_state")  # bitsandbytes 4-bit state saved beside the codes
-
-
-def safetensors_header(path: Path) -> dict[str, dict]:
-    """Tensor name -> {"dtype", "shape", "data_offsets"}, read from the file's JSON header only."""
-    with Path(path).open("rb") as handle:
-        try:
-            (size,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(size))
-        except (struct.error, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{Path(path).name} is not a safetensors file") from err
-    header.pop("__metadata__", None)
-    return header
 
 
 def _paths(ns: dict) -> tuple[Path, Path, Path]:

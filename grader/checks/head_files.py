@@ -6,12 +6,10 @@ outside it (checks/outside.py), so it must give the same verdict in both places 
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 from checks import fail, need
-from checks.adapter_files import ADAPTER_WEIGHTS, adapter_folder_clean, full_weight_files
+from checks.adapter_files import ADAPTER_WEIGHTS, adapter_folder_clean, full_weight_files, safetensors_header
 
 # Rules of this lab that are not among the guide's five numbered mistakes.
 TRAIN_HEAD = "Train the adapter and the head before saving"
@@ -24,20 +22,6 @@ SAVE_HEAD_FIX = (
     "task_type='SEQ_CLS' (or TaskType.SEQ_CLS), which adds the head to modules_to_save, or "
     "modules_to_save=['classifier']; then model.save_pretrained(ADAPTER_DIR) saves it with the adapter."
 )
-
-
-def safetensors_header(path: Path) -> dict:
-    """Tensor names -> {dtype, shape, data_offsets} of a safetensors file (its JSON header only)."""
-    with open(path, "rb") as f:
-        try:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
-        except (struct.error, UnicodeDecodeError, json.JSONDecodeError, MemoryError, OverflowError) as err:
-            raise ValueError(f"{Path(path).name} is not a safetensors file") from err
-    if not isinstance(header, dict):
-        raise ValueError(f"{Path(path).name} is not a safetensors file")
-    header.pop("__metadata__", None)
-    return header
 
 
 def head_tensors(header: dict) -> dict[str, str]:
