@@ -49,6 +49,18 @@ def test_a_failing_check_shows_its_message_only():
     ]
 
 
+def test_a_long_message_is_wrapped_whole():
+    cell = nbformat.v4.new_code_cell(TEST_CELL, metadata={"nbgrader": {"grade": True, "grade_id": "t"}})
+    evalue = (
+        "[Mistake 4] full model weights were saved beside the adapter " * 4 + "Fix: save the adapter only."
+    )
+    cell.outputs = [nbformat.v4.new_output("error", ename="PeftMistake", evalue=evalue, traceback=TRACEBACK)]
+    [shown] = _feedback([cell]).cells
+    [text] = shown.outputs[0].traceback
+    assert all(len(line) <= 100 for line in text.splitlines()) and len(text.splitlines()) > 1
+    assert " ".join(text.split()) == " ".join(f"PeftMistake: {evalue}".split())
+
+
 def test_learner_cells_keep_their_code_and_lose_machine_paths():
     cell = nbformat.v4.new_code_cell("print(ADAPTER_DIR.resolve())")
     cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="/tmp/pytest-7/course/x/adapter\n")]

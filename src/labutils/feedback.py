@@ -4,13 +4,14 @@
 tests, and full tracebacks through grader/checks with the grading machine's paths. Registered in
 grader/nbgrader_config.py (so a plain `nbgrader generate_feedback` applies it too), `VerdictsOnly`
 replaces each test cell's hidden part with a line saying what it is, turns every error into its
-one-line message (the check's name is the cell's; the message names the mistake and the fix) and
+message alone, wrapped (the check's name is the cell's; the message names the mistake and the fix), and
 takes the grading machine's absolute paths out of every output.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool
@@ -18,6 +19,7 @@ from traitlets import Bool
 HIDDEN_TESTS = re.compile(
     r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*\n?", re.DOTALL | re.MULTILINE
 )
+WIDTH = 100  # characters per line of an error message in the feedback
 HIDDEN_NOTE = "# (hidden checks: the grader ran them; the verdict is below)\n"
 # An absolute path of two or more parts: /tmp/..., /work/..., /home/... (quotes, spaces and colons end it).
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.@+-]+/)+([\w.@+-]*)")
@@ -42,7 +44,9 @@ class VerdictsOnly(Preprocessor):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 output["evalue"] = scrub_paths(str(output.get("evalue", "")))
-                output["traceback"] = [f"{output.get('ename', 'Error')}: {output['evalue']}"]
+                # wrapped: feedback shows it in a <pre>, and the fix comes at the end of the message
+                message = f"{output.get('ename', 'Error')}: {output['evalue']}"
+                output["traceback"] = ["\n".join(textwrap.wrap(message, WIDTH)) or message]
             elif output.get("output_type") == "stream":
                 output["text"] = scrub_paths(str(output.get("text", "")))
             elif "data" in output and "text/plain" in output["data"]:
