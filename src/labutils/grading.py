@@ -378,17 +378,24 @@ def _compile_checks(folder: Path) -> Path:
 OUTSIDE_TIMEOUT_S = 300
 
 
+@functools.cache
+def _outside_checks() -> dict:
+    """checks.ON_DISK, read from grader/checks/__init__.py (standard library only) without importing the
+    checks package into this process or touching sys.path, which the grading threads share."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_course_checks", GRADER / "checks" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ON_DISK
+
+
 def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
     """Re-run the lab's on-disk checks in a fresh process: what the learner's kernel cannot tamper with.
 
     Fails closed: if the process crashes or times out, every outside check of the lab gets a failure
     ("could not be verified"), never a pass."""
-    sys.path.insert(0, str(GRADER))
-    try:
-        from checks import ON_DISK
-    finally:
-        sys.path.remove(str(GRADER))
-    expected = ON_DISK.get(lab, ({}, {}))[1]
+    expected = _outside_checks().get(lab, ({}, {}))[1]
     if not expected:
         return {}
     try:
