@@ -177,14 +177,17 @@ class _Guard:
                     namespace[key] = value
             for cls, (size, members) in classes.items():
                 current = vars(cls)
-                for key, value in members.items():
-                    if current.get(key) is not value:
-                        type.__setattr__(cls, key, value)
-                if len(current) != size:  # a method added over an inherited one (__str__ on an exception)
-                    for key in [
-                        k for k, v in current.items() if k not in members and isinstance(v, FUNCTIONS)
-                    ]:
-                        type.__delattr__(cls, key)
+                try:  # one class that refuses (an immutable type) must not stop the rest
+                    for key, value in members.items():
+                        if current.get(key) is not value:
+                            type.__setattr__(cls, key, value)
+                    if len(current) != size:  # a method added over an inherited one (__str__ on an exception)
+                        for key in [
+                            k for k, v in current.items() if k not in members and isinstance(v, FUNCTIONS)
+                        ]:
+                            type.__delattr__(cls, key)
+                except (TypeError, AttributeError):
+                    continue
 
 
 def _snapshot(name: str, module) -> tuple[dict, dict]:
