@@ -138,8 +138,8 @@ def unasked_files(adapter_dir: Path) -> list[Path]:
 
 def adapter_folder_clean(adapter_dir: Path) -> None:
     """Mistake 4, for the adapter folder itself: nothing in it but the adapter (and the tokenizer)."""
-    extra = [p for p in unasked_files(adapter_dir) if p not in full_weight_files(adapter_dir)]
     weights = full_weight_files(adapter_dir)
+    extra = [p for p in unasked_files(adapter_dir) if p not in weights]
     if weights or extra:
         shown = ", ".join(p.name for p in (weights + extra)[:3])
         what = "full model weights" if weights else "files the lab did not ask for"
