@@ -81,7 +81,8 @@ def test_missing_or_broken_adapter_fails_with_a_fix(head_files, tmp_path):
 
 
 def test_outside_verdicts_run_without_torch(tmp_path):
-    """The fresh-process re-check of lab 06 reads the lab's own path constants and imports no torch."""
+    """The fresh-process re-check of lab 06 reads the lab's own path constants and imports no torch; the
+    checks it judges from the notebook's records fail closed when there is no notebook."""
     write_adapter(tmp_path / "heads-output" / "adapter", lora_names())
     code = (
         "import json, sys; from pathlib import Path; from checks import outside; "
@@ -95,4 +96,8 @@ def test_outside_verdicts_run_without_torch(tmp_path):
         text=True,
         check=True,
     )
-    assert "Mistake 5" in json.loads(done.stdout)["test_head_saved"]
+    found = json.loads(done.stdout)
+    assert "Mistake 5" in found["test_head_saved"]
+    assert (
+        found["test_lora_config"].startswith("could not be verified") and "Fix:" in found["test_lora_config"]
+    )

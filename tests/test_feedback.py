@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 
-from labutils.feedback import VerdictsOnly, scrub_paths
+from labutils.feedback import EVIDENCE_MIME, VerdictsOnly, scrub_paths
 
 TEST_CELL = """### BEGIN HIDDEN TESTS
 from checks import qlora
@@ -72,3 +72,16 @@ def test_learner_cells_keep_their_code_and_lose_machine_paths():
 def test_relative_paths_and_urls_are_kept():
     assert scrub_paths("saved in qlora-output/adapter") == "saved in qlora-output/adapter"
     assert scrub_paths("see https://huggingface.co/docs/peft") == "see https://huggingface.co/docs/peft"
+
+
+def test_the_graders_records_stay_out_of_the_feedback(hidden_check):
+    evidence = hidden_check("evidence")
+    assert evidence.MIME == EVIDENCE_MIME
+    cell = nbformat.v4.new_code_cell(TEST_CELL, metadata={"nbgrader": {"grade": True, "grade_id": "t"}})
+    record = {evidence.MIME: {"check": "kbit_prepared", "record": {}}, "text/plain": "[evidence]"}
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data=record),
+        nbformat.v4.new_output("stream", name="stdout", text="the learner's own print\n"),
+    ]
+    [shown] = _feedback([cell]).cells
+    assert [o.output_type for o in shown.outputs] == ["stream"]

@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 
 from labutils import sandbox
 
+RECORD = "get_ipython().display_pub.publish({'text/plain': 'the record'}, metadata={})"
 CELLS = {
     "real_first": "import checks\nprint('verdict:', checks.verdict())",
     "patch_module": (
@@ -51,6 +52,15 @@ CELLS = {
     "raises_after_transformer": "raise ValueError('this error must be reported')",
     "swallow_tracebacks": "ip = get_ipython()\nip.showtraceback = lambda *a, **k: None",
     "raises_after_showtraceback": "raise ValueError('this one too')",
+    # the way a test cell's records reach the grader (checks.evidence): each cell silences or forges it
+    "hook_outputs": "get_ipython().display_pub.register_hook(lambda msg: None)",
+    "record_after_hook": RECORD,
+    "swap_publisher": "class P:\n    def publish(self, *a, **k):\n        pass\nget_ipython().display_pub = P()",
+    "record_after_swap": RECORD,
+    "publisher_method": "get_ipython().display_pub.publish = lambda *a, **k: None",
+    "record_after_method": RECORD,
+    "patch_session": "from jupyter_client.session import Session\nSession.send = lambda *a, **k: None",
+    "record_after_session": RECORD,
 }
 
 
@@ -118,3 +128,11 @@ def test_the_learners_own_classes_are_theirs(ran):
 def test_errors_are_still_reported_after_ipython_was_tampered_with(ran):
     assert _error(ran["raises_after_transformer"]) == "ValueError: this error must be reported"
     assert _error(ran["raises_after_showtraceback"]) == "ValueError: this one too"
+
+
+@pytest.mark.parametrize(
+    "cell", ["record_after_hook", "record_after_swap", "record_after_method", "record_after_session"]
+)
+def test_outputs_reach_the_grader_after_a_cell_tampered_with_them(ran, cell):
+    shown = [o.data.get("text/plain") for o in ran[cell].outputs if o.output_type == "display_data"]
+    assert shown == ["the record"], ran[cell].outputs

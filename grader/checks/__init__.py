@@ -3,7 +3,9 @@
 Hidden test cells import these functions, so nbgrader feedback shows the verdict and its message,
 not the logic. Each check takes the notebook's namespace (`globals()`), inspects the real objects
 and files the learner produced, and raises `PeftMistake` naming the correction-guide mistake and
-the fix. One function per mistake, named after it.
+the fix. One function per mistake, named after it. Where the evidence is on disk (ON_DISK) or can be
+recorded as plain data (FROM_EVIDENCE: evidence.py records it, judges.py decides), the grader decides
+the check again outside the learner's kernel (outside.py).
 """
 
 from __future__ import annotations
@@ -81,4 +83,33 @@ ON_DISK = {
             "test_val_improved": "capstone.validation_improved",
         },
     ),
+}
+
+# The in-memory checks decided again outside the kernel, from the plain-data record their test cell
+# published (checks.evidence): grade_id -> the record's name, which is also its judge's in checks.judges.
+FROM_EVIDENCE = {
+    "00_setup": {"test_bnb_config": "bnb_config_here"},
+    "01_lora_anatomy": {"test_wrapped": "course_model_wrapped", "test_trainable_share": "course_model_share"},
+    "02_target_modules": {"test_lora_model": "bert_lora_model"},
+    "03_rank_alpha": {
+        "test_chosen_rank": "chosen_rank",
+        "test_chosen_alpha": "chosen_alpha",
+        "test_chosen_targets": "chosen_targets",
+    },
+    "04_qlora": {
+        "test_bnb_config": "quantization_config",
+        "test_loaded_4bit": "loaded_in_4bit",
+        "test_kbit_prepared": "kbit_prepared",
+        "test_lora_config": "llama_lora_config",
+        "test_trainable_share": "trainable_share",
+    },
+    "06_task_heads": {"test_lora_config": "bert_lora_config", "test_head_wrapped": "head_wrapped"},
+    "07_capstone": {
+        "test_bnb_config": "quantization_config",
+        "test_loaded_4bit": "loaded_in_4bit",
+        "test_kbit_prepared": "kbit_prepared",
+        "test_lora_config": "llama_lora_config",
+        "test_trainable_share": "trainable_share",
+        "test_precision": "precision_flags",
+    },
 }

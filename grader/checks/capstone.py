@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
-from checks import fail, need
+from checks import fail, judges, need
 from checks.adapter_files import ADAPTER_WEIGHTS
+from checks.evidence import publish
 from checks.inspect_model import base_model
 from checks.qlora import (  # noqa: F401 (the capstone's test cells call them through this module)
     MODEL_TYPES,
     adapter_only_saved,
     adapter_trained,
-    expected_compute_dtype,
     kbit_prepared,
     loaded_in_4bit,
     lora_config,
@@ -28,10 +28,6 @@ from checks.qlora import (  # noqa: F401 (the capstone's test cells call them th
     trainable_share,
 )
 
-PRECISION = (
-    "Mixed precision for the hardware: fp16=True on a GPU without bf16 (T4), bf16=True on Ampere "
-    "or newer, neither on a CPU"
-)
 VALIDATION = "Check the trained adapter on held-out data: the validation loss must clearly fall"
 RELOAD = "For inference: load the saved adapter onto a fresh base model with PeftModel.from_pretrained"
 
@@ -40,44 +36,13 @@ RELOAD = "For inference: load the saved adapter onto a fresh base model with Pef
 MIN_IMPROVEMENT = 0.10
 
 
-def expected_precision() -> dict[str, bool]:
-    """The Trainer flags for the hardware grading runs on: {"fp16": ..., "bf16": ...}."""
-    from labutils.doctor import detect_hardware
-
-    hw = detect_hardware()
-    if not hw["cuda_available"]:
-        return {"fp16": False, "bf16": False}
-    return {"fp16": not hw["bf16_supported"], "bf16": bool(hw["bf16_supported"])}
-
-
-def _where() -> str:
-    from labutils.doctor import detect_hardware
-
-    hw = detect_hardware()
-    if not hw["cuda_available"]:
-        return "a CPU"
-    return f"a GPU {'with' if hw['bf16_supported'] else 'without'} native bf16 ({hw['device_name']})"
-
-
 def precision_flags(ns: dict) -> None:
     """The TrainingArguments the Trainer really used set fp16/bf16 exactly as the hardware needs."""
     from transformers import Trainer, TrainingArguments
 
     trainer = ns.get("trainer")
     args = trainer.args if isinstance(trainer, Trainer) else need(ns, "training_args", TrainingArguments)
-    want = expected_precision()
-    got = {"fp16": bool(args.fp16), "bf16": bool(args.bf16)}
-    if got != want:
-        shown = ", ".join(f"{k}={v}" for k, v in got.items())
-        fix = ", ".join(f"{k}={v}" for k, v in want.items())
-        fail(
-            PRECISION,
-            f"the Trainer ran with {shown} on {_where()}. fp16 autocast on a CPU is accepted silently "
-            "and only makes training slower; bf16 is for GPUs that have it natively (Ampere or newer); "
-            "a T4 needs fp16.",
-            f"{fix} here: choose them from torch.cuda.is_available() and "
-            "torch.cuda.is_bf16_supported(including_emulation=False).",
-        )
+    judges.precision_flags(publish("precision_flags", {"fp16": bool(args.fp16), "bf16": bool(args.bf16)}))
 
 
 def _validation_texts(tokenizer) -> list[str]:
@@ -109,7 +74,7 @@ def _load_base(model_id: str):
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=expected_compute_dtype(),
+        bnb_4bit_compute_dtype=getattr(torch, judges.expected_compute_dtype()),
     )
     # float32 for the layers that stay unquantized (norms, embeddings, head), as after preparation.
     return AutoModelForCausalLM.from_pretrained(

@@ -13,7 +13,8 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
-from checks import fail, need
+from checks import fail, judges, need
+from checks.evidence import publish
 from checks.head_files import (
     BEATS_CHANCE,
     HEAD_NAMES,
@@ -22,13 +23,9 @@ from checks.head_files import (
     TRAIN_HEAD,
     head_saved,  # noqa: F401 (the test cell calls it here; outside the kernel it runs from head_files)
 )
-from checks.inspect_model import base_model, is_peft_model, leaf, require_adapters_on, require_lora_model
+from checks.inspect_model import base_model, is_peft_model, manifest
 
 MODEL_TYPES = (PreTrainedModel, PeftModel)
-BERT_TARGETS = ("query", "value")  # the lab's targets; key and dense are accepted too
-BERT_LINEAR = ("query", "key", "value", "dense")
-LLAMA_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-BERT_FIX = "target_modules=['query', 'value'] for BERT (q_proj/v_proj is Llama)."
 MIN_ACCURACY = 0.7  # two balanced classes: chance is 0.5; a trained tiny BERT reaches about 0.9
 MAX_LENGTH = 64  # longer than any validation text, so nothing is truncated
 
@@ -58,61 +55,19 @@ def _trainable_copy(wrapper) -> torch.nn.Module:
     return copies[wrapper.active_adapter] if wrapper.active_adapter in copies else next(iter(copies.values()))
 
 
-def _task_type(model) -> str | None:
-    config = getattr(model, "peft_config", {}).get("default")
-    task = getattr(config, "task_type", None)
-    return None if task is None else str(getattr(task, "value", task))
+def _record(ns: dict, check: str) -> dict:
+    """Publish the manifest of the learner's `model` (checks.evidence) and return it as the judge reads it."""
+    return publish(check, manifest(need(ns, "model", MODEL_TYPES), ns.get("lora_config")))
 
 
 def lora_config(ns: dict) -> None:
     """`model` is a PeftModel whose LoRA layers sit on BERT's query and value projections."""
-    model = need(ns, "model", MODEL_TYPES)
-    require_lora_model(ns, model, "BERT", BERT_FIX, foreign=("Llama", LLAMA_NAMES))
-    wrapped = require_adapters_on(model, BERT_TARGETS, "BERT", BERT_FIX)
-    head_name, _ = _head(model)
-    on_head = sorted(n for n in wrapped if head_name in n.split("."))
-    if on_head:
-        fail(
-            5,
-            f"LoRA wraps the head ({on_head[0]}): a low-rank update on a random head is not a trained head, and "
-            "the random base head is not saved with the adapter.",
-            "train the head whole: " + SAVE_HEAD_FIX,
-        )
-    stray = sorted(n for n in wrapped if leaf(n) not in BERT_LINEAR)
-    if stray:
-        fail(
-            1,
-            f"LoRA also wraps {', '.join(stray[:3])}, which are not BERT's linear projections.",
-            "target_modules=['query', 'value'] (key and dense are optional).",
-        )
+    judges.bert_lora_config(_record(ns, "bert_lora_config"))
 
 
 def head_wrapped(ns: dict) -> None:
     """The classification head is in modules_to_save: wrapped, with a trainable copy."""
-    model = need(ns, "model", MODEL_TYPES)
-    if not is_peft_model(model):
-        fail(5, "`model` is not a PeftModel, so nothing decides what happens to the head.", SAVE_HEAD_FIX)
-    name, head = _head(model)
-    if not _modules_to_save_wrapper(head):
-        task = _task_type(model)
-        why = (
-            f"task_type={task!r} adds no head to modules_to_save"
-            if task and task != "SEQ_CLS"
-            else "the config sets no task_type and no modules_to_save"
-        )
-        fail(
-            5,
-            f"the classification head `{name}` is not in modules_to_save ({why}). get_peft_model froze it: "
-            "it stays random, is not saved with the adapter, and a reload gets a different random head.",
-            SAVE_HEAD_FIX,
-        )
-    frozen = [n for n, p in _trainable_copy(head).named_parameters() if not p.requires_grad]
-    if frozen:
-        fail(
-            5,
-            f"the head's trainable copy has frozen parameters ({', '.join(frozen)}).",
-            "leave requires_grad as get_peft_model sets it.",
-        )
+    judges.head_wrapped(_record(ns, "head_wrapped"))
 
 
 def trained(ns: dict) -> None:

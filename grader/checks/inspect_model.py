@@ -1,12 +1,7 @@
-"""Reading real model state: quantized layers, LoRA layers, kbit preparation (saved adapters: adapter_files)."""
+"""Reading real model state: quantized layers, LoRA layers, and a model's manifest as plain data (checks.evidence,
+judged by checks.judges). Saved adapters: checks.adapter_files."""
 
 from __future__ import annotations
-
-from collections.abc import Collection
-
-import torch
-
-from checks import fail
 
 
 def base_model(model):
@@ -21,16 +16,10 @@ def is_peft_model(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def linear4bit_layers(model) -> dict[str, torch.nn.Module]:
+def linear4bit_layers(model) -> dict:
     import bitsandbytes as bnb
 
     return {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
-
-
-def linear8bit_layers(model) -> dict[str, torch.nn.Module]:
-    import bitsandbytes as bnb
-
-    return {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear8bitLt)}
 
 
 def lora_wrapped(model) -> set[str]:
@@ -44,58 +33,58 @@ def leaf(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def unprepared_parameters(model) -> list[str]:
-    """Non-quantized, non-LoRA floating-point base parameters not upcast to fp32.
-
-    prepare_model_for_kbit_training casts them to fp32; the course checkpoints are bf16, so any left
-    in bf16/fp16 is evidence that preparation did not happen (FACTS.md).
-    """
+def manifest(model, lora_config=None) -> dict:
+    """`model` as plain data (checks.evidence): the kind of every module, every parameter's dtype,
+    `requires_grad`, size and 4-bit storage, the checkpointing flag, peft's own trainable counter and
+    the adapters' configs. Read through the library classes' own methods, so methods put on the
+    learner's instance cannot answer for the model. `lora_config`: the learner's config variable, whose
+    target names explain a model that get_peft_model never wrapped."""
     import bitsandbytes as bnb
+    import torch
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from peft.utils import ModulesToSaveWrapper
+    from transformers import PreTrainedModel
 
-    bad = []
-    for name, param in base_model(model).named_parameters():
-        if isinstance(param, bnb.nn.Params4bit) or "lora_" in name or "modules_to_save" in name:
-            continue
-        if param.is_floating_point() and param.dtype in (torch.float16, torch.bfloat16):
-            bad.append(name)
-    return bad
-
-
-def require_lora_model(
-    ns: dict, model, arch: str, fix: str, foreign: tuple[str, Collection[str]] = ("", ())
-) -> None:
-    """Mistake 1 unless `model` is a PeftModel; says so where target_modules match nothing in `arch` (and
-    where they are the names of the `foreign` architecture: its name and module names)."""
-    if is_peft_model(model):
-        return
-    targets = getattr(ns.get("lora_config"), "target_modules", None)
-    names = {leaf(n) for n, _ in model.named_modules()}
-    if targets and not isinstance(targets, str) and not set(targets) & names:
-        other = f" (those are {foreign[0]} names)" if set(targets) & set(foreign[1]) else ""
-        fail(
-            1,
-            f"target_modules {sorted(targets)} match no module of this {arch} model{other}, so get_peft_model "
-            "raised 'not found in the base model' and nothing was wrapped.",
-            fix,
-        )
-    fail(
-        1,
-        "`model` is not a PeftModel, so no LoRA adapter is attached.",
-        "model = get_peft_model(model, lora_config).",
-    )
-
-
-def require_adapters_on(model, wanted: Collection[str], arch: str, fix: str) -> set[str]:
-    """The LoRA-wrapped module names; Mistake 1 if a module named in `wanted` carries no adapter (a
-    partly wrong target list wraps too little, silently)."""
-    wrapped = lora_wrapped(model)
-    missing = sorted({n for n, _ in model.named_modules() if leaf(n) in wanted} - wrapped)
-    if missing:
-        names = ", ".join(sorted({leaf(n) for n in missing}))
-        fail(
-            1,
-            f"{len(missing)} {arch} attention projections carry no adapter ({names} missing; target_modules "
-            f"was {model.peft_config['default'].target_modules!r}). A partly wrong list is accepted silently.",
-            fix,
-        )
-    return wrapped
+    peft = isinstance(model, PeftModel)
+    base = PeftModel.get_base_model(model) if peft else model
+    modules, quantized = {}, {}
+    for name, module in torch.nn.Module.named_modules(model):
+        kind = ""
+        if isinstance(module, LoraLayer):
+            kind = "lora"
+        elif isinstance(module, ModulesToSaveWrapper):
+            kind = "modules_to_save"
+        elif isinstance(module, bnb.nn.Linear8bitLt):
+            kind = "linear8bit"
+        elif isinstance(module, bnb.nn.Linear4bit):
+            kind, weight = "linear4bit", module.weight
+            state = getattr(weight, "quant_state", None)
+            quantized[name] = {
+                "quant_type": getattr(weight, "quant_type", None),
+                "nested": bool(state is not None and state.nested),
+                "compute_dtype": module.compute_dtype,
+            }
+        modules[name] = kind
+    return {
+        "type": f"{type(model).__module__}.{type(model).__qualname__}",
+        "base_type": type(base).__name__,
+        "model_type": getattr(getattr(base, "config", None), "model_type", None),
+        "peft": peft,
+        "active_adapter": getattr(model, "active_adapter", None) if peft else None,
+        "base_prefix": "base_model.model." if peft else "",
+        "base_children": list(torch.nn.Module.__getattribute__(base, "_modules")),
+        "modules": modules,
+        "linear4bit": quantized,
+        # name: [dtype, requires_grad, number of elements, stored as 4-bit]
+        "parameters": {
+            name: [p.dtype, p.requires_grad, p.numel(), isinstance(p, bnb.nn.Params4bit)]
+            for name, p in torch.nn.Module.named_parameters(model)
+        },
+        "gradient_checkpointing": bool(
+            isinstance(base, PreTrainedModel) and PreTrainedModel.is_gradient_checkpointing.fget(base)
+        ),
+        "trainable_total": list(PeftModel.get_nb_trainable_parameters(model)) if peft else None,
+        "peft_config": {k: v.to_dict() for k, v in model.peft_config.items()} if peft else {},
+        "lora_config_targets": getattr(lora_config, "target_modules", None),
+    }

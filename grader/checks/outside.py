@@ -1,9 +1,13 @@
-"""Re-run a lab's on-disk checks in a fresh process, outside the learner's kernel.
+"""Re-decide a lab's checks in a fresh process, outside the learner's kernel.
 
 `python -m checks.outside LAB FOLDER` prints {grade_id: failure message or ""} as JSON. A learner
-cell can monkeypatch anything inside its own kernel, but not the files it left on disk, read here
-by code the kernel never touched. The paths are the lab's own constants, not the learner's variables.
-A check that crashes here gives its reason as "could not be verified": the grader scores it 0.
+cell can monkeypatch anything inside its own kernel, but not what the kernel left behind, read here by
+code the kernel never touched:
+- the files on disk (ON_DISK), at the lab's own paths, not the learner's variables;
+- the plain-data records that the test cells published into the autograded notebook (FROM_EVIDENCE,
+  checks.evidence), judged by the same judge as in the kernel.
+A check that crashes here, or finds no single record, gives its reason as "could not be verified": the
+grader scores it 0.
 """
 
 from __future__ import annotations
@@ -14,31 +18,72 @@ import os
 import sys
 from pathlib import Path
 
-from checks import ON_DISK, PeftMistake
+from checks import FROM_EVIDENCE, ON_DISK, PeftMistake, judges
+from checks.evidence import records
 
 UNVERIFIED = "could not be verified outside the notebook"
 
 
+def _unverified(err: Exception, fix: str) -> str:
+    return f"{UNVERIFIED} ({type(err).__name__}: {str(err)[:300]}). Fix: {fix}"
+
+
+def _decide(check, fix: str) -> str:
+    """The verdict of `check()`: "" for a pass, the mistake's message, or why it could not be verified."""
+    try:
+        check()
+        return ""
+    except PeftMistake as err:
+        return str(err)
+    except Exception as err:  # noqa: BLE001 - fail closed: an unverifiable check does not pass
+        return _unverified(err, fix)
+
+
+def _function(target: str):
+    module, function = target.rsplit(".", 1)
+    return getattr(importlib.import_module(f"checks.{module}"), function)
+
+
 def verdicts(lab: str, folder: Path) -> dict[str, str]:
-    if lab not in ON_DISK:
-        return {}
-    paths, checks = ON_DISK[lab]
-    os.chdir(folder)
-    found = {}
-    for grade_id, target in checks.items():
-        module, function = target.rsplit(".", 1)
-        try:
-            check = getattr(importlib.import_module(f"checks.{module}"), function)
-            check({key: Path(value) for key, value in paths.items()})
-            found[grade_id] = ""
-        except PeftMistake as err:
-            found[grade_id] = str(err)
-        except Exception as err:  # noqa: BLE001 - fail closed: an unverifiable check does not pass
-            found[grade_id] = (
-                f"{UNVERIFIED} ({type(err).__name__}: {str(err)[:300]}). Fix: save what the exercise asks "
-                "for, in the folder it names, with save_pretrained; then run the notebook again."
+    found, folder = {}, folder.resolve()
+    paths, on_disk = ON_DISK.get(lab, ({}, {}))
+    if on_disk:
+        os.chdir(folder)
+        args = {key: Path(value) for key, value in paths.items()}
+        for grade_id, target in on_disk.items():
+            found[grade_id] = _decide(
+                lambda t=target: _function(t)(args),
+                "save what the exercise asks for, in the folder it names, with save_pretrained; then run the "
+                "notebook again.",
+            )
+    from_evidence = FROM_EVIDENCE.get(lab, {})
+    if from_evidence:
+        cells = _test_cells(folder / f"{lab}.ipynb")
+        for grade_id, record in from_evidence.items():
+            found[grade_id] = _decide(
+                lambda r=record, g=grade_id: _judge_record(r, cells, g),
+                "run the notebook top to bottom without errors, then submit it again.",
             )
     return found
+
+
+def _test_cells(notebook: Path) -> dict | Exception:
+    """The notebook's cells by grade id, or why they could not be read (each check then fails closed)."""
+    try:
+        cells = json.loads(notebook.read_text())["cells"]
+        return {cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"): cell for cell in cells}
+    except Exception as err:  # noqa: BLE001 - reported per check, as "could not be verified"
+        return err
+
+
+def _judge_record(record: str, cells: dict | Exception, grade_id: str) -> None:
+    """Judge the one record that the check's test cell published, with checks.judges.<record>."""
+    if isinstance(cells, Exception):
+        raise cells
+    found = records(cells.get(grade_id, {}), record)
+    if len(found) != 1:
+        raise LookupError(f"the test cell holds {len(found)} records of its check, not one")
+    getattr(judges, record)(found[0])
 
 
 if __name__ == "__main__":

@@ -15,18 +15,15 @@ from numbers import Integral, Real
 
 from peft import LoraConfig
 
-from checks import fail, need
+from checks import fail, judges, need
+from checks.evidence import publish
 from checks.inspect_model import leaf, lora_wrapped
+from checks.judges import LLAMA_ATTENTION
 
 # Named rules of the guide's correct pattern that this lab's checks enforce besides Mistakes 1 and 2.
 SWEEP = "Rank sweep: the same budget for every rank from 2 to 64, counted with peft's own counter"
-ALPHA = "LoRA alpha: usually 2x rank (lora_alpha = 2 * r)"
-TASK_TYPE = "Correct pattern: task_type='CAUSAL_LM' for a causal language model"
 
 RANKS = (2, 4, 8, 16, 32, 64)  # the sweep the lab asks for (extra ranks are welcome)
-RANK_RANGE = (8, 16)  # the guide: "8-16 for most tasks"; the lab's instruction task is a simple one
-LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
 
 
 @cache
@@ -160,92 +157,26 @@ def _chosen(ns: dict) -> LoraConfig:
 
 def chosen_rank(ns: dict) -> None:
     """The chosen rank suits a simple instruction task: 8-16 (the guide's default range)."""
-    cfg = _chosen(ns)
-    low, high = RANK_RANGE
-    ranks = [cfg.r, *(cfg.rank_pattern or {}).values()]
-    if not all(isinstance(r, Integral) and r > 0 for r in ranks):
-        fail(2, f"r={cfg.r!r} is not a positive integer.", f"an integer r between {low} and {high}.")
-    if max(ranks) > 64:
-        fail(
-            2,
-            f"r={max(ranks)} is above 64: the guide says never without a justification, and the sweep shows "
-            "what it costs (parameters and adapter memory grow linearly with r).",
-            f"r between {low} and {high} for this simple instruction task.",
-        )
-    if max(ranks) > high:
-        fail(
-            2,
-            f"r={max(ranks)} is too high for this simple instruction task: it multiplies trainable "
-            f"parameters and adapter memory (r=64 is {64 // high}x r={high}) for little gain. 32-64 is for "
-            "complex tasks with much data.",
-            f"r between {low} and {high} (the guide: 8-16 for most tasks).",
-        )
-    if min(ranks) < low:
-        fail(
-            2,
-            f"r={min(ranks)} is too low: the adapter may lack the capacity to learn the task "
-            "(in the sweep, small ranks end with a higher loss on the same budget).",
-            f"r between {low} and {high} (the guide: start with 8-16, increase if underfitting).",
-        )
+    judges.chosen_rank(publish("chosen_rank", _chosen(ns).to_dict()))
 
 
 def chosen_alpha(ns: dict) -> None:
     """lora_alpha = 2r, so the update is scaled by alpha/r = 2 whatever the rank."""
-    cfg = _chosen(ns)
-    if cfg.use_rslora:
-        fail(
-            ALPHA,
-            "use_rslora=True scales the update by alpha/sqrt(r), not alpha/r; this lab uses the plain scaling.",
-            "leave use_rslora off and set lora_alpha = 2 * r.",
-        )
-    pairs = [(cfg.r, cfg.lora_alpha)]
-    for key, r in (cfg.rank_pattern or {}).items():
-        pairs.append((r, (cfg.alpha_pattern or {}).get(key, cfg.lora_alpha)))
-    for r, alpha in pairs:
-        if alpha != 2 * r:
-            fail(
-                ALPHA,
-                f"lora_alpha={alpha} with r={r}: the update is scaled by alpha/r = {alpha / r:g}, not 2. Unless "
-                "alpha moves with r (alpha = 2r), changing the rank also changes the size of every update "
-                "(a fixed alpha silently scales a larger rank down), so the learning rate no longer means "
-                "the same thing across ranks.",
-                f"lora_alpha = 2 * r = {2 * r}.",
-            )
+    judges.chosen_alpha(publish("chosen_alpha", _chosen(ns).to_dict()))
 
 
 def chosen_targets(ns: dict) -> None:
-    """chosen_config wraps all four Llama attention projections (MLP projections optional), for CAUSAL_LM."""
+    """chosen_config wraps all four Llama attention projections (MLP projections optional), for CAUSAL_LM.
+
+    Recorded: what peft itself wraps with these targets on the course model, rebuilt on the meta device."""
     cfg = _chosen(ns)
     probe = copy.deepcopy(cfg)
-    probe.task_type = "CAUSAL_LM"  # the targets alone decide what gets wrapped; task_type is checked below
+    probe.task_type = "CAUSAL_LM"  # the targets alone decide what gets wrapped; task_type is checked apart
+    record = {"config": cfg.to_dict(), "error": None, "wrapped": [], "candidates": []}
     try:
         model = _meta_peft_model(probe)
+        record["wrapped"] = sorted(lora_wrapped(model))
+        record["candidates"] = sorted(n for n, _ in model.named_modules() if leaf(n) in LLAMA_ATTENTION)
     except ValueError as err:  # NoMatchingPeftModuleError is a ValueError
-        fail(
-            1,
-            f"target_modules={cfg.target_modules!r} does not fit this Llama model ({str(err)[:160]}).",
-            "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama (BERT's are query/key/value).",
-        )
-    wrapped = lora_wrapped(model)
-    candidates = {n for n, _ in model.named_modules() if leaf(n) in LLAMA_ATTENTION}
-    missing = sorted({leaf(n) for n in candidates - wrapped})
-    if missing:
-        fail(
-            1,
-            f"chosen_config leaves {', '.join(missing)} without an adapter (target_modules="
-            f"{cfg.target_modules!r}); a partly wrong list is accepted silently by peft.",
-            "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama.",
-        )
-    stray = sorted({leaf(n) for n in wrapped if leaf(n) not in LLAMA_ATTENTION + LLAMA_MLP})
-    if stray:
-        fail(
-            1,
-            f"chosen_config also wraps {', '.join(stray)}, which are not attention or MLP projections.",
-            "target only q_proj, k_proj, v_proj, o_proj (optionally the MLP projections).",
-        )
-    if cfg.task_type != "CAUSAL_LM":  # TaskType is a str enum: equal to its text
-        fail(
-            TASK_TYPE,
-            f"task_type is {cfg.task_type!r}.",
-            "task_type='CAUSAL_LM' (or TaskType.CAUSAL_LM).",
-        )
+        record["error"] = str(err)[:160]
+    judges.chosen_targets(publish("chosen_targets", record))

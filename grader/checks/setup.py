@@ -8,7 +8,8 @@ machine grading runs. `bnb_config` is checked against the doctor's recommendatio
 
 from __future__ import annotations
 
-from checks import QLORA_CONFIG, PeftMistake, fail, need
+from checks import QLORA_CONFIG, PeftMistake, fail, judges, need
+from checks.evidence import publish
 
 # Kept short: the rule's title, what was found and this fix make one readable message.
 FIX = "float16 on a CUDA GPU without native bf16 (capability < 8.0), else bfloat16."
@@ -66,31 +67,5 @@ def bnb_config_here(ns: dict) -> None:
     """bnb_config is the guide's QLoRA config with the compute dtype right for the real hardware."""
     from transformers import BitsAndBytesConfig
 
-    from labutils.doctor import detect_hardware
-    from labutils.machines import dtype_name, dtype_of
-
     cfg = need(ns, "bnb_config", BitsAndBytesConfig, where="the exercise 2 cell")
-    if not cfg.load_in_4bit or cfg.load_in_8bit:
-        fail(
-            QLORA_CONFIG,
-            "bnb_config does not load the model in 4 bits.",
-            "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', ...).",
-        )
-    if cfg.bnb_4bit_quant_type != "nf4":
-        fail(
-            QLORA_CONFIG,
-            f"bnb_4bit_quant_type is {cfg.bnb_4bit_quant_type!r}, not NF4.",
-            "bnb_4bit_quant_type='nf4' (lower case).",
-        )
-    if not cfg.bnb_4bit_use_double_quant:
-        fail(QLORA_CONFIG, "double quantization is off.", "bnb_4bit_use_double_quant=True.")
-    hw = detect_hardware()
-    want, got = hw["compute_dtype"], dtype_of(cfg.bnb_4bit_compute_dtype)
-    if got != want:
-        where = hw["device_name"] if hw["cuda_available"] else "this CPU"
-        fail(
-            QLORA_CONFIG,
-            f"bnb_4bit_compute_dtype is {dtype_name(cfg.bnb_4bit_compute_dtype)}, but on {where} the "
-            f"compute dtype is {dtype_name(want)} (the doctor's 'compute dtype' row).",
-            "bnb_4bit_compute_dtype=choose_compute_dtype(), with choose_compute_dtype() from exercise 1.",
-        )
+    judges.bnb_config_here(publish("bnb_config_here", cfg.to_dict()))

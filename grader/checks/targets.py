@@ -15,8 +15,9 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 
-from checks import fail, need
-from checks.inspect_model import base_model, leaf, lora_wrapped
+from checks import fail, judges, need
+from checks.evidence import publish
+from checks.inspect_model import base_model, lora_wrapped, manifest
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,12 @@ class Report:
 
 def compare(model, wrapped: set[str]) -> Report:
     """Which attention projections of `model` (a PeftModel or plain model) lack an adapter, and what else got one."""
-    attention = ATTENTION[base_model(model).config.model_type]
-    names = [n for n, _ in model.named_modules()]
+    return compare_names(base_model(model).config.model_type, [n for n, _ in model.named_modules()], wrapped)
+
+
+def compare_names(model_type: str, names: list[str], wrapped: set[str]) -> Report:
+    """compare() from a model's type and module names (a manifest's)."""
+    attention = ATTENTION[model_type]
     required = {n for n in names if re.fullmatch(attention.required, n)}
     optional = {n for n in names if re.fullmatch(attention.optional, n)}
     missed = sorted(required - wrapped)
@@ -228,49 +233,7 @@ def attention_targets_unseen(ns: dict) -> None:
 def lora_model(ns: dict) -> None:
     """`lora_model` is the BERT classifier with LoRA on its attention projections and a trainable, saved head."""
     from peft import PeftModel
-    from peft.utils import ModulesToSaveWrapper
 
-    model = need(ns, "lora_model", PeftModel, where="the exercise 2 cell")
-    base = base_model(model)
-    if getattr(base.config, "model_type", None) != "bert" or not type(base).__name__.endswith(
-        "ForSequenceClassification"
-    ):
-        fail(
-            1,
-            f"lora_model wraps a {type(base).__name__}, not the course's BERT classifier.",
-            "lora_model = get_peft_model(bert_model, LoraConfig(..., target_modules=attention_targets(bert_model), "
-            "task_type='SEQ_CLS')).",
-        )
-    report = compare(model, lora_wrapped(model))
-    found = []
-    if report.missed:
-        found.append(
-            f"{_count(report.missed, 'attention projection')} carry no adapter ({_shown(report.missed)})"
-        )
-    if report.stray:
-        found.append(
-            f"LoRA also wraps {_count(report.stray, 'non-attention module')} ({_shown(report.stray)})"
-        )
-    if found:
-        head = any(leaf(n) == "classifier" for n in report.stray)
-        fail(
-            1,
-            "In lora_model " + " and ".join(found) + ".",
-            "target BERT's attention projections only: query, key, value (attention.output.dense optional)"
-            + (
-                "; a new head is trained whole through task_type='SEQ_CLS' (modules_to_save), not given an adapter."
-                if head
-                else "."
-            ),
-        )
-    heads = [
-        n for n, m in model.named_modules() if leaf(n) == "classifier" and isinstance(m, ModulesToSaveWrapper)
-    ]
-    if not heads:
-        fail(
-            5,
-            "the classification head of lora_model is not in modules_to_save: it stays frozen at its random "
-            "initialisation and is not saved with the adapter.",
-            "LoraConfig(..., task_type='SEQ_CLS') (peft then adds the head to modules_to_save), or "
-            "modules_to_save=['classifier'].",
-        )
+    judges.bert_lora_model(
+        publish("bert_lora_model", manifest(need(ns, "lora_model", PeftModel, where="the exercise 2 cell")))
+    )

@@ -48,6 +48,7 @@ THREATS = {
 }
 _KEYS = {
     "title",
+    "message",
     "threat",
     "score",
     "reason",
@@ -95,6 +96,7 @@ class AdversarialEntry:
     missing: bool = False
     nbformat: int = 4
     foreign: bool = False
+    message: str = ""  # text one of its lost points' messages must contain (where given)
 
     @property
     def student(self) -> str:
@@ -129,6 +131,7 @@ def entries(lab: str) -> list[AdversarialEntry]:
                 bool(data.get("missing", False)),
                 int(data.get("nbformat", 4)),
                 bool(data.get("foreign", False)),
+                data.get("message", ""),
             )
         except KeyError as err:
             raise CourseError(f"{path}: missing key {err}") from None
@@ -287,7 +290,7 @@ def unexpected(results, students: dict[str, AdversarialEntry]) -> list[str]:
     Each student has exactly one result for its lab, with exactly its score out of the lab's full
     points (tampered points metadata changes nothing); a reason containing the entry's reason, or no
     reason where the entry gives none; and, where the entry lists them, loses points on exactly
-    its `failed` checks.
+    its `failed` checks, one of them with a message containing the entry's `message`.
     """
     problems = []
     seen: dict[str, int] = {}
@@ -314,6 +317,8 @@ def unexpected(results, students: dict[str, AdversarialEntry]) -> list[str]:
             lost = {c.name for c in r.checks if c.score < c.max_score}
             if lost != set(entry.failed):
                 problems.append(f"{who}: lost points on {sorted(lost)}, expected {sorted(entry.failed)}")
+        if entry.message and not any(entry.message in c.message for c in r.checks if c.score < c.max_score):
+            problems.append(f"{who}: no lost point's message mentions {entry.message!r}")
     for student in students:
         if seen.get(student, 0) != 1:
             problems.append(f"{student}: {seen.get(student, 0)} results, expected exactly 1")

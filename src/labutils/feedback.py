@@ -3,8 +3,8 @@
 `nbgrader generate_feedback` renders the autograded notebook as it is: test cells with their hidden
 tests, and full tracebacks through grader/checks with the grading machine's paths. Registered in
 grader/nbgrader_config.py (so a plain `nbgrader generate_feedback` applies it too), `VerdictsOnly`
-replaces each test cell's hidden part with a line saying what it is, turns every error into its
-message alone, wrapped (the check's name is the cell's; the message names the mistake and the fix), and
+replaces each test cell's hidden part with a line saying what it is, drops the records the checks
+published for the grader, turns every error into its message alone, wrapped (the check's name is the cell's; the message names the mistake and the fix), and
 takes the grading machine's absolute paths out of every output.
 """
 
@@ -21,6 +21,7 @@ HIDDEN_TESTS = re.compile(
 )
 WIDTH = 100  # characters per line of an error message in the feedback
 HIDDEN_NOTE = "# (hidden checks: the grader ran them; the verdict is below)\n"
+EVIDENCE_MIME = "application/vnd.peft-course.evidence+json"  # grader/checks/evidence.py: MIME
 # An absolute path of two or more parts: /tmp/..., /work/..., /home/... (quotes, spaces and colons end it).
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.@+-]+/)+([\w.@+-]*)")
 
@@ -41,7 +42,9 @@ class VerdictsOnly(Preprocessor):
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("grade") and not meta.get("solution"):
             cell.source = HIDDEN_TESTS.sub(HIDDEN_NOTE, cell.source)
-        for output in cell.get("outputs", []):
+        # the records a check published for the grader (checks.evidence) are the grader's, not feedback
+        cell.outputs = [o for o in cell.get("outputs", []) if EVIDENCE_MIME not in o.get("data", {})]
+        for output in cell.outputs:
             if output.get("output_type") == "error":
                 output["evalue"] = scrub_paths(str(output.get("evalue", "")))
                 # wrapped: feedback shows it in a <pre>, and the fix comes at the end of the message

@@ -379,15 +379,16 @@ OUTSIDE_TIMEOUT_S = 300
 
 
 @functools.cache
-def _outside_checks() -> dict:
-    """checks.ON_DISK, read from grader/checks/__init__.py (standard library only) without importing the
-    checks package into this process or touching sys.path, which the grading threads share."""
+def _outside_checks(lab: str) -> frozenset[str]:
+    """The grade ids of `lab` that checks.outside decides (checks.ON_DISK and checks.FROM_EVIDENCE), read
+    from grader/checks/__init__.py (standard library only) without importing the checks package into
+    this process or touching sys.path, which the grading threads share."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("_course_checks", GRADER / "checks" / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.ON_DISK
+    return frozenset(module.ON_DISK.get(lab, ({}, {}))[1]) | frozenset(module.FROM_EVIDENCE.get(lab, {}))
 
 
 def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
@@ -395,7 +396,7 @@ def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
 
     Fails closed: if the process crashes or times out, every outside check of the lab gets a failure
     ("could not be verified"), never a pass."""
-    expected = _outside_checks().get(lab, ({}, {}))[1]
+    expected = _outside_checks(lab)
     if not expected:
         return {}
     try:

@@ -15,7 +15,10 @@ After every cell (IPython's post_run_cell event), before the next one can run:
   restored;
 - functions, classes and class methods replaced on the libraries the checks read (torch, peft,
   transformers, bitsandbytes, safetensors, json, ...) are restored. The guard imports those libraries
-  before the first cell, so what it keeps is their pristine state.
+  before the first cell, so what it keeps is their pristine state;
+- the way outputs leave the kernel is restored: the shell's display publisher, its session and socket,
+  methods put on them, and the publisher's message hooks (a test cell's outputs carry the records that
+  the grader judges outside the kernel, checks.evidence).
 
 At run time, through an audit hook (which cannot be removed), a learner's cell may not replace a
 function's code object, trace or profile frames, list the garbage collector's objects or referrers,
@@ -40,6 +43,10 @@ LIBRARIES = (
     "json",
     "struct",
     "pathlib",
+    # the way a test cell's outputs reach the grader (checks.evidence publishes its records through it)
+    "IPython.core.displaypub",
+    "ipykernel.zmqshell",
+    "jupyter_client.session",
 )
 BLOCKED_EVENTS = {
     "object.__setattr__": "replaces a function's code or defaults",
@@ -91,9 +98,18 @@ def _from_cell(function) -> bool:
     return code is not None and ("ipykernel_" in code.co_filename or code.co_filename.startswith("<ipython"))
 
 
-def _replaced(value, shell) -> bool:
-    """A callable put on the shell instance that is not one of the shell's own bound methods."""
-    return callable(value) and getattr(value, "__self__", None) is not shell
+def _replaced(value, owner) -> bool:
+    """A callable put on an instance that is not one of the instance's own bound methods."""
+    return callable(value) and getattr(value, "__self__", None) is not owner
+
+
+def _drop_instance_methods(obj, kept: dict) -> None:
+    """Remove callables a cell put on `obj` over its class's attributes (`kept`: its pristine vars)."""
+    current = vars(obj)
+    for name in [
+        n for n, v in current.items() if n not in kept and hasattr(type(obj), n) and _replaced(v, obj)
+    ]:
+        del current[name]
 
 
 class _Guard:
@@ -113,6 +129,16 @@ class _Guard:
             for name in ("input_transformers_cleanup", "input_transformers_post", "ast_transformers")
         }
         self.shell_dict = dict(vars(shell))
+        publisher = shell.display_pub
+        self.outputs = {
+            "publisher": publisher,
+            "session": getattr(publisher, "session", None),
+            "pub_socket": getattr(publisher, "pub_socket", None),
+            "hooks": list(getattr(publisher, "_hooks", [])),
+        }
+        self.outputs_dicts = {
+            id(o): dict(vars(o)) for o in (publisher, self.outputs["session"]) if o is not None
+        }
         # The libraries the checks read, loaded now, before any cell: their state here is pristine. Every
         # lab imports them in its first cells anyway, so this costs a grading kernel nothing more.
         for library in LIBRARIES:
@@ -148,23 +174,31 @@ class _Guard:
         if self.restore not in self.shell.events.callbacks["post_run_cell"]:
             self.shell.events.callbacks["post_run_cell"].append(self.restore)
         shell_dict = vars(self.shell)
-        for name in list(shell_dict):  # methods a cell put on the shell instance (showtraceback, ...)
-            value = shell_dict[name]
-            if (
-                name not in self.shell_dict
-                and hasattr(type(self.shell), name)
-                and _replaced(value, self.shell)
-            ):
-                del shell_dict[name]
+        _drop_instance_methods(self.shell, self.shell_dict)  # showtraceback, ... put on the shell
         for name, value in self.shell_dict.items():
             if isinstance(value, FUNCTIONS) and shell_dict.get(name) is not value:
                 shell_dict[name] = value
+        self._restore_outputs()
         self._restore_libraries()
+
+    def _restore_outputs(self) -> None:
+        publisher, session = self.outputs["publisher"], self.outputs["session"]
+        if self.shell.display_pub is not publisher:
+            self.shell.display_pub = publisher
+        for name in ("session", "pub_socket"):
+            if self.outputs[name] is not None and getattr(publisher, name, None) is not self.outputs[name]:
+                setattr(publisher, name, self.outputs[name])
+        for obj in (publisher, session):
+            if obj is not None:
+                _drop_instance_methods(obj, self.outputs_dicts[id(obj)])
+        hooks = getattr(publisher, "_hooks", None)
+        if hooks is not None:
+            hooks[:] = self.outputs["hooks"]
 
     def _restore_libraries(self) -> None:
         """Functions and methods of the libraries, as they were when each module was first loaded."""
         for name, module in list(sys.modules.items()):
-            if name.split(".")[0] not in LIBRARIES or module is None:
+            if module is None or not any(name == lib or name.startswith(lib + ".") for lib in LIBRARIES):
                 continue
             saved = self.libraries.get(name)
             if saved is None:  # loaded since the last cell: its state now is its pristine state

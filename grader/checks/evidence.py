@@ -1,0 +1,78 @@
+"""Evidence as plain data: a check that reads the learner's objects, judged the same way in and out of the kernel.
+
+Such a check comes in two halves, by convention in the same module:
+- `name(ns)` runs in the hidden test cell. It turns the objects it needs into a record of plain data
+  (a config's fields; a model's manifest of module kinds, parameter dtypes, `requires_grad` and the
+  checkpointing flag: `checks.inspect_model.manifest`), publishes the record as an output of the test
+  cell, and judges it there, so the learner sees the verdict at once.
+- `judge_name(record)` decides from the record alone, raising PeftMistake.
+
+The record travels as a display_data output (`MIME`), which nbclient, in the trusted process, writes into
+the autograded notebook as it arrives: no later cell can change it. The grader then runs the same judge on
+that record in a fresh process (`checks.outside`), so a cell that tampered with the checks inside the
+kernel, even while the test cell ran, cannot change the verdict. Only JSON crosses the boundary, never a
+pickle. A test cell must hold exactly one record per check: none (the check never got as far as
+recording) or two (something else published into the cell) and the check cannot be verified.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import numbers
+from pathlib import PurePath
+
+MIME = "application/vnd.peft-course.evidence+json"
+
+
+def plain(value):
+    """`value` as JSON-safe data: enums as their values, numpy numbers as Python's, dtypes and paths as
+    text, sets sorted."""
+    if isinstance(value, enum.Enum):
+        return plain(value.value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, numbers.Integral):  # numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real):  # numpy floats
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted((plain(v) for v in value), key=str)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    text = str(value)
+    return text.removeprefix("torch.") if type(value).__module__ == "torch" else text[:200]
+
+
+def publish(check: str, record: dict) -> dict:
+    """Show `record` to the grader as an output of the running test cell; return it as the judge sees it."""
+    data = json.loads(json.dumps(plain(record)))  # the judge reads exactly what the grader will read
+    from IPython.core.interactiveshell import InteractiveShell
+
+    if InteractiveShell.initialized():  # in a notebook kernel (not when a unit test calls the check)
+        InteractiveShell.instance().display_pub.publish(
+            data={
+                MIME: {"check": check, "record": data},
+                "text/plain": f"[evidence for the grader: {check}]",
+            },
+            metadata={},
+        )
+    return data
+
+
+def records(cell: dict, check: str) -> list[dict]:
+    """The records of `check` among a notebook cell's outputs (a dict as nbformat stores it)."""
+    found = []
+    for output in cell.get("outputs", []):
+        bundle = output.get("data", {}).get(MIME) if output.get("output_type") == "display_data" else None
+        if (
+            isinstance(bundle, dict)
+            and bundle.get("check") == check
+            and isinstance(bundle.get("record"), dict)
+        ):
+            found.append(bundle["record"])
+    return found

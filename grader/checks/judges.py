@@ -1,0 +1,623 @@
+"""Judges of plain-data records (checks.evidence): each decides one check from what its test cell recorded.
+
+The same function judges in the learner's kernel, right after the record is made, and in a fresh process
+outside it (checks.outside), so the two verdicts cannot differ except by tampering. Standard library
+only: judging lab 06 outside the kernel loads no torch; the hardware's expected dtypes (labs 04 and 07)
+come from labutils.doctor, which loads torch alone. Each judge is named after the record it reads.
+A model's record is checks.inspect_model.manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from checks import QLORA_CONFIG, TRAINABLE_SHARE, fail
+from checks.head_files import HEAD_NAMES, SAVE_HEAD_FIX
+
+HALF_DTYPES = ("float16", "bfloat16")  # dtypes as a record names them
+LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
+LLAMA_NAMES = LLAMA_ATTENTION + LLAMA_MLP
+LLAMA_FIX = "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama (query/key/value is BERT)."
+BERT_NAMES = ("query", "key", "value")
+BERT_TARGETS = ("query", "value")  # lab 06's targets; key and dense are accepted too
+BERT_LINEAR = ("query", "key", "value", "dense")
+BERT_FIX = "target_modules=['query', 'value'] for BERT (q_proj/v_proj is Llama)."
+RANK_RANGE = (8, 16)  # the guide: "8-16 for most tasks"; the QLoRA labs' instruction task is a simple one
+PRECISION = (
+    "Mixed precision for the hardware: fp16=True on a GPU without bf16 (T4), bf16=True on Ampere "
+    "or newer, neither on a CPU"
+)
+
+
+def leaf(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def expected_compute_dtype() -> str:
+    """The compute dtype for the hardware grading runs on, by name: bfloat16, or float16 on a GPU without bf16."""
+    from labutils.doctor import detect_hardware, recommended_compute_dtype
+
+    hw = detect_hardware()
+    return str(recommended_compute_dtype(hw["cuda_available"], hw["bf16_supported"])).removeprefix("torch.")
+
+
+def expected_precision() -> dict[str, bool]:
+    """The Trainer flags for the hardware grading runs on: {"fp16": ..., "bf16": ...}."""
+    from labutils.doctor import detect_hardware
+
+    hw = detect_hardware()
+    if not hw["cuda_available"]:
+        return {"fp16": False, "bf16": False}
+    return {"fp16": not hw["bf16_supported"], "bf16": bool(hw["bf16_supported"])}
+
+
+def _where() -> str:
+    from labutils.doctor import detect_hardware
+
+    hw = detect_hardware()
+    if not hw["cuda_available"]:
+        return "a CPU"
+    return f"a GPU {'with' if hw['bf16_supported'] else 'without'} native bf16 ({hw['device_name']})"
+
+
+def _active_config(record: dict) -> dict:
+    """The active adapter's config, from a PeftModel's manifest."""
+    active = record["active_adapter"]
+    active = active[0] if isinstance(active, list) else active
+    return record["peft_config"].get(active) or next(iter(record["peft_config"].values()))
+
+
+def lora_names(record: dict) -> set[str]:
+    """Full names of the modules that carry a LoRA adapter, from a manifest."""
+    return {n for n, kind in record["modules"].items() if kind == "lora"}
+
+
+def unprepared(record: dict) -> list[str]:
+    """Non-quantized, non-LoRA floating-point base parameters not upcast to fp32 (base-model names).
+
+    prepare_model_for_kbit_training casts them to fp32; the course checkpoints are bf16, so any left
+    in bf16/fp16 is evidence that preparation did not happen (FACTS.md).
+    """
+    prefix = record["base_prefix"]
+    return [
+        name.removeprefix(prefix)
+        for name, (dtype, _grad, _size, four_bit) in record["parameters"].items()
+        if not four_bit and "lora_" not in name and "modules_to_save" not in name and dtype in HALF_DTYPES
+    ]
+
+
+def require_lora_model(
+    record: dict, arch: str, fix: str, foreign: tuple[str, Collection[str]] = ("", ())
+) -> None:
+    """Mistake 1 unless the manifest is a PeftModel's; says so where target_modules match nothing in
+    `arch` (and where they are the names of the `foreign` architecture: its name and module names)."""
+    if record["peft"]:
+        return
+    targets = record["lora_config_targets"]
+    names = {leaf(n) for n in record["modules"]}
+    if targets and not isinstance(targets, str) and not set(targets) & names:
+        other = f" (those are {foreign[0]} names)" if set(targets) & set(foreign[1]) else ""
+        fail(
+            1,
+            f"target_modules {sorted(targets)} match no module of this {arch} model{other}, so get_peft_model "
+            "raised 'not found in the base model' and nothing was wrapped.",
+            fix,
+        )
+    fail(
+        1,
+        "`model` is not a PeftModel, so no LoRA adapter is attached.",
+        "model = get_peft_model(model, lora_config).",
+    )
+
+
+def require_adapters_on(record: dict, wanted: Collection[str], arch: str, fix: str) -> set[str]:
+    """The LoRA-wrapped module names; Mistake 1 if a module named in `wanted` carries no adapter (a
+    partly wrong target list is accepted silently)."""
+    wrapped = lora_names(record)
+    missing = sorted({n for n in record["modules"] if leaf(n) in wanted} - wrapped)
+    if missing:
+        names = ", ".join(sorted({leaf(n) for n in missing}))
+        targets = _active_config(record)["target_modules"]
+        fail(
+            1,
+            f"{len(missing)} {arch} attention projections carry no adapter ({names} missing; target_modules "
+            f"was {targets!r}). A partly wrong list is accepted silently.",
+            fix,
+        )
+    return wrapped
+
+
+def quantization_config(cfg: dict) -> None:
+    """The learner's BitsAndBytesConfig asks for 4-bit NF4, double quant and the hardware's compute dtype."""
+    if cfg["load_in_8bit"]:
+        fail(
+            QLORA_CONFIG,
+            "bnb_config loads the model in 8-bit (LLM.int8), which is not QLoRA.",
+            "use load_in_4bit=True with bnb_4bit_quant_type='nf4'.",
+        )
+    if not cfg["load_in_4bit"]:
+        fail(
+            QLORA_CONFIG,
+            "bnb_config does not set load_in_4bit=True.",
+            "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', ...).",
+        )
+    if cfg["bnb_4bit_quant_type"] != "nf4":
+        fail(
+            QLORA_CONFIG,
+            f"bnb_4bit_quant_type is {cfg['bnb_4bit_quant_type']!r}: FP4 spends its 16 levels "
+            "evenly, NF4 places them where normally distributed weights are.",
+            "bnb_4bit_quant_type='nf4' (lower case).",
+        )
+    if not cfg["bnb_4bit_use_double_quant"]:
+        fail(
+            QLORA_CONFIG,
+            "double quantization is off, so every 64 weights keep a 32-bit scale "
+            "(0.5 bits per weight instead of 0.127).",
+            "bnb_4bit_use_double_quant=True.",
+        )
+    want, got = expected_compute_dtype(), str(cfg["bnb_4bit_compute_dtype"]).removeprefix("torch.")
+    if got != want:
+        fail(
+            QLORA_CONFIG,
+            f"bnb_4bit_compute_dtype is {got}; on this hardware it should be "
+            f"{want} (bf16 where supported, float16 on a GPU without bf16 such as a T4; float32 "
+            "doubles activation memory and is slow).",
+            f"bnb_4bit_compute_dtype=torch.{want}.",
+        )
+
+
+def loaded_in_4bit(record: dict) -> None:
+    """The model really was loaded through the config: its linear layers are NF4 double-quant Linear4bit."""
+    layers = record["linear4bit"]
+    if not layers:
+        if "linear8bit" in record["modules"].values():
+            fail(
+                QLORA_CONFIG,
+                "the model's layers are 8-bit (Linear8bitLt), not 4-bit.",
+                "load with the 4-bit NF4 bnb_config.",
+            )
+        fail(
+            QLORA_CONFIG,
+            "the loaded model has no 4-bit (Linear4bit) layers: the quantization config "
+            "was built but never used.",
+            "AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=bnb_config, device_map='auto').",
+        )
+    want = expected_compute_dtype()
+    for name, layer in layers.items():
+        if layer["quant_type"] != "nf4":
+            fail(
+                QLORA_CONFIG,
+                f"{name} is stored as {layer['quant_type']}, not nf4.",
+                "load with bnb_4bit_quant_type='nf4'.",
+            )
+        if not layer["nested"]:
+            fail(
+                QLORA_CONFIG,
+                f"{name} was loaded without double quantization.",
+                "load with bnb_4bit_use_double_quant=True.",
+            )
+        if layer["compute_dtype"] != want:
+            fail(
+                QLORA_CONFIG,
+                f"{name} computes in {layer['compute_dtype']}, not {want}.",
+                f"load with bnb_4bit_compute_dtype=torch.{want}.",
+            )
+
+
+def kbit_prepared(record: dict) -> None:
+    """prepare_model_for_kbit_training ran on the 4-bit model (evidence that survives get_peft_model)."""
+    # On a model that is not k-bit (config never passed: its own check's mistake), peft only upcasts;
+    # it turns checkpointing on for quantized models alone, so only the upcast is evidence there.
+    quantized = bool({"linear4bit", "linear8bit"} & set(record["modules"].values()))
+    checkpointing = record["gradient_checkpointing"] or not quantized
+    left = unprepared(record)
+    if not checkpointing or left:
+        found = []
+        if not checkpointing:
+            found.append("gradient checkpointing is off")
+        if left:
+            found.append(f"{len(left)} non-quantized parameters are still 16-bit (e.g. {left[0]})")
+        fail(
+            3,
+            "the model was not prepared: " + " and ".join(found) + ". Training still runs and the "
+            "loss still falls, so this mistake is silent: norms and embeddings train in 16-bit and "
+            "activations are not checkpointed.",
+            "model = prepare_model_for_kbit_training(model) right after loading and BEFORE get_peft_model.",
+        )
+
+
+def llama_lora_config(record: dict) -> None:
+    """LoRA wraps exactly the Llama attention projections, with a sensible rank and alpha = 2r."""
+    require_lora_model(record, "Llama", LLAMA_FIX, foreign=("BERT", BERT_NAMES))
+    cfg = _active_config(record)
+    wrapped = require_adapters_on(record, LLAMA_ATTENTION, "Llama", LLAMA_FIX)
+    stray = sorted(n for n in wrapped if leaf(n) not in LLAMA_ATTENTION + LLAMA_MLP)
+    if stray:
+        fail(
+            1,
+            f"LoRA also wraps {', '.join(stray)}, which are not attention or MLP projections.",
+            "target only q_proj, k_proj, v_proj, o_proj (optionally the MLP projections).",
+        )
+    low, high = RANK_RANGE
+    if not low <= cfg["r"] <= high:
+        size = "too high: it multiplies trainable parameters and memory" if cfg["r"] > high else "too low"
+        fail(
+            2,
+            f"r={cfg['r']} is {size} for a simple instruction task.",
+            f"r between {low} and {high} (the guide: 8-16 for most tasks, 32-64 only for complex ones).",
+        )
+    if cfg["lora_alpha"] != 2 * cfg["r"]:
+        fail(
+            2,
+            f"lora_alpha={cfg['lora_alpha']} with r={cfg['r']}: the update is scaled by alpha/r = "
+            f"{cfg['lora_alpha'] / cfg['r']:g}.",
+            f"lora_alpha = 2 * r = {2 * cfg['r']}.",
+        )
+    if cfg["task_type"] != "CAUSAL_LM":  # a TaskType enum is recorded as its text
+        fail(1, f"task_type is {cfg['task_type']!r}.", "task_type='CAUSAL_LM' (or TaskType.CAUSAL_LM).")
+    if cfg["bias"] != "none":
+        fail(TRAINABLE_SHARE, f"bias={cfg['bias']!r} also trains base-model biases.", "bias='none'.")
+    if not 0.0 <= cfg["lora_dropout"] <= 0.1:
+        fail(2, f"lora_dropout={cfg['lora_dropout']} is outside 0-0.1.", "lora_dropout=0.05.")
+
+
+def trainable_share(record: dict) -> None:
+    """Only LoRA weights train, and they are well under 1% of the model (peft's own counter)."""
+    if not record["peft"]:
+        fail(TRAINABLE_SHARE, "`model` is not a PeftModel.", "model = get_peft_model(model, lora_config).")
+    trainable, total = record["trainable_total"]
+    if trainable == 0:
+        fail(
+            3,
+            "no parameter is trainable: prepare_model_for_kbit_training was called after "
+            "get_peft_model and froze the LoRA weights.",
+            "call prepare_model_for_kbit_training before get_peft_model.",
+        )
+    others = [n for n, (_, grad, _, _) in record["parameters"].items() if grad and "lora_" not in n]
+    if others:
+        fail(
+            TRAINABLE_SHARE,
+            f"{len(others)} base-model parameters are trainable (e.g. {others[0]}).",
+            "leave the freezing to get_peft_model; do not set requires_grad on base weights.",
+        )
+    share = 100 * trainable / total
+    if share >= 1.0:
+        fail(
+            TRAINABLE_SHARE,
+            f"{share:.2f}% of parameters train; LoRA should train well under 1%.",
+            "use r=16 on the attention projections; check print_trainable_parameters().",
+        )
+
+
+def _head_name(record: dict) -> str:
+    """The attribute name of the classification head, from a manifest."""
+    for name in HEAD_NAMES:
+        if name in record["base_children"]:
+            return name
+    fail(
+        5,
+        f"{record['type'].rsplit('.', 1)[-1]} has no classification head (no `classifier` or `score`).",
+        "load the model with AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=...).",
+    )
+
+
+def bert_lora_config(record: dict) -> None:
+    """`model` is a PeftModel whose LoRA layers sit on BERT's query and value projections."""
+    require_lora_model(record, "BERT", BERT_FIX, foreign=("Llama", LLAMA_NAMES))
+    wrapped = require_adapters_on(record, BERT_TARGETS, "BERT", BERT_FIX)
+    head_name = _head_name(record)
+    on_head = sorted(n for n in wrapped if head_name in n.split("."))
+    if on_head:
+        fail(
+            5,
+            f"LoRA wraps the head ({on_head[0]}): a low-rank update on a random head is not a trained head, and "
+            "the random base head is not saved with the adapter.",
+            "train the head whole: " + SAVE_HEAD_FIX,
+        )
+    stray = sorted(n for n in wrapped if leaf(n) not in BERT_LINEAR)
+    if stray:
+        fail(
+            1,
+            f"LoRA also wraps {', '.join(stray[:3])}, which are not BERT's linear projections.",
+            "target_modules=['query', 'value'] (key and dense are optional).",
+        )
+
+
+def head_wrapped(record: dict) -> None:
+    """The classification head is in modules_to_save: wrapped, with a trainable copy."""
+    if not record["peft"]:
+        fail(5, "`model` is not a PeftModel, so nothing decides what happens to the head.", SAVE_HEAD_FIX)
+    name = _head_name(record)
+    head = record["base_prefix"] + name
+    if record["modules"].get(head) != "modules_to_save":
+        task = _active_config(record).get("task_type")
+        why = (
+            f"task_type={task!r} adds no head to modules_to_save"
+            if task and task != "SEQ_CLS"
+            else "the config sets no task_type and no modules_to_save"
+        )
+        fail(
+            5,
+            f"the classification head `{name}` is not in modules_to_save ({why}). get_peft_model froze it: "
+            "it stays random, is not saved with the adapter, and a reload gets a different random head.",
+            SAVE_HEAD_FIX,
+        )
+    copies = f"{head}.modules_to_save."
+    frozen = [
+        n.removeprefix(copies).split(".", 1)[-1]
+        for n, (_, grad, _, _) in record["parameters"].items()
+        if n.startswith(copies) and not grad
+    ]
+    if frozen:
+        fail(
+            5,
+            f"the head's trainable copy has frozen parameters ({', '.join(frozen)}).",
+            "leave requires_grad as get_peft_model sets it.",
+        )
+
+
+def precision_flags(got: dict) -> None:
+    """The TrainingArguments the Trainer really used set fp16/bf16 exactly as the hardware needs."""
+    want = expected_precision()
+    if got != want:
+        shown = ", ".join(f"{k}={v}" for k, v in got.items())
+        fix = ", ".join(f"{k}={v}" for k, v in want.items())
+        fail(
+            PRECISION,
+            f"the Trainer ran with {shown} on {_where()}. fp16 autocast on a CPU is accepted silently "
+            "and only makes training slower; bf16 is for GPUs that have it natively (Ampere or newer); "
+            "a T4 needs fp16.",
+            f"{fix} here: choose them from torch.cuda.is_available() and "
+            "torch.cuda.is_bf16_supported(including_emulation=False).",
+        )
+
+
+# ---- lab 01: the wrapped course model ------------------------------------------------------------------
+EXPECTED_R, EXPECTED_ALPHA = 16, 32  # lab 01 asks for the guide's r=16, alpha=2r
+
+
+def course_model_wrapped(record: dict) -> None:
+    """The course model carries LoRA (r=16, alpha=32) on exactly q/k/v/o_proj."""
+    cfg = _active_config(record)
+    wrapped = lora_names(record)
+    candidates = {n for n in record["modules"] if leaf(n) in LLAMA_ATTENTION}
+    missing, stray = sorted(candidates - wrapped), sorted(wrapped - candidates)
+    if missing or stray:
+        found = []
+        if missing:
+            names = ", ".join(sorted({leaf(n) for n in missing}))
+            found.append(f"{len(missing)} attention projections carry no adapter ({names})")
+        if stray:
+            found.append(
+                f"{len(stray)} other modules are wrapped ({', '.join(sorted({leaf(n) for n in stray}))})"
+            )
+        fail(
+            1,
+            "; ".join(found) + f" (target_modules was {cfg['target_modules']!r}).",
+            "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for this Llama-family model.",
+        )
+    if cfg["r"] != EXPECTED_R or cfg["lora_alpha"] != EXPECTED_ALPHA:
+        fail(
+            2,
+            f"r={cfg['r']}, lora_alpha={cfg['lora_alpha']}: the update is scaled by alpha/r = "
+            f"{cfg['lora_alpha'] / cfg['r']:g}; the exercise asks for the guide's r=16, alpha=2r=32.",
+            "LoraConfig(r=16, lora_alpha=32, ...).",
+        )
+
+
+def course_model_share(record: dict) -> None:
+    """Only LoRA trains (base frozen), well under 1% by peft's counter, and trainable_percent says so."""
+    from checks import PeftMistake
+    from labutils.profiles import current_profile
+
+    others = [n for n, (_, grad, _, _) in record["parameters"].items() if grad and "lora_" not in n]
+    if others:
+        fail(
+            TRAINABLE_SHARE,
+            f"{len(others)} base-model parameters are trainable (e.g. {others[0]}): the base must stay frozen, "
+            "only A and B train.",
+            "leave the freezing to get_peft_model; do not set requires_grad on base weights.",
+        )
+    trainable, total = record["trainable_total"]
+    if trainable == 0:
+        fail(
+            TRAINABLE_SHARE,
+            "no parameter is trainable, not even the LoRA matrices.",
+            "model = get_peft_model(model, lora_config) on a freshly loaded model; do not freeze afterwards.",
+        )
+    share = 100 * trainable / total
+    # The guide's "< 1%" holds for real-sized models and for the tiny course model (0.30%); the hub profile's
+    # 135M stand-in has a small hidden size (576), where r=16 on q/k/v/o is about 1.4%: the frozen-base check
+    # above is what catches the real mistake there.
+    if share >= 1.0 and current_profile() == "tiny":
+        fail(
+            TRAINABLE_SHARE,
+            f"{share:.2f}% of parameters train; LoRA should train well under 1%.",
+            "r=16 on the four attention projections; check print_trainable_parameters().",
+        )
+    given = record["trainable_percent"]
+    if not given["defined"]:
+        raise PeftMistake(
+            "`trainable_percent` is not defined. Fix: define `trainable_percent` in the exercise 2 cell and run it."
+        )
+    value = given["value"]
+    if value is None:
+        raise PeftMistake(
+            f"`trainable_percent` is a {given['type']}, not a Real. Fix: assign the real object to `trainable_percent`."
+        )
+    if isinstance(value, bool) or abs(float(value) - share) > 0.01:
+        hint = " (that is a fraction, not a percentage)" if abs(100 * float(value) - share) < 0.01 else ""
+        fail(
+            TRAINABLE_SHARE,
+            f"trainable_percent is {value!r}{hint}; peft's own counter says {share:.3f}%.",
+            "trainable, total = model.get_nb_trainable_parameters(); trainable_percent = 100 * trainable / total.",
+        )
+
+
+# ---- lab 03: the chosen config --------------------------------------------------------------------------
+ALPHA = "LoRA alpha: usually 2x rank (lora_alpha = 2 * r)"
+TASK_TYPE = "Correct pattern: task_type='CAUSAL_LM' for a causal language model"
+
+
+def chosen_rank(cfg: dict) -> None:
+    """The chosen rank suits a simple instruction task: 8-16 (the guide's default range)."""
+    low, high = RANK_RANGE
+    ranks = [cfg["r"], *(cfg["rank_pattern"] or {}).values()]
+    if not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in ranks):
+        fail(2, f"r={cfg['r']!r} is not a positive integer.", f"an integer r between {low} and {high}.")
+    if max(ranks) > 64:
+        fail(
+            2,
+            f"r={max(ranks)} is above 64: the guide says never without a justification, and the sweep shows "
+            "what it costs (parameters and adapter memory grow linearly with r).",
+            f"r between {low} and {high} for this simple instruction task.",
+        )
+    if max(ranks) > high:
+        fail(
+            2,
+            f"r={max(ranks)} is too high for this simple instruction task: it multiplies trainable "
+            f"parameters and adapter memory (r=64 is {64 // high}x r={high}) for little gain. 32-64 is for "
+            "complex tasks with much data.",
+            f"r between {low} and {high} (the guide: 8-16 for most tasks).",
+        )
+    if min(ranks) < low:
+        fail(
+            2,
+            f"r={min(ranks)} is too low: the adapter may lack the capacity to learn the task "
+            "(in the sweep, small ranks end with a higher loss on the same budget).",
+            f"r between {low} and {high} (the guide: start with 8-16, increase if underfitting).",
+        )
+
+
+def chosen_alpha(cfg: dict) -> None:
+    """lora_alpha = 2r, so the update is scaled by alpha/r = 2 whatever the rank."""
+    if cfg["use_rslora"]:
+        fail(
+            ALPHA,
+            "use_rslora=True scales the update by alpha/sqrt(r), not alpha/r; this lab uses the plain scaling.",
+            "leave use_rslora off and set lora_alpha = 2 * r.",
+        )
+    pairs = [(cfg["r"], cfg["lora_alpha"])]
+    for key, r in (cfg["rank_pattern"] or {}).items():
+        pairs.append((r, (cfg["alpha_pattern"] or {}).get(key, cfg["lora_alpha"])))
+    for r, alpha in pairs:
+        if alpha != 2 * r:
+            fail(
+                ALPHA,
+                f"lora_alpha={alpha} with r={r}: the update is scaled by alpha/r = {alpha / r:g}, not 2. Unless "
+                "alpha moves with r (alpha = 2r), changing the rank also changes the size of every update "
+                "(a fixed alpha silently scales a larger rank down), so the learning rate no longer means "
+                "the same thing across ranks.",
+                f"lora_alpha = 2 * r = {2 * r}.",
+            )
+
+
+def chosen_targets(record: dict) -> None:
+    """chosen_config wraps all four Llama attention projections (MLP projections optional), for CAUSAL_LM."""
+    cfg = record["config"]
+    if record["error"] is not None:
+        fail(
+            1,
+            f"target_modules={cfg['target_modules']!r} does not fit this Llama model ({record['error']}).",
+            "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama (BERT's are query/key/value).",
+        )
+    wrapped = set(record["wrapped"])
+    missing = sorted({leaf(n) for n in set(record["candidates"]) - wrapped})
+    if missing:
+        fail(
+            1,
+            f"chosen_config leaves {', '.join(missing)} without an adapter (target_modules="
+            f"{cfg['target_modules']!r}); a partly wrong list is accepted silently by peft.",
+            "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for Llama.",
+        )
+    stray = sorted({leaf(n) for n in wrapped if leaf(n) not in LLAMA_ATTENTION + LLAMA_MLP})
+    if stray:
+        fail(
+            1,
+            f"chosen_config also wraps {', '.join(stray)}, which are not attention or MLP projections.",
+            "target only q_proj, k_proj, v_proj, o_proj (optionally the MLP projections).",
+        )
+    if cfg["task_type"] != "CAUSAL_LM":  # a TaskType enum is recorded as its text
+        fail(
+            TASK_TYPE, f"task_type is {cfg['task_type']!r}.", "task_type='CAUSAL_LM' (or TaskType.CAUSAL_LM)."
+        )
+
+
+# ---- lab 00: the quantization config for this machine ---------------------------------------------------
+def bnb_config_here(cfg: dict) -> None:
+    """bnb_config is the guide's QLoRA config with the compute dtype right for the real hardware."""
+    from labutils.doctor import detect_hardware
+    from labutils.machines import dtype_name
+
+    if not cfg["load_in_4bit"] or cfg["load_in_8bit"]:
+        fail(
+            QLORA_CONFIG,
+            "bnb_config does not load the model in 4 bits.",
+            "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', ...).",
+        )
+    if cfg["bnb_4bit_quant_type"] != "nf4":
+        fail(
+            QLORA_CONFIG,
+            f"bnb_4bit_quant_type is {cfg['bnb_4bit_quant_type']!r}, not NF4.",
+            "bnb_4bit_quant_type='nf4' (lower case).",
+        )
+    if not cfg["bnb_4bit_use_double_quant"]:
+        fail(QLORA_CONFIG, "double quantization is off.", "bnb_4bit_use_double_quant=True.")
+    hw = detect_hardware()
+    want, got = dtype_name(hw["compute_dtype"]), dtype_name(cfg["bnb_4bit_compute_dtype"])
+    if got != want:
+        where = hw["device_name"] if hw["cuda_available"] else "this CPU"
+        fail(
+            QLORA_CONFIG,
+            f"bnb_4bit_compute_dtype is {got}, but on {where} the compute dtype is {want} (the doctor's "
+            "'compute dtype' row).",
+            "bnb_4bit_compute_dtype=choose_compute_dtype(), with choose_compute_dtype() from exercise 1.",
+        )
+
+
+# ---- lab 02: the BERT classifier with LoRA on its attention -------------------------------------------
+def bert_lora_model(record: dict) -> None:
+    """`lora_model` is the BERT classifier with LoRA on its attention projections and a trainable, saved head."""
+    from checks.targets import _count, _shown, compare_names  # targets imports this module
+
+    if record["model_type"] != "bert" or not record["base_type"].endswith("ForSequenceClassification"):
+        fail(
+            1,
+            f"lora_model wraps a {record['base_type']}, not the course's BERT classifier.",
+            "lora_model = get_peft_model(bert_model, LoraConfig(..., target_modules=attention_targets(bert_model), "
+            "task_type='SEQ_CLS')).",
+        )
+    report = compare_names(record["model_type"], list(record["modules"]), lora_names(record))
+    found = []
+    if report.missed:
+        found.append(
+            f"{_count(report.missed, 'attention projection')} carry no adapter ({_shown(report.missed)})"
+        )
+    if report.stray:
+        found.append(
+            f"LoRA also wraps {_count(report.stray, 'non-attention module')} ({_shown(report.stray)})"
+        )
+    if found:
+        head = any(leaf(n) == "classifier" for n in report.stray)
+        fail(
+            1,
+            "In lora_model " + " and ".join(found) + ".",
+            "target BERT's attention projections only: query, key, value (attention.output.dense optional)"
+            + (
+                "; a new head is trained whole through task_type='SEQ_CLS' (modules_to_save), not given an adapter."
+                if head
+                else "."
+            ),
+        )
+    heads = [
+        n for n, kind in record["modules"].items() if leaf(n) == "classifier" and kind == "modules_to_save"
+    ]
+    if not heads:
+        fail(
+            5,
+            "the classification head of lora_model is not in modules_to_save: it stays frozen at its random "
+            "initialisation and is not saved with the adapter.",
+            "LoraConfig(..., task_type='SEQ_CLS') (peft then adds the head to modules_to_save), or "
+            "modules_to_save=['classifier'].",
+        )
