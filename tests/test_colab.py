@@ -17,7 +17,7 @@ import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
 from labutils import grading
-from labutils.course import REPO_SLUG, colab_url
+from labutils.course import colab_url, repository
 
 RELEASED = sorted(grading.NOTEBOOKS.glob("*.ipynb"))
 CONSTRAINTS = Path(grading.REPO / "src" / "labutils" / "constraints.txt")
@@ -61,14 +61,14 @@ def _run_setup(
 def test_badge_opens_this_notebook_in_the_repository(path):
     intro = nbformat.read(path, as_version=4).cells[0].source
     assert f"]({colab_url(path.stem)})" in intro
-    assert colab_url(path.stem).endswith(f"github/{REPO_SLUG}/blob/main/notebooks/{path.name}")
+    assert colab_url(path.stem).endswith(f"github/{repository()}/blob/main/notebooks/{path.name}")
 
 
 @pytest.mark.parametrize("path", RELEASED, ids=lambda p: p.stem)
 def test_setup_cell_on_colab_installs_the_pinned_course_and_picks_the_hub(path, monkeypatch):
     commands, profile = _run_setup(_setup_cell(path), monkeypatch, on_colab=True)
     assert len(commands) == 2, commands
-    assert f"https://github.com/{REPO_SLUG} /content/peft-course" in commands[0]
+    assert f"https://github.com/{repository()} /content/peft-course" in commands[0]
     assert commands[1].startswith("pip install") and "-e /content/peft-course" in commands[1]
     assert "-c /content/peft-course/src/labutils/constraints.txt" in commands[1]
     assert profile == "hub" and "/content/peft-course/src" in sys.path

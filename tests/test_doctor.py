@@ -294,3 +294,30 @@ def test_minimum_versions_match_pyproject():
     for package, minimum in doctor.MIN_VERSIONS.items():
         assert declared.get(package) == minimum, package
     assert set(doctor.MIN_VERSIONS) == set(doctor.PACKAGES)
+
+
+def test_colab_runtime_without_the_grader_is_ready():
+    """Colab's situation: the set-up cell installs the course without the grader extra, hub profile, a T4."""
+    versions = dict(HEALTHY_VERSIONS, nbgrader=None, jupyterlab=None)
+    probes = fake_probes(
+        versions=versions, hardware=dict(T4), colab=True, profile={"name": "hub", "error": None}
+    )
+    report = doctor.collect(probes)
+    text = report.render()
+    assert report.ready and report.verdict().startswith("verdict: ready"), text
+    assert "MISSING" not in text and "make setup" not in text
+    assert report.check("nbgrader").detail == "not needed on Colab"
+    assert_fits_one_screen(text)
+
+
+def test_colab_fixes_fit_colab():
+    """On Colab a broken install is fixed by the set-up cell and a restart, not by make setup."""
+    versions = dict(HEALTHY_VERSIONS, peft=None)
+    nf4 = {"ok": False, "device": "cuda", "rel_error": None, "error": "no kernel"}
+    report = doctor.collect(fake_probes(versions=versions, hardware=dict(T4), nf4=nf4, colab=True))
+    text = report.render()
+    assert not report.ready and "make setup" not in text
+    assert doctor.COLAB_SETUP_FIX in text and "!pip install --force-reinstall bitsandbytes" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    peft_only = doctor.collect(fake_probes(versions=versions, hardware=dict(T4), colab=True))
+    assert peft_only.verdict().endswith(f"Fix: {doctor.COLAB_SETUP_FIX}."), peft_only.verdict()

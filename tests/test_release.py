@@ -93,3 +93,47 @@ def test_course_plots_have_titles_and_axes_with_units():
     ):
         [ax] = figure.axes
         assert ax.get_title() and "(" in ax.get_ylabel()
+
+
+FORK = "a-facilitator/peft-course-fork"
+
+
+@pytest.mark.slow
+def test_releasing_for_a_fork_points_every_link_at_it(tmp_path):
+    """One setting moves every badge, set-up cell and WORKSHOP.md link; nothing points at the old place."""
+    from labutils.course import point_links, repository
+
+    [fresh] = grading.release(tmp_path, ["00_setup"], repository=FORK)
+    texts = {fresh.name: fresh.read_text()}
+    texts |= {p.name: point_links(p.read_text(), FORK) for p in RELEASED[1:]}
+    texts["WORKSHOP.md"] = point_links((grading.REPO / "WORKSHOP.md").read_text(), FORK)
+    for name, text in texts.items():
+        assert repository() not in text, f"{name} still points at {repository()}"
+    for path in RELEASED:
+        text = texts[path.name]
+        assert colab_url(path.stem, FORK) in text, path.name
+        assert f"https://github.com/{FORK} /content/peft-course" in text, path.name
+    assert nbformat.read(fresh, as_version=4).cells[0].source.count(colab_url("00_setup", FORK)) == 1
+    for lab in grading.labs():
+        assert f"]({colab_url(lab, FORK)})" in texts["WORKSHOP.md"], lab
+
+
+def test_links_that_are_not_the_courses_are_left_alone():
+    from labutils.course import point_links
+
+    other = "see https://github.com/huggingface/peft/issues/1 and https://colab.research.google.com/notebooks/intro.ipynb"
+    assert point_links(other, FORK) == other
+
+
+def test_the_repository_setting_is_read_written_and_checked(tmp_path):
+    from labutils import course
+    from labutils.errors import CourseError
+
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text((grading.REPO / "pyproject.toml").read_text())
+    course.set_repository(FORK, pyproject)
+    assert f'repository = "{FORK}"' in pyproject.read_text()
+    assert (grading.REPO / "pyproject.toml").read_text() != pyproject.read_text()
+    for bad in ("not a slug", "owner/", "https://github.com/owner/name"):
+        with pytest.raises(CourseError, match="OWNER/NAME"):
+            course.set_repository(bad, pyproject)

@@ -9,6 +9,8 @@ A model's record is checks.inspect_model.manifest.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Collection
 
 from checks import QLORA_CONFIG, TRAINABLE_SHARE, fail
@@ -34,28 +36,39 @@ def leaf(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+HARDWARE_VAR = "PEFT_COURSE_HARDWARE"  # the grading machine's hardware as JSON, set for the outside process
+
+
+def hardware() -> dict:
+    """The grading machine's hardware (labutils.doctor.detect_hardware's cuda_available, bf16_supported
+    and device_name): detected here, or as the grader detected it once for a whole class (HARDWARE_VAR),
+    which spares each fresh outside process loading torch to ask."""
+    known = os.environ.get(HARDWARE_VAR)
+    if known:
+        return json.loads(known)
+    from labutils.doctor import detect_hardware
+
+    return detect_hardware()
+
+
 def expected_compute_dtype() -> str:
     """The compute dtype for the hardware grading runs on, by name: bfloat16, or float16 on a GPU without bf16."""
-    from labutils.doctor import detect_hardware, recommended_compute_dtype
+    from labutils.doctor import recommended_compute_dtype_name
 
-    hw = detect_hardware()
-    return str(recommended_compute_dtype(hw["cuda_available"], hw["bf16_supported"])).removeprefix("torch.")
+    hw = hardware()
+    return recommended_compute_dtype_name(hw["cuda_available"], hw["bf16_supported"])
 
 
 def expected_precision() -> dict[str, bool]:
     """The Trainer flags for the hardware grading runs on: {"fp16": ..., "bf16": ...}."""
-    from labutils.doctor import detect_hardware
-
-    hw = detect_hardware()
+    hw = hardware()
     if not hw["cuda_available"]:
         return {"fp16": False, "bf16": False}
     return {"fp16": not hw["bf16_supported"], "bf16": bool(hw["bf16_supported"])}
 
 
 def _where() -> str:
-    from labutils.doctor import detect_hardware
-
-    hw = detect_hardware()
+    hw = hardware()
     if not hw["cuda_available"]:
         return "a CPU"
     return f"a GPU {'with' if hw['bf16_supported'] else 'without'} native bf16 ({hw['device_name']})"
@@ -128,8 +141,8 @@ def require_adapters_on(record: dict, wanted: Collection[str], arch: str, fix: s
     return wrapped
 
 
-def quantization_config(cfg: dict) -> None:
-    """The learner's BitsAndBytesConfig asks for 4-bit NF4, double quant and the hardware's compute dtype."""
+def _nf4_double_quant(cfg: dict) -> None:
+    """The QLoRA storage a BitsAndBytesConfig's fields ask for: 4-bit NF4 with double quantization."""
     if cfg["load_in_8bit"]:
         fail(
             QLORA_CONFIG,
@@ -156,6 +169,11 @@ def quantization_config(cfg: dict) -> None:
             "(0.5 bits per weight instead of 0.127).",
             "bnb_4bit_use_double_quant=True.",
         )
+
+
+def quantization_config(cfg: dict) -> None:
+    """The learner's BitsAndBytesConfig asks for 4-bit NF4, double quant and the hardware's compute dtype."""
+    _nf4_double_quant(cfg)
     want, got = expected_compute_dtype(), str(cfg["bnb_4bit_compute_dtype"]).removeprefix("torch.")
     if got != want:
         fail(
@@ -547,25 +565,10 @@ def chosen_targets(record: dict) -> None:
 # ---- lab 00: the quantization config for this machine ---------------------------------------------------
 def bnb_config_here(cfg: dict) -> None:
     """bnb_config is the guide's QLoRA config with the compute dtype right for the real hardware."""
-    from labutils.doctor import detect_hardware
-    from labutils.machines import dtype_name
-
-    if not cfg["load_in_4bit"] or cfg["load_in_8bit"]:
-        fail(
-            QLORA_CONFIG,
-            "bnb_config does not load the model in 4 bits.",
-            "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', ...).",
-        )
-    if cfg["bnb_4bit_quant_type"] != "nf4":
-        fail(
-            QLORA_CONFIG,
-            f"bnb_4bit_quant_type is {cfg['bnb_4bit_quant_type']!r}, not NF4.",
-            "bnb_4bit_quant_type='nf4' (lower case).",
-        )
-    if not cfg["bnb_4bit_use_double_quant"]:
-        fail(QLORA_CONFIG, "double quantization is off.", "bnb_4bit_use_double_quant=True.")
-    hw = detect_hardware()
-    want, got = dtype_name(hw["compute_dtype"]), dtype_name(cfg["bnb_4bit_compute_dtype"])
+    _nf4_double_quant(cfg)
+    hw = hardware()
+    want = expected_compute_dtype()
+    got = str(cfg["bnb_4bit_compute_dtype"]).removeprefix("torch.")
     if got != want:
         where = hw["device_name"] if hw["cuda_available"] else "this CPU"
         fail(

@@ -54,7 +54,19 @@ MIN_VERSIONS = {
     "nbclient": "0.10",
 }
 MIN_PYTHON = (3, 10)
+# What only the grader and a local JupyterLab need: a Colab runtime has its own notebook server, and the
+# set-up cell installs the course without the `grader` extra.
+GRADER_PACKAGES = ("nbgrader", "jupyterlab")
 SETUP_FIX = "make setup (or pip install -e .)"  # run in the course repository
+COLAB_SETUP_FIX = (
+    "rerun the set-up cell, then restart the session"  # the notebook's first code cell installs the course
+)
+
+
+def setup_fix(on_colab: bool) -> str:
+    """How to (re)install the course where the learner is."""
+    return COLAB_SETUP_FIX if on_colab else SETUP_FIX
+
 
 # NF4 keeps 4 bits per weight; on Gaussian weights the round trip loses about 10% (relative L2).
 # Far above that means the kernel is wrong, not merely lossy.
@@ -93,18 +105,21 @@ def probe_versions() -> dict[str, str | None]:
     return versions
 
 
-def recommended_compute_dtype(cuda_available: bool, bf16_supported: bool):
-    """The compute dtype the course uses (returns a torch.dtype).
+def recommended_compute_dtype_name(cuda_available: bool, bf16_supported: bool) -> str:
+    """The compute dtype the course uses, by name ("bfloat16" or "float16").
 
     bfloat16 on a GPU that has it (Ampere+, same range as fp32, no loss scaling); float16 on an older
     GPU such as a T4 (compute capability 7.5), where bf16 is only emulated; bfloat16 on CPU too:
     emulated there but it works, and it is what the correction guide uses.
     """
+    return "float16" if cuda_available and not bf16_supported else "bfloat16"
+
+
+def recommended_compute_dtype(cuda_available: bool, bf16_supported: bool):
+    """`recommended_compute_dtype_name` as a torch.dtype."""
     import torch
 
-    if cuda_available and not bf16_supported:
-        return torch.float16
-    return torch.bfloat16
+    return getattr(torch, recommended_compute_dtype_name(cuda_available, bf16_supported))
 
 
 def _cuda_bf16_native(torch_module) -> bool:
@@ -221,9 +236,10 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def check_packages(versions: Mapping[str, str | None]) -> list[Check]:
-    """One check per package: present and at least the version pyproject.toml asks for."""
-    checks = []
+def check_packages(versions: Mapping[str, str | None], on_colab: bool = False) -> list[Check]:
+    """One check per package: present and at least the version pyproject.toml asks for (on Colab, the
+    grader's packages are not needed)."""
+    checks, fix = [], setup_fix(on_colab)
     python = versions.get("python") or platform.python_version()
     if _version_tuple(python) < MIN_PYTHON:
         need = ".".join(map(str, MIN_PYTHON))
@@ -234,11 +250,13 @@ def check_packages(versions: Mapping[str, str | None]) -> list[Check]:
     for package in PACKAGES:
         version = versions.get(package)
         minimum = MIN_VERSIONS.get(package)
-        if version is None:
-            checks.append(Check(package, FAIL, "MISSING", SETUP_FIX, "packages", f"{package} not installed"))
+        if version is None and on_colab and package in GRADER_PACKAGES:
+            checks.append(Check(package, OK, "not needed on Colab", group="packages"))
+        elif version is None:
+            checks.append(Check(package, FAIL, "MISSING", fix, "packages", f"{package} not installed"))
         elif minimum and _version_tuple(version) < _version_tuple(minimum):
             detail = f"{version} (too old: needs >={minimum})"
-            checks.append(Check(package, FAIL, detail, SETUP_FIX, "packages", f"{package} too old"))
+            checks.append(Check(package, FAIL, detail, fix, "packages", f"{package} too old"))
         else:
             checks.append(Check(package, OK, version, group="packages"))
     return checks
@@ -277,14 +295,16 @@ def check_compute_dtype(hw: Mapping[str, Any]) -> Check:
     return Check("compute dtype", OK, f"{name} ({why})")
 
 
-def check_nf4(result: Mapping[str, Any]) -> Check:
+def check_nf4(result: Mapping[str, Any], on_colab: bool = False) -> Check:
     where = result.get("device", "cpu")
     if result.get("ok"):
         return Check(
             "nf4", OK, f"OK: quantize_4bit/dequantize_4bit on {where}, rel. error {result['rel_error']:.3f}"
         )
     error = result.get("error") or "unknown error"
-    fix = "pip install --force-reinstall bitsandbytes"
+    fix = f"{'!' if on_colab else ''}pip install --force-reinstall bitsandbytes" + (
+        ", then Runtime > Restart session" if on_colab else ""
+    )
     detail = f"FAIL: NF4 round trip on {where}: {error}"
     return Check("nf4", FAIL, detail, fix, summary="bitsandbytes cannot do NF4")
 
@@ -437,12 +457,12 @@ def _row(status: str, name: str, detail: str, fixes: list[str]) -> list[str]:
     return lines
 
 
-def _hardware_or_failure() -> dict[str, Any] | Check:
+def _hardware_or_failure(on_colab: bool) -> dict[str, Any] | Check:
     try:
         return detect_hardware()
     except Exception as err:  # e.g. torch missing or broken: the packages row says why
         detail = f"cannot inspect the device: {type(err).__name__}: {err}"
-        return Check("device", FAIL, detail, SETUP_FIX, summary="torch cannot inspect the device")
+        return Check("device", FAIL, detail, setup_fix(on_colab), summary="torch cannot inspect the device")
 
 
 def collect(probes: Mapping[str, Any] | None = None) -> Report:
@@ -453,9 +473,10 @@ def collect(probes: Mapping[str, Any] | None = None) -> Report:
     ({"name": ..., "error": ...}), "colab" (bool).
     """
     probes = dict(probes or {})
-    checks = check_packages(probes["versions"] if "versions" in probes else probe_versions())
+    on_colab = bool(probes["colab"]) if "colab" in probes else running_on_colab()
+    checks = check_packages(probes["versions"] if "versions" in probes else probe_versions(), on_colab)
 
-    hw = probes["hardware"] if "hardware" in probes else _hardware_or_failure()
+    hw = probes["hardware"] if "hardware" in probes else _hardware_or_failure(on_colab)
     if isinstance(hw, Check):
         checks.append(hw)
         hw = {"cuda_available": False, "device": "cpu"}
@@ -463,9 +484,8 @@ def collect(probes: Mapping[str, Any] | None = None) -> Report:
         checks += [check_device(hw), check_bf16(hw), check_compute_dtype(hw)]
     device = "cuda" if hw.get("cuda_available") else "cpu"
 
-    checks.append(check_nf4(probes["nf4"] if "nf4" in probes else probe_nf4(device)))
+    checks.append(check_nf4(probes["nf4"] if "nf4" in probes else probe_nf4(device), on_colab))
 
-    on_colab = bool(probes["colab"]) if "colab" in probes else running_on_colab()
     profile = probes["profile"] if "profile" in probes else probe_profile()
     checks.append(check_profile(profile, hw, on_colab))
     if profile.get("name"):

@@ -120,16 +120,22 @@ def nbgrader(
 
 
 # ---------------------------------------------------------------- release
-def release(out_dir: Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
-    """Generate the learner notebooks (no solutions, no hidden tests) into out_dir."""
-    written = []
+def release(
+    out_dir: Path = NOTEBOOKS, only: list[str] | None = None, repository: str | None = None
+) -> list[Path]:
+    """Generate the learner notebooks (no solutions, no hidden tests) into out_dir, their Colab badges
+    and set-up cells pointing at `repository` (OWNER/NAME; default: the course's setting)."""
+    from labutils.course import point_links
+    from labutils.course import repository as setting
+
+    slug, written = repository or setting(), []
     with tempfile.TemporaryDirectory(prefix="peft-release-") as tmp:
         course = make_course(Path(tmp))
         for lab in only or labs():
             nbgrader(course, "generate_assignment", lab, "--force")
             target = Path(out_dir) / f"{lab}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(course / "release" / lab / f"{lab}.ipynb", target)
+            target.write_text(point_links((course / "release" / lab / f"{lab}.ipynb").read_text(), slug))
             written.append(target)
     return written
 
@@ -391,6 +397,15 @@ def _outside_checks(lab: str) -> frozenset[str]:
     return frozenset(module.ON_DISK.get(lab, ({}, {}))[1]) | frozenset(module.FROM_EVIDENCE.get(lab, {}))
 
 
+@functools.cache
+def _hardware_json() -> str:
+    """The grading machine's hardware for the outside checks (checks.judges.HARDWARE_VAR), detected once."""
+    from labutils.doctor import detect_hardware
+
+    hw = detect_hardware()
+    return json.dumps({k: hw[k] for k in ("cuda_available", "bf16_supported", "device_name")})
+
+
 def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
     """Re-run the lab's on-disk checks in a fresh process: what the learner's kernel cannot tamper with.
 
@@ -402,7 +417,7 @@ def _outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "checks.outside", lab, str(folder)],
-            env=_env() | {"PYTHONPATH": str(GRADER)},
+            env=_env() | {"PYTHONPATH": str(GRADER), "PEFT_COURSE_HARDWARE": _hardware_json()},
             capture_output=True,
             text=True,
             timeout=OUTSIDE_TIMEOUT_S,
@@ -722,8 +737,17 @@ def self_check(notebook: Path, timeout: int | None = None) -> int:
 
 # ---------------------------------------------------------------- CLI
 def _release_cmd(args: argparse.Namespace) -> int:
+    from labutils.course import point_links, repository, set_repository
+
+    if args.repository:
+        set_repository(args.repository)
+        print(f"repository setting (pyproject.toml [tool.peft-course]): {args.repository}")
     for path in release(Path(args.out), args.labs or None):
         print(f"released {path}")
+    workshop = REPO / "WORKSHOP.md"
+    if workshop.exists():
+        workshop.write_text(point_links(workshop.read_text(), repository()))
+        print(f"links in {workshop} point at {repository()}")
     return 0
 
 
@@ -751,6 +775,11 @@ def add_commands(sub) -> None:
     p = sub.add_parser("release", help="regenerate the learner notebooks from grader/source with nbgrader")
     p.add_argument("labs", nargs="*", help="labs to release (default: all)")
     p.add_argument("--out", default=str(NOTEBOOKS), help="where to write the release (default: notebooks/)")
+    p.add_argument(
+        "--repository",
+        metavar="OWNER/NAME",
+        help="the GitHub repository the Colab badges and set-up cells point at (saved in pyproject.toml)",
+    )
     p.set_defaults(func=_release_cmd)
 
     p = sub.add_parser("grade", help="autograde a class: a folder of <student>/<lab>.ipynb, or a zip")

@@ -294,3 +294,37 @@ def build_all(roles: list[str] | None = None, quiet: bool = False) -> dict[str, 
         if not quiet:
             print(f"{role:<11} {path}")
     return built
+
+
+def seed_hub_cache(hub_cache: Path, roles: list[str] | None = None) -> dict[str, str]:
+    """Store each role's tiny model in a Hugging Face cache under the role's hub id, so the hub profile
+    runs offline (HF_HUB_CACHE=hub_cache, HF_HUB_OFFLINE=1): a rehearsal of the workshop path.
+
+    Written in the cache's own layout by huggingface_hub's own functions (blobs named by content, snapshot
+    pointers, refs/main), as a download would leave it. Returns {hub id: commit}.
+    """
+    import hashlib
+
+    from huggingface_hub import file_download
+
+    from labutils.profiles import ROLES, hub_model_id
+
+    seeded = {}
+    for role in roles or list(ROLES):
+        repo_id, source = hub_model_id(role), ensure_tiny_model(role)
+        storage = Path(hub_cache) / file_download.repo_folder_name(repo_id=repo_id, repo_type="model")
+        files = sorted(p for p in source.rglob("*") if p.is_file())
+        commit = hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()  # a 40-hex revision
+        for path in files:
+            blob = storage / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            if not blob.exists():
+                shutil.copyfile(path, blob)
+            pointer = Path(
+                file_download._get_pointer_path(str(storage), commit, str(path.relative_to(source)))
+            )
+            pointer.parent.mkdir(parents=True, exist_ok=True)
+            file_download._create_symlink(str(blob), str(pointer))
+        file_download._cache_commit_hash_for_specific_revision(str(storage), "main", commit)
+        seeded[repo_id] = commit
+    return seeded
