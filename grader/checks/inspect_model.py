@@ -16,12 +16,6 @@ def is_peft_model(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def linear4bit_layers(model) -> dict:
-    import bitsandbytes as bnb
-
-    return {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
-
-
 def lora_wrapped(model) -> set[str]:
     """Full names of the modules that carry a LoRA adapter (what really got wrapped)."""
     from peft.tuners.lora import LoraLayer
