@@ -14,7 +14,6 @@ from peft import PeftModel
 from transformers import PreTrainedModel
 
 from checks import fail, judges, need
-from checks.evidence import publish
 from checks.head_files import (
     BEATS_CHANCE,
     HEAD_NAMES,
@@ -23,7 +22,7 @@ from checks.head_files import (
     TRAIN_HEAD,
     head_saved,  # noqa: F401 (the test cell calls it here; outside the kernel it runs from head_files)
 )
-from checks.inspect_model import base_model, is_peft_model, manifest
+from checks.inspect_model import base_model, is_peft_model, model_record
 
 MODEL_TYPES = (PreTrainedModel, PeftModel)
 MIN_ACCURACY = 0.7  # two balanced classes: chance is 0.5; a trained tiny BERT reaches about 0.9
@@ -55,19 +54,14 @@ def _trainable_copy(wrapper) -> torch.nn.Module:
     return copies[wrapper.active_adapter] if wrapper.active_adapter in copies else next(iter(copies.values()))
 
 
-def _record(ns: dict, check: str) -> dict:
-    """Publish the manifest of the learner's `model` (checks.evidence) and return it as the judge reads it."""
-    return publish(check, manifest(need(ns, "model", MODEL_TYPES), ns.get("lora_config")))
-
-
 def lora_config(ns: dict) -> None:
     """`model` is a PeftModel whose LoRA layers sit on BERT's query and value projections."""
-    judges.bert_lora_config(_record(ns, "bert_lora_config"))
+    judges.bert_lora_config(model_record(ns, "bert_lora_config", MODEL_TYPES))
 
 
 def head_wrapped(ns: dict) -> None:
     """The classification head is in modules_to_save: wrapped, with a trainable copy."""
-    judges.head_wrapped(_record(ns, "head_wrapped"))
+    judges.head_wrapped(model_record(ns, "head_wrapped", MODEL_TYPES))
 
 
 def trained(ns: dict) -> None:

@@ -14,16 +14,14 @@ from transformers import PreTrainedModel
 from checks import judges, need
 from checks.adapter_files import adapter_only_saved, adapter_trained  # noqa: F401 (test cells call them here)
 from checks.evidence import publish
-from checks.inspect_model import manifest
+from checks.inspect_model import model_record
 
 # A real transformers model or its PEFT wrapper: a look-alike object cannot stand in for one.
 MODEL_TYPES = (PreTrainedModel, PeftModel)
 
 
 def _model_record(ns: dict, check: str) -> dict:
-    """Publish the manifest of the learner's `model` (checks.evidence) and return it as the judge reads it."""
-    model = need(ns, "model", MODEL_TYPES, where="the loading cell")
-    return publish(check, manifest(model, ns.get("lora_config")))
+    return model_record(ns, check, MODEL_TYPES, where="the loading cell")
 
 
 def quantization_config(ns: dict) -> None:
