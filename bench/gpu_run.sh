@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One prepared command for a CUDA machine (issue 8): every lab in the tiny profile on the GPU, with its time
 # and peak GPU memory, then QLoRA on a 1.1B Llama-architecture model built from its config (random
-# weights: such machines cannot download any) to show what a T4 and a larger card hold.
+# weights: such machines cannot download any) to show what a T4 and a larger card hold, then every lab
+# in the hub profile at hub size (bench/hub_memory.py --measure: random-weight hub-size models, per-lab
+# seconds and peak GPU memory against the 12 GB budget of a T4).
 #
 #   bash bench/gpu_run.sh                      # with the course already installed (make setup, or pip)
 #   WHEELS=/path/to/wheels bash bench/gpu_run.sh   # offline: installs from wheels carried along (a CUDA
@@ -31,3 +33,4 @@ from labutils import execute, grading
 print(execute.table(execute.run_labs(grading.labs(), Path("out/gpu/labs"))))
 PY
 python bench/big_llama.py --device cuda
+python bench/hub_memory.py --measure --out out/gpu

@@ -70,3 +70,39 @@ def test_gpu_script_says_it_needs_cuda_without_one():
     assert proc.returncode != 0
     assert "no CUDA device" in proc.stderr and "make bench" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_hub_memory_predicts_the_weights_held_at_hub_size():
+    """bench/hub_memory.py's census and scaling, on the course's tiny Llama, against TinyLlama's own sizes."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from labutils.models import ensure_tiny_model
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import hub_memory
+
+    hub_id, path = "TinyLlama/TinyLlama_v1.1", ensure_tiny_model("causal_lm")
+    shapes, hub_ids = hub_memory.hub_shapes(), {hub_id}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.config._name_or_path = hub_id  # as if loaded from the hub id
+    get_peft_model(model, LoraConfig(r=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    [held] = hub_memory.held_models([model, model.model])  # peft wrapped it in place: counted once
+    now, hub = hub_memory.hub_bytes(held, shapes, hub_ids)
+    assert now == 4 * sum(p.numel() for p in model.parameters())
+    lora = 22 * 16 * ((2048 + 2048) * 2 + (2048 + 256) * 2)  # r (in + out) on q, k, v, o of 22 layers
+    assert hub == 4 * (1_100_048_384 + lora)  # TinyLlama's published 1.1B parameters, in float32
+
+    twice = hub_memory.held_models([model, copy.deepcopy(model)])
+    assert [hub_memory.hub_bytes(m, shapes, hub_ids)[1] for m in twice] == [hub, hub]
+    model.config._name_or_path = str(path)  # a local tiny checkpoint, as the hidden checks load: its own size
+    assert hub_memory.hub_bytes(hub_memory.held_models([model])[0], shapes, hub_ids) == (now, now)
+
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
+    four_bit = AutoModelForCausalLM.from_pretrained(path, quantization_config=nf4, dtype=torch.bfloat16)
+    per_weight = {name: per for name, _, per in hub_memory.held_models([four_bit])[0]["params"]}
+    assert per_weight["model.layers.0.self_attn.q_proj.weight"] == 0.5  # packed: two weights per byte
+    assert per_weight["model.embed_tokens.weight"] == 2  # not quantized: bfloat16

@@ -296,12 +296,15 @@ def build_all(roles: list[str] | None = None, quiet: bool = False) -> dict[str, 
     return built
 
 
-def seed_hub_cache(hub_cache: Path, roles: list[str] | None = None) -> dict[str, str]:
+def seed_hub_cache(
+    hub_cache: Path, roles: list[str] | None = None, sources: dict[str, Path] | None = None
+) -> dict[str, str]:
     """Store each role's tiny model in a Hugging Face cache under the role's hub id, so the hub profile
     runs offline (HF_HUB_CACHE=hub_cache, HF_HUB_OFFLINE=1): a rehearsal of the workshop path.
 
     Written in the cache's own layout by huggingface_hub's own functions (blobs named by content, snapshot
-    pointers, refs/main), as a download would leave it. Returns {hub id: commit}.
+    pointers, refs/main), as a download would leave it. `sources` stores other checkpoints of some roles
+    (bench/hub_memory.py: the same models in float32). Returns {hub id: commit}.
     """
     import hashlib
 
@@ -310,8 +313,9 @@ def seed_hub_cache(hub_cache: Path, roles: list[str] | None = None) -> dict[str,
     from labutils.profiles import ROLES, hub_model_id
 
     seeded = {}
-    for role in roles or list(ROLES):
-        repo_id, source = hub_model_id(role), ensure_tiny_model(role)
+    sources = sources or {}
+    for role in roles or list(sources) or list(ROLES):
+        repo_id, source = hub_model_id(role), sources.get(role) or ensure_tiny_model(role)
         storage = Path(hub_cache) / file_download.repo_folder_name(repo_id=repo_id, repo_type="model")
         files = sorted(p for p in source.rglob("*") if p.is_file())
         commit = hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()  # a 40-hex revision
