@@ -24,7 +24,7 @@ from pathlib import Path
 
 import nbformat
 
-from labutils import catalogue, execute, grading
+from peft_grader import catalogue, execute, grading, nbcourse
 
 
 def labs_table(labs: list[str], work: Path) -> dict[str, execute.LabRun]:
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="out/bench", help="where the chart goes")
     args = parser.parse_args()
-    labs = args.labs or grading.labs()
+    labs = args.labs or nbcourse.labs()
     print(f"machine: {os.cpu_count()} CPU cores; profile: tiny; labs: {', '.join(labs)}")
     work = Path(tempfile.mkdtemp(prefix="peft-bench-"))
     try:

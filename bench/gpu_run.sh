@@ -29,7 +29,7 @@ PY
 labutils build-models >/dev/null
 python - <<'PY'
 from pathlib import Path
-from labutils import execute, grading
+from peft_grader import execute, grading
 print(execute.table(execute.run_labs(grading.labs(), Path("out/gpu/labs"))))
 PY
 python bench/big_llama.py --device cuda

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from labutils import catalogue, grading
+from peft_grader import catalogue, grading, nbcourse
 
 
 def _timed(fn) -> float:
@@ -43,17 +43,17 @@ def main() -> None:
             shutil.rmtree(root / "subs" / extra)
         names = sorted(p.name for p in (root / "subs").iterdir())
 
-        plain = grading.make_course(root / "plain")
-        grading.nbgrader(plain, "generate_assignment", args.lab, "--force")
+        plain = nbcourse.make_course(root / "plain")
+        nbcourse.nbgrader(plain, "generate_assignment", args.lab, "--force")
         for name in names:
             target = plain / "submitted" / name / args.lab
             target.mkdir(parents=True)
             shutil.copyfile(root / "subs" / name / f"{args.lab}.ipynb", target / f"{args.lab}.ipynb")
 
         def plain_pipeline():
-            grading.nbgrader(plain, "autograde", args.lab, "--force", check=False)
-            grading.nbgrader(plain, "generate_feedback", args.lab, "--force", check=False)
-            grading.nbgrader(plain, "export", check=False)
+            nbcourse.nbgrader(plain, "autograde", args.lab, "--force", check=False)
+            nbcourse.nbgrader(plain, "generate_feedback", args.lab, "--force", check=False)
+            nbcourse.nbgrader(plain, "export", check=False)
 
         scores = {}
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from labutils import grading
+from peft_grader import nbcourse
 
 GB = 1e9
 # Published sizes of the hub models (their config.json), so the architectures build on the meta device.
@@ -256,7 +256,7 @@ def seed_hub_size_cache(cache: Path, work: Path) -> None:
 
 def census(lab: str, work: Path, env: dict[str, str]) -> list[dict]:
     log = work / f"{lab}.census.jsonl"
-    nb = nbformat.read(grading.SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    nb = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
     os.environ.update(env, PEFT_COURSE_CENSUS=str(log))
     (work / lab).mkdir()
     start = time.perf_counter()
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", action="store_true", help="run at hub size on a CUDA device")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args(argv)
-    labs = args.labs or grading.labs()
+    labs = args.labs or nbcourse.labs()
     if args.measure:
         import torch
 
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "HF_HUB_CACHE": str(work / "hf-cache"),
         "HF_HUB_OFFLINE": "1",
         "IPYTHONDIR": str(work / "ipython"),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(grading.GRADER), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(nbcourse.GRADER), os.environ.get("PYTHONPATH")])),
     }
     shapes, hub_ids = hub_shapes(), set(HUB_MODELS.values())
     rows = []

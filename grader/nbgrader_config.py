@@ -23,11 +23,11 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.OverwriteCells.add_missing_cells = True
 
 # Feedback shows each check's verdict (name, points, message), never the hidden tests, a traceback into
-# grader/checks or the grading machine's paths (labutils.feedback).
+# grader/checks or the grading machine's paths (peft_grader.feedback).
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
-from labutils.feedback import VerdictsOnly  # noqa: E402
+from peft_grader.feedback import VerdictsOnly  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, VerdictsOnly]
 

@@ -36,16 +36,16 @@ class GradedClass:
     course: Path  # the class's nbgrader course folder: gradebook, feedback, grades.csv
     mistakes: dict  # student -> mistake-catalogue entry (None for the reference)
     hostile: dict  # student -> adversarial-catalogue entry
-    results: list  # grading.LabResult for every student and lab
+    results: list  # scores.LabResult for every student and lab
     timeout: int  # the per-cell timeout it was graded with
 
 
 @pytest.fixture
 def hidden_check(monkeypatch):
     """Imports a module of grader/checks the way the hidden test cells do (`from checks import ...`)."""
-    from labutils import grading
+    from peft_grader import nbcourse
 
-    monkeypatch.syspath_prepend(str(grading.GRADER))
+    monkeypatch.syspath_prepend(str(nbcourse.GRADER))
     return lambda name: importlib.import_module(f"checks.{name}")
 
 
@@ -62,11 +62,11 @@ def graded_class(tmp_path_factory):
     and the adversarial entries. One run pays nbgrader's per-class costs once, and its worker pool
     overlaps the adversarial entries that only sleep (loops, the wall budget) with others' CPU work.
     Every honest notebook finishes well inside the timeout and the budget, even three at a time."""
-    from labutils import adversarial, catalogue, grading
+    from peft_grader import adversarial, catalogue, grading, nbcourse
 
     root = tmp_path_factory.mktemp("class")
-    mistakes = catalogue.write_class(root / "submissions", grading.labs())
-    hostile = adversarial.write_class(root / "submissions", grading.labs())
+    mistakes = catalogue.write_class(root / "submissions", nbcourse.labs())
+    hostile = adversarial.write_class(root / "submissions", nbcourse.labs())
     course = root / "course"
     try:
         results = grading.grade(

@@ -18,8 +18,8 @@ import json
 import nbformat
 import pytest
 
-from labutils import adversarial, catalogue, grading
 from labutils.errors import CourseError
+from peft_grader import adversarial, catalogue, scores
 
 LAB = "04_qlora"
 TEST_CELLS = [
@@ -239,7 +239,7 @@ def test_a_bad_entry_is_a_readable_error(entries, monkeypatch, tmp_path):
 
 
 def test_unexpected_names_every_difference(entries):
-    R, C = grading.LabResult, grading.CheckResult
+    R, C = scores.LabResult, scores.CheckResult
     points = adversarial.max_points(LAB)
     picked = {e.student: e for e in (entries["reference"], entries["delete_test_cell"], entries["missing"])}
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from labutils.grading import REPO as ROOT
+from peft_grader.nbcourse import REPO as ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.bench]
 

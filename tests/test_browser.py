@@ -3,7 +3,7 @@
 * Learner: `make lab` on a fresh copy of notebooks/, a lab's exercise cells filled in the JupyterLab editor
   with the reference answers, Run All, nbgrader's Validate button reads success; then one mistake of the
   lab's catalogue typed in, and the validate dialog shows the visible test's hint that names it.
-* Instructor: a small class graded by `labutils.grading.grade`, `make grade-ui COURSE=...`, formgrader
+* Instructor: a small class graded by `peft_grader.grading.grade`, `make grade-ui COURSE=...`, formgrader
   opened from JupyterLab's Nbgrader menu shows the assignments, the submissions and their scores; the
   rank lab's written answer is graded by hand in formgrader and the grade appears in `nbgrader export`.
 
@@ -112,7 +112,7 @@ def _source(path: Path, grade_id: str) -> str:
 
 # ---------------------------------------------------------------- learner
 def test_learner_validates_in_jupyterlab(capsys, browser_page, tmp_path):
-    from labutils import catalogue
+    from peft_grader import catalogue
 
     lab, page = LEARNER["lab"], browser_page
     shots = _shots(capsys, "learner")
@@ -172,15 +172,15 @@ def test_learner_validates_in_jupyterlab(capsys, browser_page, tmp_path):
 # ---------------------------------------------------------------- instructor
 def _export(course: Path, target: Path) -> dict[str, dict]:
     """`nbgrader export` of the course as the instructor runs it; rows of MANUAL_LAB by student."""
-    from labutils import grading
+    from peft_grader import nbcourse
 
-    grading.nbgrader(course, "export", "--to", str(target))
+    nbcourse.nbgrader(course, "export", "--to", str(target))
     with target.open() as f:
         return {row["student_id"]: row for row in csv.DictReader(f) if row["assignment"] == MANUAL_LAB}
 
 
 def test_instructor_grades_in_formgrader(capsys, browser_page, tmp_path):
-    from labutils import catalogue, grading
+    from peft_grader import catalogue, grading
 
     page = browser_page
     shots = _shots(capsys, "instructor")

@@ -16,7 +16,7 @@ import time
 import nbformat
 import pytest
 
-from labutils import catalogue, grading
+from peft_grader import catalogue, grading, nbcourse, report, scores
 
 
 @pytest.mark.slow
@@ -30,9 +30,9 @@ def test_every_entry_scores_exactly_its_points(graded_class):
 def test_every_lab_has_a_proven_catalogue():
     """At least four entries per lab, wrong ones and a correct variant, each wrong one losing points, and
     every autograded test cell of the lab failed by some wrong entry (a check nothing fails is unproven)."""
-    from labutils import adversarial
+    from peft_grader import adversarial
 
-    for lab in grading.labs():
+    for lab in nbcourse.labs():
         entries = catalogue.entries(lab)
         unproven = set(adversarial.max_points(lab)) - {check for e in entries for check in e.failed}
         assert not unproven, f"{lab}: no catalogue entry fails {sorted(unproven)}"
@@ -42,7 +42,7 @@ def test_every_lab_has_a_proven_catalogue():
 
 
 def test_every_guide_mistake_is_in_the_catalogue():
-    entries = [e for lab in grading.labs() for e in catalogue.entries(lab)]
+    entries = [e for lab in nbcourse.labs() for e in catalogue.entries(lab)]
     assert len([e for e in entries if not e.correct]) >= 12
     assert len([e for e in entries if e.correct]) >= 4
     for number in (1, 2, 3, 4, 5):
@@ -77,7 +77,7 @@ def test_feedback_shows_verdicts_not_checks(graded_class):
     """Every feedback file of the graded catalogues: each failing check's message is there, and nothing of
     the checks is (their source, a traceback into them, the grading machine's paths)."""
     course = graded_class.course
-    machine = [str(grading.REPO), str(course.resolve()), str(course.resolve().parent)]
+    machine = [str(nbcourse.REPO), str(course.resolve()), str(course.resolve().parent)]
     files = sorted((course / "feedback").rglob("*.html"))
     assert len(files) >= len(graded_class.mistakes)
     for html in files:
@@ -94,9 +94,9 @@ def test_no_score_depends_on_speed(graded_class):
     it was graded with, so a slower CPU or a loaded machine cannot turn into lost points."""
     slow = {}
     for student, entry in graded_class.mistakes.items():
-        for lab in [entry.lab] if entry else grading.labs():
+        for lab in [entry.lab] if entry else nbcourse.labs():
             notebook = graded_class.course / "autograded" / student / lab / f"{lab}.ipynb"
-            seconds = grading.cell_seconds(notebook)
+            seconds = scores.cell_seconds(notebook)
             cell, longest = max(seconds.items(), key=lambda item: item[1])
             if longest * 4 > graded_class.timeout:
                 slow[f"{student} ({lab}) {cell}"] = round(longest, 1)
@@ -105,7 +105,7 @@ def test_no_score_depends_on_speed(graded_class):
 
 @pytest.mark.slow
 def test_summary_table_names_each_lost_point(graded_class):
-    table = grading.summary_table(graded_class.results)
+    table = report.summary_table(graded_class.results)
     assert "reference" in table
     assert "04_qlora--fp4" in table and "nf4" in table
 

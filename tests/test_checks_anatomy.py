@@ -84,8 +84,9 @@ def test_as_int_is_generous_but_not_to_bools(anatomy):
 
 
 def test_wrapping_a_copy_is_caught(anatomy):
-    from checks import PeftMistake
     from peft import get_peft_model
+
+    from checks import PeftMistake
 
     case = anatomy.Case("toy", ("o",), 4)
     config = case.config()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labutils import grading
+from peft_grader import scores
 
 CPU = {"cuda_available": False, "bf16_supported": True, "device_name": "CPU (no CUDA)"}
 T4 = {"cuda_available": True, "bf16_supported": False, "device_name": "Tesla T4"}
@@ -69,7 +69,7 @@ def test_precision_flags_accept_exactly_the_right_choice(capstone, hidden_check,
     for flags in wrong:
         message = verdict(capstone.precision_flags, {"training_args": args(**flags)})
         assert message.startswith(f"[{rule}]") and "Fix:" in message, flags
-        assert len("PeftMistake: " + message) <= grading.MESSAGE_CHARS
+        assert len("PeftMistake: " + message) <= scores.MESSAGE_CHARS
 
 
 def test_precision_reads_the_trainers_own_arguments(capstone, on):

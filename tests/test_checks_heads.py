@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labutils import grading
+from peft_grader import nbcourse
 
 LORA = "base_model.model.bert.encoder.layer.0.attention.self.query"
 
@@ -91,7 +91,7 @@ def test_outside_verdicts_run_without_torch(tmp_path):
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
-        cwd=grading.GRADER,
+        cwd=nbcourse.GRADER,
         capture_output=True,
         text=True,
         check=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labutils import grading
+from peft_grader import nbcourse
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_outside_runner_uses_the_lab_paths(tmp_path):
     lab(tmp_path, deploy=plain("U8"))
     proc = subprocess.run(
         [sys.executable, "-m", "checks.outside", "05_save_load_merge", str(tmp_path)],
-        env={"PYTHONPATH": str(grading.GRADER)},
+        env={"PYTHONPATH": str(nbcourse.GRADER)},
         capture_output=True,
         text=True,
         check=True,

@@ -16,11 +16,11 @@ import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from labutils import grading
 from labutils.course import colab_url, repository
+from peft_grader import nbcourse
 
-RELEASED = sorted(grading.NOTEBOOKS.glob("*.ipynb"))
-CONSTRAINTS = Path(grading.REPO / "src" / "labutils" / "constraints.txt")
+RELEASED = sorted(nbcourse.NOTEBOOKS.glob("*.ipynb"))
+CONSTRAINTS = Path(nbcourse.REPO / "src" / "labutils" / "constraints.txt")
 
 
 def _setup_cell(path: Path) -> str:
@@ -97,6 +97,6 @@ def test_constraints_are_the_versions_installed_here():
 
 
 def test_workshop_guide_links_every_lab_in_colab():
-    text = (grading.REPO / "WORKSHOP.md").read_text()
-    for lab in grading.labs():
+    text = (nbcourse.REPO / "WORKSHOP.md").read_text()
+    for lab in nbcourse.labs():
         assert f"]({colab_url(lab)})" in text, f"WORKSHOP.md has no Colab link to {lab}"

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from labutils import grading
+from peft_grader import nbcourse
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def colab(tmp_path_factory):
     seed_hub_cache(root / "hf-cache")
     return {
         "IPYTHONDIR": str(root / "ipython"),
-        "PYTHONPATH": os.pathsep.join([str(root / "site"), str(grading.GRADER)]),
+        "PYTHONPATH": os.pathsep.join([str(root / "site"), str(nbcourse.GRADER)]),
         "HF_HUB_CACHE": str(root / "hf-cache"),
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -87,13 +87,13 @@ def _printed(nb) -> str:
     )
 
 
-@pytest.mark.parametrize("lab", grading.labs())
+@pytest.mark.parametrize("lab", nbcourse.labs())
 def test_lab_runs_on_colab_in_the_hub_profile(lab, colab, monkeypatch):
     for name, value in colab.items():
         if name != "root":
             monkeypatch.setenv(name, value)
     monkeypatch.delenv("PEFT_COURSE_PROFILE", raising=False)  # the set-up cell chooses hub
-    nb = nbformat.read(grading.SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    nb = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     work = colab["root"] / lab
     work.mkdir()

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 import nbformat
 import pytest
 
-from labutils import grading
+from peft_grader import nbcourse
 
 WRAPPED = {
     "peft": True,
@@ -56,7 +56,7 @@ def _outside(folder) -> dict[str, str]:
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(folder)],
-        cwd=grading.GRADER,
+        cwd=nbcourse.GRADER,
         capture_output=True,
         text=True,
         check=True,

@@ -1,10 +1,10 @@
-"""Feedback shows each failing check's name, points and message, never the checks (labutils.feedback)."""
+"""Feedback shows each failing check's name, points and message, never the checks (peft_grader.feedback)."""
 
 from __future__ import annotations
 
 import nbformat
 
-from labutils.feedback import EVIDENCE_MIME, VerdictsOnly, scrub_paths
+from peft_grader.feedback import EVIDENCE_MIME, VerdictsOnly, scrub_paths
 
 TEST_CELL = """### BEGIN HIDDEN TESTS
 from checks import qlora

@@ -8,7 +8,8 @@ import zipfile
 import nbformat
 import pytest
 
-from labutils import catalogue, cli, grading
+from labutils import cli
+from peft_grader import catalogue, grading, nbcourse, report, scores, verify
 
 
 def _bad_input(tmp_path, case):
@@ -87,7 +88,7 @@ def test_broken_and_missing_submissions_get_a_reason_from_a_zip(tmp_path):
     assert results["empty"].reason == "the notebook is empty"
     assert results["absent"].reason == "missing submission"
     assert all(r.score == 0 and r.max_score == 20 for r in results.values())
-    table = grading.summary_table(list(results.values()))
+    table = report.summary_table(list(results.values()))
     assert "missing submission" in table and "not a readable notebook" in table
 
 
@@ -131,7 +132,7 @@ def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path):
         )
         out = subprocess.run(
             [sys.executable, "-c", code, str(tmp_path)],
-            env={"PYTHONPATH": str(grading.GRADER), "PATH": ""},
+            env={"PYTHONPATH": str(nbcourse.GRADER), "PATH": ""},
             capture_output=True,
             text=True,
             check=True,
@@ -163,20 +164,20 @@ def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path):
 def test_summary_table_keeps_every_message_whole_with_its_fix():
     long = "[QLoRA pattern: 4-bit NF4 with double quantization and the right compute dtype] " * 2
     results = [
-        grading.LabResult(
+        scores.LabResult(
             "04_qlora--fp4",
             "04_qlora",
             14,
             16,
             checks=[
-                grading.CheckResult("test_bnb_config", 0, 1, long + "Fix: bnb_4bit_quant_type='nf4'."),
-                grading.CheckResult("test_loaded_4bit", 0, 1, "stored as fp4. Fix: reload with nf4."),
-                grading.CheckResult("test_adapter_only", 2, 2),
+                scores.CheckResult("test_bnb_config", 0, 1, long + "Fix: bnb_4bit_quant_type='nf4'."),
+                scores.CheckResult("test_loaded_4bit", 0, 1, "stored as fp4. Fix: reload with nf4."),
+                scores.CheckResult("test_adapter_only", 2, 2),
             ],
         ),
-        grading.LabResult("absent", "04_qlora", 0, 16, reason="missing submission"),
+        scores.LabResult("absent", "04_qlora", 0, 16, reason="missing submission"),
     ]
-    table = grading.summary_table(results, width=100)
+    table = report.summary_table(results, width=100)
     assert max(len(line) for line in table.splitlines()) <= 100
     flat = " ".join(table.split())
     assert "Fix: bnb_4bit_quant_type='nf4'." in flat and "Fix: reload with nf4." in flat
@@ -195,19 +196,19 @@ def test_outside_verification_fails_closed(monkeypatch, tmp_path, failure):
         out = "not json" if failure == "garbage" else ""
         return subprocess.CompletedProcess(args[0], 1 if failure == "crash" else 0, out, "Traceback: boom")
 
-    monkeypatch.setattr(grading.subprocess, "run", run)
-    found = grading._outside_verdicts("05_save_load_merge", tmp_path)
+    monkeypatch.setattr(verify.subprocess, "run", run)
+    found = verify.outside_verdicts("05_save_load_merge", tmp_path)
     assert set(found) == {"test_adapter_only", "test_deploy_copy", "test_merged_outputs"}
     assert all("could not be verified" in message and "Fix:" in message for message in found.values())
 
 
 def test_summary_shows_what_was_flagged_for_review_without_costing_points():
-    result = grading.LabResult(
+    result = scores.LabResult(
         "ann",
         "04_qlora",
         score=20,
         max_score=20,
         review="flagged for review (ran as written): cell #3 line 1: %run",
     )
-    table = grading.summary_table([result])
+    table = report.summary_table([result])
     assert "20/20" in table and "review: flagged for review (ran as written): cell #3 line 1: %run" in table

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from labutils import sandbox
+from peft_grader import sandbox
 
 RECORD = "get_ipython().display_pub.publish({'text/plain': 'the record'}, metadata={})"
 CELLS = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from labutils import catalogue, grading
+from peft_grader import catalogue, grading, scores
 
 AFFECTED = {
     "05_save_load_merge": ["reference", "correct_autopeft_str_paths", "deploys_unmerged_base"],
@@ -69,7 +69,7 @@ def test_verdicts_do_not_depend_on_numerics(graded_class, tmp_path, monkeypatch,
     for r in graded:
         assert [(c.name, c.score) for c in r.checks] == baseline[r.student, r.lab], f"{r.student} ({r.lab})"
     for r in graded:
-        seconds = grading.cell_seconds(
+        seconds = scores.cell_seconds(
             tmp_path / "course" / "autograded" / r.student / r.lab / f"{r.lab}.ipynb"
         )
         cell, longest = max(seconds.items(), key=lambda item: item[1])

@@ -8,22 +8,22 @@ import re
 import nbformat
 import pytest
 
-from labutils import grading
 from labutils.course import colab_url
+from peft_grader import nbcourse, release
 
-RELEASED = sorted(grading.NOTEBOOKS.glob("*.ipynb"))
+RELEASED = sorted(nbcourse.NOTEBOOKS.glob("*.ipynb"))
 LEAKS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "from checks import")
 
 
 def test_every_lab_is_released():
-    assert [p.stem for p in RELEASED] == grading.labs()
+    assert [p.stem for p in RELEASED] == nbcourse.labs()
 
 
 @pytest.mark.slow
 def test_committed_release_is_not_stale(tmp_path):
-    fresh = grading.release(tmp_path)
+    fresh = release.release(tmp_path)
     for path in fresh:
-        committed = grading.NOTEBOOKS / path.name
+        committed = nbcourse.NOTEBOOKS / path.name
         assert json.loads(path.read_text()) == json.loads(committed.read_text()), (
             f"notebooks/{path.name} is stale: run `make release` and commit it"
         )
@@ -34,7 +34,7 @@ def test_release_holds_no_solution_and_no_hidden_test(path):
     text = path.read_text()
     for leak in LEAKS:
         assert leak not in text, f"{path.name} leaks {leak!r}"
-    master = nbformat.read(grading.SOURCE / path.stem / path.name, as_version=4)
+    master = nbformat.read(nbcourse.SOURCE / path.stem / path.name, as_version=4)
     solutions = {
         c.metadata["nbgrader"]["grade_id"]: c.source
         for c in master.cells
@@ -55,15 +55,15 @@ def test_release_has_colab_badge_and_no_outputs(path):
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
-@pytest.mark.parametrize("lab", grading.labs())
+@pytest.mark.parametrize("lab", nbcourse.labs())
 def test_master_is_stored_without_outputs(lab):
-    nb = nbformat.read(grading.SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    nb = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
-@pytest.mark.parametrize("lab", grading.labs())
+@pytest.mark.parametrize("lab", nbcourse.labs())
 def test_lab_opens_with_what_it_teaches_how_long_it_takes_and_what_it_needs(lab):
-    intro = nbformat.read(grading.SOURCE / lab / f"{lab}.ipynb", as_version=4).cells[0].source
+    intro = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4).cells[0].source
     assert intro.startswith(f"# Lab {lab[:2]} · ")
     assert "**What you will" in intro, "goals first"
     time = re.search(r"\*\*Time\.\*\*(.*?)\*\*Needs\.\*\*", intro, re.S)
@@ -74,10 +74,10 @@ PLOT = re.compile(r"plt\.(subplots|figure)\(")
 UNITS = re.compile(r"""(label\s*=|set_[xy]label\()\s*f?["'][^"']*\([^)]*\)""")
 
 
-@pytest.mark.parametrize("lab", grading.labs())
+@pytest.mark.parametrize("lab", nbcourse.labs())
 def test_every_chart_drawn_in_a_lab_has_a_title_and_an_axis_with_units(lab):
     """Charts drawn by hand in a lab (labutils.plots draws the others, with the same rule built in)."""
-    nb = nbformat.read(grading.SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    nb = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and PLOT.search(cell.source):
             assert "title" in cell.source, f"{lab}: a chart without a title:\n{cell.source[:300]}"
@@ -103,10 +103,10 @@ def test_releasing_for_a_fork_points_every_link_at_it(tmp_path):
     """One setting moves every badge, set-up cell and WORKSHOP.md link; nothing points at the old place."""
     from labutils.course import point_links, repository
 
-    [fresh] = grading.release(tmp_path, ["00_setup"], repository=FORK)
+    [fresh] = release.release(tmp_path, ["00_setup"], repository=FORK)
     texts = {fresh.name: fresh.read_text()}
     texts |= {p.name: point_links(p.read_text(), FORK) for p in RELEASED[1:]}
-    texts["WORKSHOP.md"] = point_links((grading.REPO / "WORKSHOP.md").read_text(), FORK)
+    texts["WORKSHOP.md"] = point_links((nbcourse.REPO / "WORKSHOP.md").read_text(), FORK)
     for name, text in texts.items():
         assert repository() not in text, f"{name} still points at {repository()}"
     for path in RELEASED:
@@ -114,7 +114,7 @@ def test_releasing_for_a_fork_points_every_link_at_it(tmp_path):
         assert colab_url(path.stem, FORK) in text, path.name
         assert f"https://github.com/{FORK} /content/peft-course" in text, path.name
     assert nbformat.read(fresh, as_version=4).cells[0].source.count(colab_url("00_setup", FORK)) == 1
-    for lab in grading.labs():
+    for lab in nbcourse.labs():
         assert f"]({colab_url(lab, FORK)})" in texts["WORKSHOP.md"], lab
 
 
@@ -130,10 +130,10 @@ def test_the_repository_setting_is_read_written_and_checked(tmp_path):
     from labutils.errors import CourseError
 
     pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text((grading.REPO / "pyproject.toml").read_text())
+    pyproject.write_text((nbcourse.REPO / "pyproject.toml").read_text())
     course.set_repository(FORK, pyproject)
     assert f'repository = "{FORK}"' in pyproject.read_text()
-    assert (grading.REPO / "pyproject.toml").read_text() != pyproject.read_text()
+    assert (nbcourse.REPO / "pyproject.toml").read_text() != pyproject.read_text()
     for bad in ("not a slug", "owner/", "https://github.com/owner/name"):
         with pytest.raises(CourseError, match="OWNER/NAME"):
             course.set_repository(bad, pyproject)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from labutils import tamper
+from peft_grader import tamper
 
 # What the labs' locked cells import before any learner cell runs.
 LAB_IMPORTS = """

@@ -31,9 +31,37 @@ def _smoke(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from labutils.demo import main as demo_main
+    from peft_grader.demo import main as demo_main
 
     return demo_main()
+
+
+# Commands of the instructor's house (grader/peft_grader), which labutils never imports unless asked to run
+# one of them: a learner's install without the grader still has `labutils`, and these say what to install.
+GRADER_COMMANDS = {
+    "release": "regenerate the learner notebooks from grader/source with nbgrader",
+    "grade": "autograde a class: a folder of <student>/<lab>.ipynb, or a zip",
+    "check": "self-check a lab notebook against the hidden checks",
+}
+
+
+def grader_missing() -> str:
+    """'' when the grading engine and nbgrader can be imported, else what to install and how."""
+    import importlib.util
+
+    missing = [name for name in ("peft_grader", "nbgrader") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return ""
+    return (
+        f"this needs the course's grader, which is not installed here ({' and '.join(missing)} missing). Fix: "
+        "in a clone of the full course run `make setup` (or pip install -e '.[grader]'); with a class's "
+        "learner copy, which has no hidden checks, run the visible tests in the notebook and let your "
+        "instructor grade it."
+    )
+
+
+def _without_grader(args: argparse.Namespace) -> int:
+    raise CourseError(f"`labutils {args.command}`: {grader_missing()}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="models, doctor, smoke run, release, and a graded sample class")
     p.set_defaults(func=_demo)
 
-    from labutils import grading
+    if grader_missing():
+        for name, text in GRADER_COMMANDS.items():
+            p = sub.add_parser(name, help=f"{text} (needs the grader)")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=_without_grader)
+    else:
+        from peft_grader import cli
 
-    grading.add_commands(sub)
+        cli.add_commands(sub)
     return parser
 
 

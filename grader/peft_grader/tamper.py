@@ -8,7 +8,7 @@ that useless (grader/README.md, threat model):
   and every top-level statement that can only serve to reach into the grader is commented out, with
   the cell and line in the summary. A construct that is merely unusual (a magic that runs other code,
   `%run`, `%load_ext`) is flagged for review and runs as written: it never costs points.
-- in the kernel, `labutils.kernel_guard` undoes after every cell what it did to the grading
+- in the kernel, `peft_grader.kernel_guard` undoes after every cell what it did to the grading
   environment, and refuses at run time what this static pass cannot see through.
 
 Honest code in any style passes untouched: `%%time` and other magics, `os.environ[...] = ...`, library

@@ -1,4 +1,4 @@
-"""The nbgrader side of the grading sandbox (`labutils.sandbox` starts the kernels): cells that kill
+"""The nbgrader side of the grading sandbox (`peft_grader.sandbox` starts the kernels): cells that kill
 their kernel or ignore interrupts cost that cell only, and a wall budget bounds the whole notebook."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from nbclient.util import run_sync
 from nbgrader.preprocessors import Execute
 from traitlets import Float
 
-from labutils.sandbox import INTERRUPT_GRACE_S
+from peft_grader.sandbox import INTERRUPT_GRACE_S
 
 
 class SandboxExecute(Execute):

@@ -1,6 +1,6 @@
 """Run labs as a learner does, without grading: the released notebook with the reference answers.
 
-`python -m labutils.execute LAB FOLDER` runs one lab in FOLDER and prints its wall time and the
+`python -m peft_grader.execute LAB FOLDER` runs one lab in FOLDER and prints its wall time and the
 kernel's peak memory as JSON; `run_labs` runs several, each in a fresh process, so every lab's
 peak is its own. `make demo` and `bench/` use it.
 """
@@ -8,7 +8,6 @@ peak is its own. `make demo` and `bench/` use it.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -32,11 +31,13 @@ class LabRun:
 
 
 def _execute(lab: str, folder: Path, timeout: int) -> LabRun:
+    import resource  # Unix only: imported where it is used
+
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     from nbformat.v4 import new_code_cell
 
-    from labutils.catalogue import submission
+    from peft_grader.catalogue import submission
 
     folder.mkdir(parents=True, exist_ok=True)
     nb = submission(lab)
@@ -59,7 +60,7 @@ def _execute(lab: str, folder: Path, timeout: int) -> LabRun:
 def run_lab(lab: str, folder: Path, timeout: int = 600) -> LabRun:
     """Run one lab's reference in a fresh process (so the peak memory is this lab's alone)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "labutils.execute", lab, str(folder), str(timeout)],
+        [sys.executable, "-m", "peft_grader.execute", lab, str(folder), str(timeout)],
         capture_output=True,
         text=True,
     )

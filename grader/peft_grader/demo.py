@@ -13,7 +13,8 @@ import filecmp
 import time
 from pathlib import Path
 
-from labutils import catalogue, doctor, execute, grading, models, smoke
+from labutils import doctor, models, smoke
+from peft_grader import catalogue, execute, grading, nbcourse, release, report
 
 
 def _step(title: str) -> float:
@@ -34,7 +35,7 @@ def main(out_dir: Path = Path("out/demo")) -> int:
     if smoke.main() != 0:
         return 1
 
-    labs = grading.labs()
+    labs = nbcourse.labs()
     _step(f"4/6 every lab's reference solution, run as a learner runs it ({len(labs)} labs)")
     runs = execute.run_labs(labs, out_dir / "labs")
     print(execute.table(runs))
@@ -42,9 +43,9 @@ def main(out_dir: Path = Path("out/demo")) -> int:
         return 1
 
     _step("5/6 learner release (nbgrader generate_assignment)")
-    released = grading.release(out_dir / "release")
+    released = release.release(out_dir / "release")
     for path in released:
-        same = filecmp.cmp(path, grading.NOTEBOOKS / path.name, shallow=False)
+        same = filecmp.cmp(path, nbcourse.NOTEBOOKS / path.name, shallow=False)
         print(f"{path.name}: {'matches' if same else 'DIFFERS FROM'} the committed notebooks/{path.name}")
 
     _step("6/6 grade a sample class: each lab's reference, one mistake and one correct variant")
@@ -52,7 +53,7 @@ def main(out_dir: Path = Path("out/demo")) -> int:
     print(f"{len(students)} students over {len(labs)} labs; each submission runs its whole lab in a sandbox")
     results = grading.grade(out_dir / "class", out_dir / "grading")
     submitted = [r for r in results if r.reason != "missing submission"]  # a sample student does one lab
-    print(grading.summary_table(submitted))
+    print(report.summary_table(submitted))
     problems = catalogue.unexpected(results, students)
     print(
         f"\nfeedback HTML: {out_dir / 'grading' / 'feedback'}\ngrades CSV:    {out_dir / 'grading' / 'grades.csv'}"

@@ -25,9 +25,9 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labutils.catalogue import submission, tomllib  # tomllib, or tomli on Python 3.10
 from labutils.errors import CourseError
-from labutils.grading import GRADER, NOTEBOOKS, SOURCE
+from peft_grader.catalogue import submission, tomllib  # tomllib, or tomli on Python 3.10
+from peft_grader.nbcourse import GRADER, NOTEBOOKS, SOURCE
 
 ADVERSARIAL = GRADER / "adversarial"
 THREATS = {
@@ -330,8 +330,8 @@ PROBE = "adv-probe-*"  # the name of every file the filesystem entries try to wr
 
 def escaped_probes(course: Path) -> list[Path]:
     """Probe files the filesystem entries left outside their own folders (empty when the sandbox held)."""
-    from labutils.grading import REPO
     from labutils.models import cache_dir
+    from peft_grader.nbcourse import REPO
 
     found = [p for folder in ("grader", "notebooks", "src") for p in (REPO / folder).rglob(PROBE)]
     for folder in (cache_dir(), Path("/tmp"), Path("/dev/shm"), Path.home(), course, course / "release"):

@@ -1,9 +1,9 @@
 """Inside a grading kernel: after every cell, undo what it did to the grading environment.
 
-The static review (`labutils.tamper`) comments out what can only be tampering; this is the layer that
+The static review (`peft_grader.tamper`) comments out what can only be tampering; this is the layer that
 makes tampering useless when the review could not see it (a name built from strings, an alias, a
 file written and imported). Installed by an IPython startup file that the sandbox launcher writes
-(`labutils.sandbox`), so it runs before the first learner cell. Standard library only.
+(`peft_grader.sandbox`), so it runs before the first learner cell. Standard library only.
 
 After every cell (IPython's post_run_cell event), before the next one can run:
 - the `checks` package is dropped from `sys.modules`, so each hidden test cell imports it afresh from
@@ -40,6 +40,7 @@ LIBRARIES = (
     "safetensors",
     "accelerate",
     "labutils",
+    "peft_grader",
     "json",
     "struct",
     "pathlib",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labutils.errors import CourseError
-from labutils.grading import GRADER, NOTEBOOKS, SOURCE
+from peft_grader.nbcourse import GRADER, NOTEBOOKS, SOURCE
 
 if sys.version_info >= (3, 11):
     import tomllib

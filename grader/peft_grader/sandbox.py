@@ -8,7 +8,7 @@ kernel still gets limits and, as root, `unshare -n`; `capabilities()` says what 
 
 The standard library only: `launch()` runs once per graded kernel, so its start-up time is paid per
 submission. The nbgrader side (what happens when a kernel dies or a notebook runs out of time) is
-`labutils.sandbox_execute`.
+`peft_grader.sandbox_execute`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 from pathlib import Path
@@ -25,8 +24,8 @@ DEFAULT_MEMORY_MB = 8192  # address space per kernel: torch + a 4-bit model need
 DEFAULT_FILE_MB = 512  # largest file a kernel may write
 INTERRUPT_GRACE_S = 10  # how long an interrupted kernel has to answer before it is restarted
 GUARD_STARTUP = """\
-# Written by labutils.sandbox for a grading kernel: guard the grading environment (labutils.kernel_guard).
-import labutils.kernel_guard as _kernel_guard
+# Written by peft_grader.sandbox for a grading kernel: guard the grading environment (peft_grader.kernel_guard).
+import peft_grader.kernel_guard as _kernel_guard
 
 _kernel_guard.install()
 del _kernel_guard
@@ -61,7 +60,7 @@ def write_kernelspec(
     """A `python3` kernelspec (found first through JUPYTER_PATH) that starts the kernel via launch()."""
     spec_dir = jupyter_dir / "kernels" / "python3"
     spec_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "labutils.sandbox", "--memory-mb", str(memory_mb)]
+    argv = [sys.executable, "-m", "peft_grader.sandbox", "--memory-mb", str(memory_mb)]
     argv += [a for p in writable for a in ("--writable", str(p))]
     argv += [a for p in hidden for a in ("--hide", str(p))]
     argv += [a for p in readable for a in ("--readable", str(p))]
@@ -78,17 +77,21 @@ def write_kernelspec(
 
 
 def _limit(kind: int, value: int) -> None:
+    import resource  # Unix only: imported where it is used, so importing this module works everywhere
+
     soft, hard = resource.getrlimit(kind)
     value = value if hard == resource.RLIM_INFINITY else min(value, hard)
     try:
         resource.setrlimit(kind, (value, value))
     except (OSError, ValueError):  # e.g. macOS refuses RLIMIT_AS: run without that limit
-        print(f"labutils.sandbox: could not set resource limit {kind}", file=sys.stderr)
+        print(f"peft_grader.sandbox: could not set resource limit {kind}", file=sys.stderr)
 
 
 def launch(argv: list[str] | None = None) -> None:
     """Exec the kernel command under limits and, where available, bubblewrap."""
-    parser = argparse.ArgumentParser(prog="labutils.sandbox")
+    import resource
+
+    parser = argparse.ArgumentParser(prog="peft_grader.sandbox")
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB)
     parser.add_argument("--file-mb", type=int, default=DEFAULT_FILE_MB)
     parser.add_argument("--writable", action="append", default=[])
@@ -119,7 +122,7 @@ def launch(argv: list[str] | None = None) -> None:
     ):
         (private / sub).mkdir(exist_ok=True)
         os.environ[var] = str(private / sub)
-    # The kernel guard (labutils.kernel_guard) starts before the first cell, from IPython's startup folder.
+    # The kernel guard (peft_grader.kernel_guard) starts before the first cell, from IPython's startup folder.
     startup = private / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True, exist_ok=True)
     (startup / "00-grading-guard.py").write_text(GUARD_STARTUP)

@@ -1,0 +1,78 @@
+"""The instructor's commands (`labutils release`, `grade`, `check`), which `labutils.cli` delegates to."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from peft_grader.grading import grade, self_check
+from peft_grader.nbcourse import NOTEBOOKS, REPO
+from peft_grader.release import release
+from peft_grader.report import summary_table
+
+
+def release_cmd(args: argparse.Namespace) -> int:
+    from labutils.course import point_links, repository, set_repository
+
+    if args.repository:
+        set_repository(args.repository)
+        print(f"repository setting (pyproject.toml [tool.peft-course]): {args.repository}")
+    for path in release(Path(args.out), args.labs or None):
+        print(f"released {path}")
+    workshop = REPO / "WORKSHOP.md"
+    if workshop.exists():
+        workshop.write_text(point_links(workshop.read_text(), repository()))
+        print(f"links in {workshop} point at {repository()}")
+    return 0
+
+
+def grade_cmd(args: argparse.Namespace) -> int:
+    results = grade(
+        Path(args.submissions),
+        Path(args.out),
+        args.labs or None,
+        timeout=args.timeout,
+        workers=args.workers,
+        budget=args.budget,
+        force=args.force,
+        sandbox=not args.no_sandbox,
+    )
+    print(summary_table(results))
+    print(f"\nfeedback: {Path(args.out) / 'feedback'}\ngrades:   {Path(args.out) / 'grades.csv'}")
+    return 0
+
+
+def check_cmd(args: argparse.Namespace) -> int:
+    return self_check(Path(args.notebook), timeout=args.timeout)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("release", help="regenerate the learner notebooks from grader/source with nbgrader")
+    p.add_argument("labs", nargs="*", help="labs to release (default: all)")
+    p.add_argument("--out", default=str(NOTEBOOKS), help="where to write the release (default: notebooks/)")
+    p.add_argument(
+        "--repository",
+        metavar="OWNER/NAME",
+        help="the GitHub repository the Colab badges and set-up cells point at (saved in pyproject.toml)",
+    )
+    p.set_defaults(func=release_cmd)
+
+    p = sub.add_parser("grade", help="autograde a class: a folder of <student>/<lab>.ipynb, or a zip")
+    p.add_argument("submissions")
+    p.add_argument("--out", default="grading", help="course folder for gradebook, feedback, grades.csv")
+    p.add_argument("--labs", nargs="*", help="labs to grade (default: every lab submitted)")
+    p.add_argument(
+        "--timeout", type=int, help="per-cell timeout in seconds (default: grader/nbgrader_config.py)"
+    )
+    p.add_argument("--workers", type=int, help="submissions graded at once (default: the machine's cores)")
+    p.add_argument("--budget", type=float, default=900, help="wall-clock seconds per notebook (default: 900)")
+    p.add_argument("--force", action="store_true", help="regrade submissions already graded and unchanged")
+    p.add_argument(
+        "--no-sandbox", action="store_true", help="run kernels without bubblewrap/unshare (trusted work only)"
+    )
+    p.set_defaults(func=grade_cmd)
+
+    p = sub.add_parser("check", help="self-check a lab notebook against the hidden checks")
+    p.add_argument("notebook")
+    p.add_argument("--timeout", type=int)
+    p.set_defaults(func=check_cmd)

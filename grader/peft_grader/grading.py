@@ -1,0 +1,154 @@
+"""Grading a class (`labutils grade`) and a learner's self-check (`labutils check`).
+
+Each submission runs in its own scratch course and sandboxed kernel (`workers` at a time); the results go
+into one class gradebook, then nbgrader writes the feedback and the grades CSV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from labutils.errors import CourseError
+from labutils.profiles import current_profile
+from peft_grader.intake import collect, digest, foreign, lab_of, read_notebook
+from peft_grader.nbcourse import labs, make_course, nbgrader
+from peft_grader.pipeline import Job, compile_checks, grade_one
+from peft_grader.scores import LabResult, ensure_students, lab_points, load_result, merge, write_atomically
+
+
+def grade(
+    submissions: Path,
+    out_dir: Path,
+    only: list[str] | None = None,
+    timeout: int | None = None,
+    quiet: bool = False,
+    workers: int | None = None,
+    budget: float = 900,
+    force: bool = False,
+    sandbox: bool = True,
+) -> list[LabResult]:
+    """Autograde every <student>/<lab>.ipynb; each student ends with a score or a stated reason.
+
+    Each submission runs in its own scratch course and sandboxed kernel (`workers` at a time), its
+    result is saved as soon as it is known, and a re-run skips unchanged submissions already graded
+    (resumable and idempotent; `force` regrades). Scores then go into one class gradebook.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from peft_grader import sandbox as sandboxing
+
+    out_dir = Path(out_dir).resolve()
+    course = make_course(out_dir, timeout=timeout)
+    folder = collect(Path(submissions), out_dir)
+    students = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    if not students:
+        raise CourseError(f"no student folders in {folder}. Fix: lay it out as <student>/<lab>.ipynb.")
+    submitted_labs = {p.stem for s in students for p in (folder / s).glob("*.ipynb")}
+    todo = [lab for lab in (only or labs()) if lab in submitted_labs]
+    if not todo:
+        raise CourseError(
+            f"no submission in {folder} matches a course lab. "
+            f"Fix: name each notebook after its lab, e.g. 04_qlora.ipynb (labs: {', '.join(labs())})."
+        )
+    if sandbox and not quiet:
+        for warning in sandboxing.capabilities()["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+    if current_profile() == "tiny":
+        from labutils.models import build_all
+
+        build_all(quiet=quiet)  # before any kernel runs: sandboxed kernels cannot write the model cache
+
+    compiled = Path(tempfile.mkdtemp(prefix="peft-checks-")) if sandbox else None
+    if compiled:
+        compile_checks(compiled)
+    n_workers = workers or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    points, jobs, done = {}, [], {}
+    for lab in todo:  # every lab's assignment first, so one pool of workers grades the whole class
+        nbgrader(course, "generate_assignment", lab, "--force")
+        points[lab] = lab_points(course, lab)
+        template = out_dir / ".work" / f"{lab}.gradebook.db"
+        template.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(course / "gradebook.db", template)
+        for student in students:
+            src = folder / student / f"{lab}.ipynb"
+            saved = out_dir / "results" / lab / f"{student}.json"
+            result = LabResult(student, lab, max_score=points[lab][0], manual_points=points[lab][1])
+            if not src.exists():
+                result.reason = "missing submission"
+            elif problem := read_notebook(src) or foreign(src, lab):
+                result.reason = problem
+            elif not force and saved.exists() and json.loads(saved.read_text()).get("digest") == digest(src):
+                result = load_result(saved)  # graded before, unchanged since: resume
+            else:
+                jobs.append(
+                    Job(lab, student, src, out_dir, template, timeout, budget, sandbox, threads, compiled)
+                )
+                continue
+            done[lab, student] = result
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        futures = {pool.submit(grade_one, job): job for job in jobs}
+        for future in as_completed(futures):  # merged and saved as each finishes (a worker never idles)
+            job, result = futures[future], future.result()
+            result.max_score, result.manual_points = points[job.lab]
+            result.digest = digest(job.src)
+            if not quiet:
+                print(
+                    f"graded {job.lab} for {job.student}: {result.score:g}/{result.max_score:g} {result.reason}",
+                    flush=True,
+                )
+            merge(course, result, out_dir / ".work" / job.lab / job.student)
+            write_atomically(
+                out_dir / "results" / job.lab / f"{job.student}.json", json.dumps(asdict(result), indent=1)
+            )
+            shutil.rmtree(out_dir / ".work" / job.lab / job.student, ignore_errors=True)
+            done[job.lab, job.student] = result
+    if compiled:
+        shutil.rmtree(compiled, ignore_errors=True)
+    ensure_students(course, students)  # so the grades CSV lists those with nothing to grade too
+    results = [done[lab, s] for lab in todo for s in students]
+    for lab in todo:
+        nbgrader(course, "generate_feedback", lab, "--force", check=False)
+    nbgrader(course, "export", "--to", str(out_dir / "grades.csv"), check=False)
+    write_atomically(out_dir / "summary.json", json.dumps([asdict(r) for r in results], indent=2))
+    return results
+
+
+def self_check(notebook: Path, timeout: int | None = None) -> int:
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise CourseError(f"{notebook} does not exist. Fix: give the path of your saved lab notebook.")
+    if problem := read_notebook(notebook):
+        raise CourseError(
+            f"{notebook}: {problem}. Fix: save it from JupyterLab again, or start over from notebooks/."
+        )
+    lab = lab_of(notebook)
+    with tempfile.TemporaryDirectory(prefix="peft-check-") as tmp:
+        sub = Path(tmp) / "submissions" / "you"
+        sub.mkdir(parents=True)
+        shutil.copyfile(notebook, sub / f"{lab}.ipynb")
+        print(
+            f"Running {notebook.name} with the hidden checks of {lab} (this executes the whole notebook) ..."
+        )
+        [result] = grade(
+            Path(tmp) / "submissions", Path(tmp) / "course", only=[lab], timeout=timeout, quiet=True
+        )
+    if result.reason:
+        print(f"could not grade: {result.reason}")
+        return 1
+    for c in result.checks:
+        mark = "PASS" if c.score >= c.max_score else "FAIL"
+        print(
+            f"{mark}  {c.name:<24} {c.score:g}/{c.max_score:g}"
+            + (f"\n      {c.message}" if c.message else "")
+        )
+    print(f"score: {result.score:g}/{result.max_score:g}")
+    if result.manual_points:
+        print(f"plus {result.manual_points:g} points for written answers, graded by your instructor")
+    return 0 if result.score >= result.max_score else 1

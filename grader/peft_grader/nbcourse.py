@@ -1,0 +1,128 @@
+"""The nbgrader course: where its files are, a course folder that loads grader/nbgrader_config.py,
+and nbgrader run as a child process with a wall budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from labutils.errors import CourseError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+GRADER = REPO / "grader"
+
+
+SOURCE = GRADER / "source"
+
+
+NOTEBOOKS = REPO / "notebooks"
+
+
+def labs() -> list[str]:
+    """The labs that have a master notebook, in course order."""
+    return sorted(p.parent.name for p in SOURCE.glob("*/*.ipynb") if p.stem == p.parent.name)
+
+
+def grading_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # nbgrader shells out to alembic when it creates a gradebook: the interpreter's bin must be on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def make_course(
+    course_dir: Path, timeout: int | None = None, sandbox: bool = False, budget: float = 0
+) -> Path:
+    """An nbgrader course folder that loads the repo's config and keeps everything it writes inside."""
+    course_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "c = get_config()  # noqa: F821",
+        f"load_subconfig({str(GRADER / 'nbgrader_config.py')!r})  # noqa: F821",
+        f"c.CourseDirectory.root = {str(course_dir.resolve())!r}",
+        f"c.CourseDirectory.source_directory = {str(SOURCE)!r}",
+        # nbgrader's exchange (assignment release/collect inside JupyterHub) is not used; a folder of its
+        # own keeps formgrader from warning that /usr/local/share/nbgrader/exchange does not exist.
+        f"c.Exchange.root = {str((course_dir / 'exchange').resolve())!r}",
+    ]
+    (course_dir / "exchange").mkdir(exist_ok=True)
+    if timeout:
+        lines += [f"c.Execute.timeout = {int(timeout)}", f"c.ExecutePreprocessor.timeout = {int(timeout)}"]
+    if sandbox:
+        lines += [
+            "from nbgrader.converters.autograde import Autograde",
+            "from nbgrader.preprocessors import Execute",
+            "from peft_grader.sandbox_execute import SandboxExecute",
+            "c.Autograde.autograde_preprocessors = [",
+            "    SandboxExecute if p is Execute else p",
+            "    for p in Autograde.class_traits()['autograde_preprocessors'].default()]",
+            "# The kernel lives in its own network namespace: talk to it over unix sockets, not TCP.",
+            "c.KernelManager.transport = 'ipc'",
+            f"c.SandboxExecute.budget = {float(budget)}",
+        ]
+    (course_dir / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
+    return course_dir
+
+
+def nbgrader(
+    course_dir: Path, *args: str, check: bool = True, env: dict | None = None, budget: float | None = None
+) -> subprocess.CompletedProcess:
+    """Run nbgrader in course_dir; past `budget` seconds its whole process tree is killed (returncode -9)."""
+    import importlib.util
+
+    if importlib.util.find_spec("nbgrader") is None:
+        raise CourseError("nbgrader is not installed. Fix: `make setup`, or pip install -e '.[grader]'.")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course_dir,
+        env=env or grading_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=budget)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, -9, out, "")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    if check and done.returncode != 0:
+        tail = "\n".join(out.strip().splitlines()[-15:])
+        raise CourseError(f"`nbgrader {' '.join(args)}` failed in {course_dir}:\n{tail}")
+    return done
+
+
+@functools.cache
+def master_notebook(lab: str):
+    """The lab's master notebook, read once per process (callers only read it)."""
+    return nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+
+
+def gradebook(course: Path):
+    from nbgrader.api import Gradebook
+
+    return Gradebook(f"sqlite:///{course / 'gradebook.db'}")
+
+
+def restored_ids(lab: str) -> set[str]:
+    """grade_ids of the master's locked cells: nbgrader restores them, so learners cannot change them."""
+    master = master_notebook(lab)
+    return {
+        c.metadata["nbgrader"]["grade_id"]
+        for c in master.cells
+        if c.metadata.get("nbgrader", {}).get("locked")
+    }

@@ -1,0 +1,70 @@
+"""The outside verification: the lab's on-disk and evidence checks run again in a fresh process that the
+learner's kernel cannot reach (`checks.outside`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from peft_grader.nbcourse import GRADER, grading_env
+
+OUTSIDE_TIMEOUT_S = 300
+
+
+@functools.cache
+def outside_checks(lab: str) -> frozenset[str]:
+    """The grade ids of `lab` that checks.outside decides (checks.ON_DISK and checks.FROM_EVIDENCE), read
+    from grader/checks/__init__.py (standard library only) without importing the checks package into
+    this process or touching sys.path, which the grading threads share."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_course_checks", GRADER / "checks" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return frozenset(module.ON_DISK.get(lab, ({}, {}))[1]) | frozenset(module.FROM_EVIDENCE.get(lab, {}))
+
+
+@functools.cache
+def hardware_json() -> str:
+    """The grading machine's hardware for the outside checks (checks.judges.HARDWARE_VAR), detected once."""
+    from labutils.doctor import detect_hardware
+
+    hw = detect_hardware()
+    return json.dumps({k: hw[k] for k in ("cuda_available", "bf16_supported", "device_name")})
+
+
+def outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
+    """Re-run the lab's on-disk checks in a fresh process: what the learner's kernel cannot tamper with.
+
+    Fails closed: if the process crashes or times out, every outside check of the lab gets a failure
+    ("could not be verified"), never a pass."""
+    expected = outside_checks(lab)
+    if not expected:
+        return {}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "checks.outside", lab, str(folder)],
+            env=grading_env() | {"PYTHONPATH": str(GRADER), "PEFT_COURSE_HARDWARE": hardware_json()},
+            capture_output=True,
+            text=True,
+            timeout=OUTSIDE_TIMEOUT_S,
+        )
+        found = (
+            json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout else None
+        )
+        why = (
+            "" if found is not None else (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        )
+    except subprocess.TimeoutExpired:
+        found, why = None, f"timed out after {OUTSIDE_TIMEOUT_S} s"
+    except (json.JSONDecodeError, IndexError) as err:
+        found, why = None, f"unreadable answer ({err})"
+    unverified = (
+        f"could not be verified outside the notebook ({why[:200]}). Fix: grade this submission again; "
+        "if it persists, the instructor should look at grading/logs."
+    )
+    return {grade_id: (found or {}).get(grade_id, unverified) for grade_id in expected}
