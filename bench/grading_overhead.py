@@ -43,7 +43,7 @@ def main() -> None:
             shutil.rmtree(root / "subs" / extra)
         names = sorted(p.name for p in (root / "subs").iterdir())
 
-        plain = nbcourse.make_course(root / "plain")
+        plain = nbcourse.make_course(root / "plain", settings={"SandboxExecute.isolate": False})
         nbcourse.nbgrader(plain, "generate_assignment", args.lab, "--force")
         for name in names:
             target = plain / "submitted" / name / args.lab

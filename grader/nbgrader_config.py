@@ -22,6 +22,26 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Deleted test cells are put back (and score) rather than silently scoring nothing.
 c.OverwriteCells.add_missing_cells = True
 
+# Our steps in nbgrader's own autograde pipeline (peft_grader.preprocessors), so `nbgrader autograde` run by
+# hand applies them as `labutils grade` does: the master's cell order repaired and tampering removed before
+# nbgrader restores the locked cells, then every kernel started in the grading sandbox with a wall budget.
+from nbgrader.converters.autograde import Autograde  # noqa: E402
+from nbgrader.preprocessors import Execute  # noqa: E402
+
+from peft_grader.preprocessors import RepairOrder, ReviewTampering  # noqa: E402
+from peft_grader.sandbox_execute import SandboxExecute  # noqa: E402
+
+_defaults = Autograde.class_traits()
+c.Autograde.sanitize_preprocessors = [
+    RepairOrder,
+    ReviewTampering,
+    *_defaults["sanitize_preprocessors"].default(),
+]
+c.Autograde.autograde_preprocessors = [
+    SandboxExecute if p is Execute else p for p in _defaults["autograde_preprocessors"].default()
+]
+c.SandboxExecute.budget = 900  # wall seconds per notebook (`labutils grade --budget` sets its own)
+
 # Feedback shows each check's verdict (name, points, message), never the hidden tests, a traceback into
 # grader/checks or the grading machine's paths (peft_grader.feedback).
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402

@@ -14,6 +14,14 @@ from peft_grader.report import summary_table
 def release_cmd(args: argparse.Namespace) -> int:
     from labutils.course import point_links, repository, set_repository
 
+    if args.bundle:  # the class repository's own setting; the course's stays as it is
+        from peft_grader.bundle import bundle
+
+        folder = bundle(Path(args.bundle), args.repository)
+        print(
+            f"learner bundle in {folder}: publish it as the class repository ({args.repository or repository()})"
+        )
+        return 0
     if args.repository:
         set_repository(args.repository)
         print(f"repository setting (pyproject.toml [tool.peft-course]): {args.repository}")
@@ -53,7 +61,13 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--repository",
         metavar="OWNER/NAME",
-        help="the GitHub repository the Colab badges and set-up cells point at (saved in pyproject.toml)",
+        help="the GitHub repository the Colab badges and set-up cells point at (saved in pyproject.toml; "
+        "with --bundle, the class repository, saved in the bundle only)",
+    )
+    p.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="write a course for learners into DIR: notebooks, labutils, data; no solutions, no hidden checks",
     )
     p.set_defaults(func=release_cmd)
 

@@ -18,7 +18,8 @@ from labutils.errors import CourseError
 from labutils.profiles import current_profile
 from peft_grader.intake import collect, digest, foreign, lab_of, read_notebook
 from peft_grader.nbcourse import labs, make_course, nbgrader
-from peft_grader.pipeline import Job, compile_checks, grade_one
+from peft_grader.pipeline import Job, grade_one
+from peft_grader.sandbox_execute import compile_checks
 from peft_grader.scores import LabResult, ensure_students, lab_points, load_result, merge, write_atomically
 
 

@@ -40,10 +40,11 @@ def grading_env() -> dict[str, str]:
     return env
 
 
-def make_course(
-    course_dir: Path, timeout: int | None = None, sandbox: bool = False, budget: float = 0
-) -> Path:
-    """An nbgrader course folder that loads the repo's config and keeps everything it writes inside."""
+def make_course(course_dir: Path, timeout: int | None = None, settings: dict | None = None) -> Path:
+    """An nbgrader course folder that loads the repo's config and keeps everything it writes inside.
+
+    `settings` are more config values, e.g. {"SandboxExecute.budget": 900}: the grader's own
+    preprocessors are already registered by grader/nbgrader_config.py."""
     course_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         "c = get_config()  # noqa: F821",
@@ -57,18 +58,7 @@ def make_course(
     (course_dir / "exchange").mkdir(exist_ok=True)
     if timeout:
         lines += [f"c.Execute.timeout = {int(timeout)}", f"c.ExecutePreprocessor.timeout = {int(timeout)}"]
-    if sandbox:
-        lines += [
-            "from nbgrader.converters.autograde import Autograde",
-            "from nbgrader.preprocessors import Execute",
-            "from peft_grader.sandbox_execute import SandboxExecute",
-            "c.Autograde.autograde_preprocessors = [",
-            "    SandboxExecute if p is Execute else p",
-            "    for p in Autograde.class_traits()['autograde_preprocessors'].default()]",
-            "# The kernel lives in its own network namespace: talk to it over unix sockets, not TCP.",
-            "c.KernelManager.transport = 'ipc'",
-            f"c.SandboxExecute.budget = {float(budget)}",
-        ]
+    lines += [f"c.{name} = {value!r}" for name, value in (settings or {}).items()]
     (course_dir / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
     return course_dir
 
@@ -116,13 +106,3 @@ def gradebook(course: Path):
     from nbgrader.api import Gradebook
 
     return Gradebook(f"sqlite:///{course / 'gradebook.db'}")
-
-
-def restored_ids(lab: str) -> set[str]:
-    """grade_ids of the master's locked cells: nbgrader restores them, so learners cannot change them."""
-    master = master_notebook(lab)
-    return {
-        c.metadata["nbgrader"]["grade_id"]
-        for c in master.cells
-        if c.metadata.get("nbgrader", {}).get("locked")
-    }

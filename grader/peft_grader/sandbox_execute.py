@@ -1,18 +1,60 @@
-"""The nbgrader side of the grading sandbox (`peft_grader.sandbox` starts the kernels): cells that kill
-their kernel or ignore interrupts cost that cell only, and a wall budget bounds the whole notebook."""
+"""The nbgrader side of the grading sandbox: nbgrader's Execute, with each kernel started in the sandbox
+(`peft_grader.sandbox`), cells that kill their kernel or ignore interrupts costing that cell only, and a
+wall budget for the whole notebook.
+
+grader/nbgrader_config.py puts it in place of Execute, so a plain `nbgrader autograde` in any course folder
+that loads that config runs kernels in the sandbox too; `labutils grade` only sets its folders and budget.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import nbformat
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import run_sync
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
-from traitlets import Float
+from traitlets import Bool, Float, Int, List, Unicode
 
-from peft_grader.sandbox import INTERRUPT_GRACE_S
+from peft_grader.nbcourse import GRADER, SOURCE
+from peft_grader.sandbox import DEFAULT_MEMORY_MB, INTERRUPT_GRACE_S, write_kernelspec
+
+
+def compile_checks(folder: Path) -> Path:
+    """grader/checks as a package of .pyc files without their source, under folder/checks.
+
+    Sandboxed kernels import the checks from here and cannot see grader/checks, so no cell can print
+    the checks' source into its output (and so into the feedback), and no traceback can quote it.
+    """
+    import py_compile
+
+    target = Path(folder) / "checks"
+    target.mkdir(parents=True)
+    for source in sorted((GRADER / "checks").glob("*.py")):
+        py_compile.compile(str(source), cfile=str(target / f"{source.stem}.pyc"), doraise=True)
+    return Path(folder)
+
+
+@contextlib.contextmanager
+def _prepended(**paths: str):
+    """Environment variables with a folder put first, for the kernel this process starts; restored after."""
+    saved = {name: os.environ.get(name) for name in paths}
+    for name, first in paths.items():
+        os.environ[name] = os.pathsep.join(p for p in (first, saved[name]) if p)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class SandboxExecute(Execute):
@@ -29,10 +71,56 @@ class SandboxExecute(Execute):
     budget = Float(
         0, help="Wall-clock seconds for the whole notebook; later cells are not run (0: none)."
     ).tag(config=True)
+    isolate = Bool(
+        True, help="Start the kernel in the grading sandbox: limits, no network, the grader's folders hidden."
+    ).tag(config=True)
+    hidden = List(
+        Unicode(),
+        help="Folders the kernel cannot see (default: the course's submitted, autograded and feedback folders, "
+        "the masters, the checks and the catalogues).",
+    ).tag(config=True)
+    readable = List(Unicode(), help="Folders inside a hidden one that the kernel may still read.").tag(
+        config=True
+    )
+    checks = Unicode(
+        "", help="A folder holding the checks package as bytecode (compile_checks); default: compiled now."
+    ).tag(config=True)
+    memory_mb = Int(DEFAULT_MEMORY_MB, help="Address space of the kernel, in MiB.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._started = time.monotonic()
-        return super().preprocess(nb, resources, km)
+        if not self.isolate:
+            return super().preprocess(nb, resources, km)
+        # a short folder: with the ipc transport the kernel's sockets live here (unix sockets allow ~100 chars)
+        with tempfile.TemporaryDirectory(prefix="peft-sandbox-") as tmp:
+            self._sockets = Path(tmp) / "k"
+            checks = self.checks or str(compile_checks(Path(tmp) / "compiled"))
+            write_kernelspec(
+                Path(tmp) / "jupyter",
+                writable=[],
+                hidden=[Path(p) for p in self.hidden or self._default_hidden()],
+                readable=[Path(p) for p in self.readable],
+                memory_mb=self.memory_mb,
+            )
+            with _prepended(JUPYTER_PATH=str(Path(tmp) / "jupyter"), PYTHONPATH=checks):
+                return super().preprocess(nb, resources, km)
+
+    def _default_hidden(self) -> list[str]:
+        coursedir = CourseDirectory(config=self.config)
+        root = Path(coursedir.root)
+        course = [
+            root / coursedir.submitted_directory,
+            root / coursedir.autograded_directory,
+            root / "feedback",
+        ]
+        grader = [SOURCE, GRADER / "checks", GRADER / "mistakes", GRADER / "adversarial"]
+        return [str(p) for p in course + grader if p.exists()]
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        if self.isolate:  # the kernel has a network namespace of its own: unix sockets, not TCP
+            km.transport, km.ip = "ipc", str(self._sockets)
+        return km
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and self.budget and time.monotonic() - self._started > self.budget:

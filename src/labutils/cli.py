@@ -39,6 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
 # Commands of the instructor's house (grader/peft_grader), which labutils never imports unless asked to run
 # one of them: a learner's install without the grader still has `labutils`, and these say what to install.
 GRADER_COMMANDS = {
+    "demo": "models, doctor, smoke run, release, and a graded sample class",
     "release": "regenerate the learner notebooks from grader/source with nbgrader",
     "grade": "autograde a class: a folder of <student>/<lab>.ipynb, or a zip",
     "check": "self-check a lab notebook against the hidden checks",
@@ -78,9 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("smoke", help="the QLoRA pattern end to end on the tiny model, with a summary")
     p.set_defaults(func=_smoke)
 
-    p = sub.add_parser("demo", help="models, doctor, smoke run, release, and a graded sample class")
-    p.set_defaults(func=_demo)
-
     if grader_missing():
         for name, text in GRADER_COMMANDS.items():
             p = sub.add_parser(name, help=f"{text} (needs the grader)")
@@ -89,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         from peft_grader import cli
 
+        sub.add_parser("demo", help=GRADER_COMMANDS["demo"]).set_defaults(func=_demo)
         cli.add_commands(sub)
     return parser
 
