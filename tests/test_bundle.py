@@ -29,7 +29,9 @@ def learner(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     folder = bundle(root / "class", repository=SLUG)
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)  # pip is borrowed too
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True
+    )  # pip is borrowed too
     python = venv / "bin" / "python"
     purelib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
