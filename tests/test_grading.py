@@ -212,3 +212,13 @@ def test_summary_shows_what_was_flagged_for_review_without_costing_points():
     )
     table = report.summary_table([result])
     assert "20/20" in table and "review: flagged for review (ran as written): cell #3 line 1: %run" in table
+
+
+def test_the_outside_checks_read_each_labs_folders_from_its_master(hidden_check):
+    from pathlib import Path
+
+    outside = hidden_check("outside")  # it passes checks.lab_paths(lab) to each on-disk check
+    for lab in outside.ON_DISK:
+        paths = outside.lab_paths(lab)
+        assert paths["ADAPTER_DIR"].parent == paths["OUTPUT_DIR"], lab  # ADAPTER_DIR = OUTPUT_DIR / "adapter"
+    assert outside.lab_paths("05_save_load_merge")["DEPLOY_DIR"] == Path("lab05-output/deploy")

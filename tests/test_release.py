@@ -19,8 +19,18 @@ def test_every_lab_is_released():
     assert [p.stem for p in RELEASED] == nbcourse.labs()
 
 
-@pytest.mark.slow
-def test_committed_release_is_not_stale(tmp_path):
+def test_every_master_has_the_one_colab_setup_cell():
+    from labutils.course import repository
+
+    for lab in nbcourse.labs():
+        nb = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
+        cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == release.SETUP_CELL]
+        assert [c.source for c in cells] == [release.setup_cell(repository())], (
+            f"{lab}'s set-up cell differs from peft_grader.release.COLAB_SETUP: run `make release` and commit"
+        )
+
+
+def test_committed_release_is_not_stale(tmp_path):  # in `make test-fast` too: about 20 s
     fresh = release.release(tmp_path)
     for path in fresh:
         committed = nbcourse.NOTEBOOKS / path.name

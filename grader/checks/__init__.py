@@ -10,6 +10,8 @@ the check again outside the learner's kernel (outside.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # The correction guide's five common mistakes (shared/seed), numbered as the guide numbers them.
 GUIDE_MISTAKES = {
     1: "Wrong target_modules for model architecture",
@@ -47,43 +49,71 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
     return value
 
 
-# What each lab leaves on disk, re-checked outside the kernel (checks/outside.py): the paths its locked
-# set-up cell defines, and per test cell the on-disk check ("module.function" of this package). Most use
-# the standard library only; deploy_verify (lab 05) and capstone.validation_improved (lab 07) load torch
-# to merge or evaluate the saved adapter themselves.
+# What each lab leaves on disk, re-checked outside the kernel (checks/outside.py): per test cell the on-disk
+# check ("module.function" of this package), given the paths the lab's locked set-up cell defines
+# (lab_paths: read from the master, so the folders are written once). Most use the standard library only;
+# deploy_verify (lab 05) and capstone.validation_improved (lab 07) load torch to merge or evaluate the
+# saved adapter themselves.
 ON_DISK = {
-    "04_qlora": (
-        {"OUTPUT_DIR": "qlora-output", "ADAPTER_DIR": "qlora-output/adapter"},
-        {
-            "test_adapter_only": "adapter_files.adapter_only_saved",
-            "test_adapter_trained": "adapter_files.adapter_trained",
-        },
-    ),
-    "05_save_load_merge": (
-        {
-            "OUTPUT_DIR": "lab05-output",
-            "ADAPTER_DIR": "lab05-output/adapter",
-            "DEPLOY_DIR": "lab05-output/deploy",
-        },
-        {
-            "test_adapter_only": "deploy_files.adapter_only_saved",
-            "test_deploy_copy": "deploy_files.deploy_copy_saved",
-            "test_merged_outputs": "deploy_verify.deploy_matches_adapter",
-        },
-    ),
-    "06_task_heads": (
-        {"OUTPUT_DIR": "heads-output", "ADAPTER_DIR": "heads-output/adapter"},
-        {"test_head_saved": "head_files.head_saved"},
-    ),
-    "07_capstone": (
-        {"OUTPUT_DIR": "capstone-output", "ADAPTER_DIR": "capstone-output/adapter"},
-        {
-            "test_adapter_only": "adapter_files.adapter_only_saved",
-            "test_adapter_trained": "adapter_files.adapter_trained",
-            "test_val_improved": "capstone.validation_improved",
-        },
-    ),
+    "04_qlora": {
+        "test_adapter_only": "adapter_files.adapter_only_saved",
+        "test_adapter_trained": "adapter_files.adapter_trained",
+    },
+    "05_save_load_merge": {
+        "test_adapter_only": "deploy_files.adapter_only_saved",
+        "test_deploy_copy": "deploy_files.deploy_copy_saved",
+        "test_merged_outputs": "deploy_verify.deploy_matches_adapter",
+    },
+    "06_task_heads": {"test_head_saved": "head_files.head_saved"},
+    "07_capstone": {
+        "test_adapter_only": "adapter_files.adapter_only_saved",
+        "test_adapter_trained": "adapter_files.adapter_trained",
+        "test_val_improved": "capstone.validation_improved",
+    },
 }
+MASTERS = Path(__file__).resolve().parents[1] / "source"
+
+
+def lab_paths(lab: str) -> dict[str, Path]:
+    """The folders a lab's locked cells define in its master (`OUTPUT_DIR = Path("x")`, `ADAPTER_DIR =
+    OUTPUT_DIR / "adapter"`), relative to the notebook's folder: NAME_DIR -> path."""
+    import ast
+    import json
+
+    def value(node, known):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return Path(node.value)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Path" and len(node.args) == 1:
+            return value(node.args[0], known)
+        if isinstance(node, ast.Name) and node.id in known:
+            return known[node.id]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            left, right = value(node.left, known), value(node.right, known)
+            return left / right if left is not None and right is not None else None
+        return None
+
+    cells = json.loads((MASTERS / lab / f"{lab}.ipynb").read_text())["cells"]
+    known: dict[str, Path] = {}
+    for cell in cells:
+        if cell["cell_type"] != "code" or not cell.get("metadata", {}).get("nbgrader", {}).get("locked"):
+            continue
+        source = "".join(cell["source"])
+        # shell and magic lines (the Colab set-up cell's `!pip`) are not Python: read them as `pass`
+        lines = [
+            line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("!", "%")) else line
+            for line in source.splitlines()
+        ]
+        for node in ast.parse("\n".join(lines)).body:
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+            ):
+                name = node.targets[0].id
+                if name.endswith("_DIR") and (path := value(node.value, known)) is not None:
+                    known[name] = path
+    return known
+
 
 # The in-memory checks decided again outside the kernel, from the plain-data record their test cell
 # published (checks.evidence): grade_id -> the record's name, which is also its judge's in checks.judges.

@@ -37,18 +37,30 @@ SIDE_FILES = {
 _PICKLED_TENSOR = ("_rebuild_tensor", "_rebuild_parameter", "numpy.core.multiarray", "numpy._core.multiarray")
 
 
+def _parse_header(data: bytes, name: str) -> tuple[dict[str, dict], int]:
+    """The one reader of the safetensors format: an 8-byte little-endian header length, then a JSON header
+    (tensor name -> {dtype, shape, data_offsets}). Returns the header and where the tensors' bytes start."""
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + size])
+    except (struct.error, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{name} is not a safetensors file") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{name} is not a safetensors file")
+    header.pop("__metadata__", None)
+    return header, 8 + size
+
+
 def safetensors_header(path: Path) -> dict[str, dict]:
     """Tensor names -> {dtype, shape, data_offsets} of a safetensors file (its JSON header only)."""
     with open(path, "rb") as f:
+        head = f.read(8)
         try:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
-        except (struct.error, UnicodeDecodeError, json.JSONDecodeError, MemoryError, OverflowError) as err:
+            (size,) = struct.unpack("<Q", head)
+            head += f.read(size)
+        except (struct.error, MemoryError, OverflowError) as err:
             raise ValueError(f"{Path(path).name} is not a safetensors file") from err
-    if not isinstance(header, dict):
-        raise ValueError(f"{Path(path).name} is not a safetensors file")
-    header.pop("__metadata__", None)
-    return header
+    return _parse_header(head, Path(path).name)[0]
 
 
 def _pickle_has_tensors(data: bytes) -> bool:
@@ -172,16 +184,10 @@ def adapter_tensors_nonzero(adapter_dir: Path) -> dict[str, bool]:
         state = torch.load(legacy, map_location="cpu", weights_only=True)
         return {name: bool(torch.count_nonzero(t)) for name, t in state.items()}
     data = path.read_bytes()
-    try:
-        (size,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + size])
-    except (struct.error, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path.name} is not a safetensors file") from err
-    body = memoryview(data)[8 + size :]
+    header, start = _parse_header(data, path.name)
+    body = memoryview(data)[start:]
     return {
-        name: any(body[info["data_offsets"][0] : info["data_offsets"][1]])
-        for name, info in header.items()
-        if name != "__metadata__"
+        name: any(body[info["data_offsets"][0] : info["data_offsets"][1]]) for name, info in header.items()
     }
 
 

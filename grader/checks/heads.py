@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedModel
 
 from checks import fail, judges, need
 from checks.head_files import (
@@ -22,9 +21,9 @@ from checks.head_files import (
     TRAIN_HEAD,
     head_saved,  # noqa: F401 (the test cell calls it here; outside the kernel it runs from head_files)
 )
-from checks.inspect_model import base_model, is_peft_model, model_record
+from checks.inspect_model import base_model, is_peft_model, model_record, model_types
 
-MODEL_TYPES = (PreTrainedModel, PeftModel)
+MODEL_TYPES = model_types()  # checks.inspect_model: one definition
 MIN_ACCURACY = 0.7  # two balanced classes: chance is 0.5; a trained tiny BERT reaches about 0.9
 MAX_LENGTH = 64  # longer than any validation text, so nothing is truncated
 

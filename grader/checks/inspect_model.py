@@ -10,6 +10,14 @@ def base_model(model):
     return get() if callable(get) else model
 
 
+def model_types() -> tuple:
+    """What a check accepts as the learner's `model`: a transformers model, or a peft wrapper of one."""
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    return (PreTrainedModel, PeftModel)
+
+
 def is_peft_model(model) -> bool:
     from peft import PeftModel
 

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from checks import FROM_EVIDENCE, ON_DISK, PeftMistake, judges
+from checks import FROM_EVIDENCE, ON_DISK, PeftMistake, judges, lab_paths
 from checks.evidence import records
 
 UNVERIFIED = "could not be verified outside the notebook"
@@ -46,10 +46,10 @@ def _function(target: str):
 
 def verdicts(lab: str, folder: Path) -> dict[str, str]:
     found, folder = {}, folder.resolve()
-    paths, on_disk = ON_DISK.get(lab, ({}, {}))
+    on_disk = ON_DISK.get(lab, {})
     if on_disk:
         os.chdir(folder)
-        args = {key: Path(value) for key, value in paths.items()}
+        args = lab_paths(lab)
         for grade_id, target in on_disk.items():
             found[grade_id] = _decide(
                 lambda t=target: _function(t)(args),

@@ -8,16 +8,13 @@ checks.judges decides, in the kernel and again, from the recorded data, outside 
 
 from __future__ import annotations
 
-from peft import PeftModel
-from transformers import PreTrainedModel
-
 from checks import judges, need
 from checks.adapter_files import adapter_only_saved, adapter_trained  # noqa: F401 (test cells call them here)
 from checks.evidence import publish
-from checks.inspect_model import model_record
+from checks.inspect_model import model_record, model_types
 
 # A real transformers model or its PEFT wrapper: a look-alike object cannot stand in for one.
-MODEL_TYPES = (PreTrainedModel, PeftModel)
+MODEL_TYPES = model_types()  # checks.inspect_model: one definition
 
 
 def _model_record(ns: dict, check: str) -> dict:

@@ -5,7 +5,45 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from peft_grader.nbcourse import NOTEBOOKS, labs, make_course, nbgrader
+import nbformat
+
+from peft_grader.nbcourse import NOTEBOOKS, SOURCE, labs, make_course, nbgrader
+
+SETUP_CELL = "colab_setup"  # the grade_id of every lab's first code cell
+# That cell's text, the same in every lab: written into each master by `labutils release` (sync_setup_cells),
+# its clone pointing at the repository setting.
+COLAB_SETUP = """\
+# Set-up. On Colab: install the course (with the library versions it is tested with) and use real hub
+# models on the GPU. Anywhere else this cell does nothing.
+import os
+import sys
+
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/peft-course"):
+        !git clone -q --depth 1 https://github.com/peft-course/peft-course /content/peft-course
+        !pip install -q -e /content/peft-course -c /content/peft-course/src/labutils/constraints.txt
+    sys.path.insert(0, "/content/peft-course/src")
+    os.environ.setdefault("PEFT_COURSE_PROFILE", "hub")"""
+
+
+def setup_cell(slug: str) -> str:
+    from labutils.course import point_links
+
+    return point_links(COLAB_SETUP, slug)
+
+
+def sync_setup_cells(slug: str, only: list[str] | None = None) -> list[str]:
+    """Write the set-up cell into every master whose copy differs; the labs changed."""
+    changed = []
+    for lab in only or labs():
+        path = SOURCE / lab / f"{lab}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        [cell] = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == SETUP_CELL]
+        if cell.source != setup_cell(slug):
+            cell.source = setup_cell(slug)
+            nbformat.write(nb, path)
+            changed.append(lab)
+    return changed
 
 
 def release(
@@ -17,6 +55,7 @@ def release(
     from labutils.course import repository as setting
 
     slug, written = repository or setting(), []
+    sync_setup_cells(setting(), only)  # the masters follow the course's own setting
     with tempfile.TemporaryDirectory(prefix="peft-release-") as tmp:
         course = make_course(Path(tmp))
         for lab in only or labs():

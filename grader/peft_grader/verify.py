@@ -25,7 +25,7 @@ def outside_checks(lab: str) -> frozenset[str]:
     spec = importlib.util.spec_from_file_location("_course_checks", GRADER / "checks" / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return frozenset(module.ON_DISK.get(lab, ({}, {}))[1]) | frozenset(module.FROM_EVIDENCE.get(lab, {}))
+    return frozenset(module.ON_DISK.get(lab, {})) | frozenset(module.FROM_EVIDENCE.get(lab, {}))
 
 
 @functools.cache
