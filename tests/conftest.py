@@ -50,7 +50,7 @@ def hidden_check(monkeypatch):
 
 
 # The class is graded with the instructor's per-cell timeout (grader/nbgrader_config.py), against which
-# tests/test_catalogue.py proves every honest cell's 4x margin, and a wall budget tighter than the default
+# tests/end_to_end/test_catalogue.py proves every honest cell's 4x margin, and a wall budget tighter than the default
 # 900 s so the hostile entries end sooner (the loops wait out one timeout, then finish well inside it).
 CLASS_TIMEOUT = 180
 CLASS_BUDGET = 300

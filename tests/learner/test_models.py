@@ -24,7 +24,7 @@ from labutils import data, models
 from labutils.data import format_instruction, format_prompt
 from labutils.models import CACHE_VAR, RECIPES, cache_dir, ensure_tiny_model, model_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 AUTO_CLASS = {
     "causal_lm": AutoModelForCausalLM,

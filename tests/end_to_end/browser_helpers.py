@@ -1,4 +1,4 @@
-"""Driving JupyterLab in a real browser (Debian chromium through Playwright) for tests/test_browser.py.
+"""Driving JupyterLab in a real browser (Debian chromium through Playwright) for tests/end_to_end/test_browser.py.
 
 A server is started the way a person starts it, through `make lab` or `make grade-ui`, in its own process
 group (killed as a whole at the end), on a free port with a known token and isolated JupyterLab settings
@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

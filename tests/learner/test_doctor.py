@@ -12,7 +12,7 @@ import torch
 
 from labutils import doctor, profiles
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HEALTHY_VERSIONS = {"python": "3.11.7", **{p: "99.0.0" for p in doctor.PACKAGES}}
 CPU = {

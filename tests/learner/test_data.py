@@ -16,7 +16,7 @@ import pytest
 from labutils import data
 from labutils.errors import CourseError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 
 

@@ -2,7 +2,7 @@
 
 What Colab's runtime has and lacks, set up for one kernel per lab:
 - `google.colab` is imported before the first cell (the set-up cells look for it in sys.modules); the
-  set-up cell's `!git clone` / `!pip install` lines are recorded, not run (tests/test_colab.py checks
+  set-up cell's `!git clone` / `!pip install` lines are recorded, not run (tests/learner/test_colab.py checks
   what they install: the course without the `grader` and `dev` extras);
 - `nbgrader` and `jupyterlab`, which that install leaves out, cannot be imported;
 - the profile is not set beforehand: the set-up cell switches to `hub`;
