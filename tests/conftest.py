@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,31 @@ def hidden_check(monkeypatch):
 
     monkeypatch.syspath_prepend(str(nbcourse.GRADER))
     return lambda name: importlib.import_module(f"checks.{name}")
+
+
+def outside_verdicts(lab: str, folder: Path) -> tuple[dict[str, str], bool]:
+    """checks.outside's verdicts on `folder`, decided in a fresh process that has only grader/ on its path,
+    and whether that process imported torch."""
+    from peft_grader import nbcourse
+
+    code = (
+        "import json, sys; from pathlib import Path; from checks import outside; "
+        "v = outside.verdicts(sys.argv[1], Path(sys.argv[2])); print(json.dumps([v, 'torch' in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, lab, str(folder)],
+        env={"PYTHONPATH": str(nbcourse.GRADER), "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found, torch_imported = json.loads(out)
+    return found, torch_imported
+
+
+@pytest.fixture
+def outside():
+    return outside_verdicts
 
 
 # The class is graded with the instructor's per-cell timeout (grader/nbgrader_config.py), against which

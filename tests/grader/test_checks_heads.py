@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-from peft_grader import nbcourse
 
 LORA = "base_model.model.bert.encoder.layer.0.attention.self.query"
 
@@ -80,23 +76,12 @@ def test_missing_or_broken_adapter_fails_with_a_fix(head_files, tmp_path):
     assert "no adapter_config.json" in verdict(head_files.head_saved, full)
 
 
-def test_outside_verdicts_run_without_torch(tmp_path):
+def test_outside_verdicts_run_without_torch(tmp_path, outside):
     """The fresh-process re-check of lab 06 reads the lab's own path constants and imports no torch; the
     checks it judges from the notebook's records fail closed when there is no notebook."""
     write_adapter(tmp_path / "heads-output" / "adapter", lora_names())
-    code = (
-        "import json, sys; from pathlib import Path; from checks import outside; "
-        "print(json.dumps(outside.verdicts('06_task_heads', Path(sys.argv[1])))); "
-        "assert 'torch' not in sys.modules"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        cwd=nbcourse.GRADER,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = json.loads(done.stdout)
+    found, torch_imported = outside("06_task_heads", tmp_path)
+    assert not torch_imported
     assert "Mistake 5" in found["test_head_saved"]
     assert (
         found["test_lora_config"].startswith("could not be verified") and "Fix:" in found["test_lora_config"]

@@ -7,15 +7,10 @@ again, in a fresh process, with the same judge. These tests write the autograded
 from __future__ import annotations
 
 import enum
-import json
-import subprocess
-import sys
 from pathlib import PurePosixPath
 
 import nbformat
 import pytest
-
-from peft_grader import nbcourse
 
 WRAPPED = {
     "peft": True,
@@ -50,18 +45,9 @@ def _record(evidence, check: str, record: dict):
 
 
 def _outside(folder) -> dict[str, str]:
-    code = (
-        "import json, sys; from pathlib import Path; from checks import outside; "
-        "print(json.dumps(outside.verdicts('06_task_heads', Path(sys.argv[1]))))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(folder)],
-        cwd=nbcourse.GRADER,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout)
+    from conftest import outside_verdicts
+
+    return outside_verdicts("06_task_heads", folder)[0]
 
 
 def test_records_are_plain_json(evidence):

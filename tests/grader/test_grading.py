@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from labutils import cli
-from peft_grader import catalogue, grading, nbcourse, report, scores, verify
+from peft_grader import catalogue, grading, report, scores, verify
 
 
 def _bad_input(tmp_path, case):
@@ -108,9 +108,6 @@ def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path):
     """The fresh-process re-check of lab 04's files: a trained adapter passes, a zeroed one and a
     merged save fail with the guide's messages, and the checker never imports torch. (With no notebook
     beside the files, the checks judged from its records fail closed.)"""
-    import json
-    import subprocess
-    import sys
 
     import torch
     from peft import LoraConfig, get_peft_model
@@ -125,19 +122,9 @@ def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path):
     adapter = tmp_path / "qlora-output" / "adapter"
 
     def verdicts() -> dict:
-        code = (
-            "import json, sys; from pathlib import Path; from checks import outside; "
-            "v = outside.verdicts('04_qlora', Path(sys.argv[1])); "
-            "print(json.dumps([v, 'torch' in sys.modules]))"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code, str(tmp_path)],
-            env={"PYTHONPATH": str(nbcourse.GRADER), "PATH": ""},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        found, imported_torch = json.loads(out)
+        from conftest import outside_verdicts
+
+        found, imported_torch = outside_verdicts("04_qlora", tmp_path)
         assert not imported_torch
         from_records = {
             k: v for k, v in found.items() if k not in ("test_adapter_only", "test_adapter_trained")
