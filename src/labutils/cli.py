@@ -50,7 +50,13 @@ def grader_missing() -> str:
     """'' when the grading engine and nbgrader can be imported, else what to install and how."""
     import importlib.util
 
-    missing = [name for name in ("peft_grader", "nbgrader") if importlib.util.find_spec(name) is None]
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):  # a broken or blocked install counts as absent
+            return True
+
+    missing = [name for name in ("peft_grader", "nbgrader") if absent(name)]
     if not missing:
         return ""
     return (

@@ -147,3 +147,20 @@ def test_the_repository_setting_is_read_written_and_checked(tmp_path):
     for bad in ("not a slug", "owner/", "https://github.com/owner/name"):
         with pytest.raises(CourseError, match="OWNER/NAME"):
             course.set_repository(bad, pyproject)
+
+
+def test_the_readme_states_each_labs_points_as_its_master_sets_them():
+    """Points per check live in the masters' nbgrader metadata; the README's lab table is checked against it."""
+    readme = (nbcourse.REPO / "README.md").read_text()
+    stated = dict(
+        re.findall(r"^\| \[\d\d [^]]+\]\(notebooks/(\w+)\.ipynb\) \|.*\| ([^|]+) \|$", readme, re.M)
+    )
+    for lab in nbcourse.labs():
+        cells = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4).cells
+        graded = [c for c in cells if c.metadata.get("nbgrader", {}).get("grade")]
+        auto = sum(c.metadata["nbgrader"].get("points", 0) for c in graded if c.cell_type == "code")
+        by_hand = sum(c.metadata["nbgrader"].get("points", 0) for c in graded if c.cell_type != "code")
+        expected = f"{auto:g}" + (f" + {by_hand:g} by hand" if by_hand else "")
+        assert stated.get(lab) == expected, (
+            f"README states {stated.get(lab)!r} points for {lab}; its master: {expected}"
+        )
