@@ -71,7 +71,7 @@ grade: setup
 
 # Benchmarks print tables (17 minutes on 2 cores); results and commands are kept in bench/README.md.
 bench: setup
-	$(BIN)/python bench/course.py
+	$(BIN)/python bench/course.py --dask
 	$(BIN)/python bench/grading_overhead.py
 
 clean:

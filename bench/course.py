@@ -8,7 +8,8 @@ Prints four tables:
   2. autograding each lab's reference alone (sandboxed `labutils grade`, one worker): seconds per
      submission and the ratio to the plain run of table 1, measured in the same run;
   3. class throughput: a class of --class-size copies of the first lab's reference, graded with one
-     worker and with --workers, and whether the scores are identical;
+     worker and with --workers (and with --dask, on LocalClusters of as many Dask workers), and whether
+     the scores are identical;
   4. the course's causal LM in NF4 + double quant: bits per weight of the quantized layers against the
      QLoRA paper's floor of 4.127, and the whole model against its bf16 footprint (a chart is saved).
 """
@@ -55,22 +56,26 @@ def autograde_table(labs: list[str], work: Path, plain: dict[str, execute.LabRun
     print("with nbgrader's per-class steps (generate_assignment, feedback, export) included.")
 
 
-def throughput_table(lab: str, size: int, workers: int, work: Path) -> None:
+def throughput_table(lab: str, size: int, workers: int, work: Path, dask: bool = False) -> None:
     subs = work / "class" / "subs"
     for i in range(size):
         (subs / f"student{i:02d}").mkdir(parents=True)
         nbformat.write(catalogue.submission(lab), subs / f"student{i:02d}" / f"{lab}.ipynb")
     times, scores = {}, {}
-    for n in sorted({1, workers}):
+    # local thread pools, then (--dask) LocalClusters of single-threaded Dask workers on the same class
+    runs = [(f"{n} local", dict(workers=n)) for n in sorted({1, workers})]
+    runs += [(f"{n} dask", dict(cluster=f"local:{n}")) for n in sorted({1, workers})] if dask else []
+    for name, how in runs:
         start = time.perf_counter()
-        results = grading.grade(subs, work / "class" / f"w{n}", only=[lab], quiet=True, workers=n)
-        times[n] = time.perf_counter() - start
-        scores[n] = [(r.student, r.score, r.reason) for r in results]
+        results = grading.grade(subs, work / "class" / name.replace(" ", "-"), only=[lab], quiet=True, **how)
+        times[name] = time.perf_counter() - start
+        scores[name] = [(r.student, r.score, r.reason) for r in results]
     print(f"\n3. Class throughput: {size} submissions of {lab}")
-    print(f"{'workers':>7} {'seconds':>8} {'per minute':>10} {'speed-up':>8}")
-    for n, seconds in times.items():
-        print(f"{n:>7} {seconds:8.1f} {size / seconds * 60:10.1f} {times[1] / seconds:8.2f}")
-    same = all(s == scores[1] for s in scores.values())
+    print(f"{'workers':>8} {'seconds':>8} {'per minute':>10} {'speed-up':>8}")
+    serial = times["1 local"]
+    for name, seconds in times.items():
+        print(f"{name:>8} {seconds:8.1f} {size / seconds * 60:10.1f} {serial / seconds:8.2f}")
+    same = all(s == scores["1 local"] for s in scores.values())
     print(f"scores with {workers} workers {'identical to' if same else 'DIFFER FROM'} the serial run")
 
 
@@ -122,6 +127,7 @@ def main() -> None:
     parser.add_argument("--class-size", type=int, default=4, help="submissions in the throughput class")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="out/bench", help="where the chart goes")
+    parser.add_argument("--dask", action="store_true", help="also grade the class on Dask LocalClusters")
     args = parser.parse_args()
     labs = args.labs or nbcourse.labs()
     print(f"machine: {os.cpu_count()} CPU cores; profile: tiny; labs: {', '.join(labs)}")
@@ -129,7 +135,7 @@ def main() -> None:
     try:
         plain = labs_table(labs, work)
         autograde_table(labs, work, plain)
-        throughput_table(labs[0], args.class_size, args.workers, work)
+        throughput_table(labs[0], args.class_size, args.workers, work, dask=args.dask)
         floor_table(Path(args.out))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -52,6 +52,26 @@ def hidden_check(monkeypatch):
     return lambda name: importlib.import_module(f"checks.{name}")
 
 
+def borrowed_venv(venv: Path) -> Path:
+    """A fresh virtual environment that borrows this one's third-party libraries (pip included) through a
+    .pth file: their folder joins sys.path, but none of its own .pth files run, so this checkout's editable
+    install stays invisible there. Nothing is downloaded. Returns its python."""
+    import site
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    borrowed = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
+    (Path(purelib) / "borrowed.pth").write_text("\n".join(sorted(borrowed)) + "\n")
+    return python
+
+
 def outside_verdicts(lab: str, folder: Path) -> tuple[dict[str, str], bool]:
     """checks.outside's verdicts on `folder`, decided in a fresh process that has only grader/ on its path,
     and whether that process imported torch."""

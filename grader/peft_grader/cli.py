@@ -44,6 +44,7 @@ def grade_cmd(args: argparse.Namespace) -> int:
         budget=args.budget,
         force=args.force,
         sandbox=not args.no_sandbox,
+        cluster=args.cluster or args.scheduler,
     )
     print(summary_table(results))
     print(f"\nfeedback: {Path(args.out) / 'feedback'}\ngrades:   {Path(args.out) / 'grades.csv'}")
@@ -79,6 +80,15 @@ def add_commands(sub) -> None:
         "--timeout", type=int, help="per-cell timeout in seconds (default: grader/nbgrader_config.py)"
     )
     p.add_argument("--workers", type=int, help="submissions graded at once (default: the machine's cores)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--cluster", metavar="local:N", help="grade on a Dask LocalCluster of N single-threaded workers"
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="grade on an existing Dask cluster (e.g. tcp://host:8786); its workers must see this folder",
+    )
     p.add_argument("--budget", type=float, default=900, help="wall-clock seconds per notebook (default: 900)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded and unchanged")
     p.add_argument(

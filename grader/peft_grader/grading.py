@@ -6,18 +6,21 @@ into one class gradebook, then nbgrader writes the feedback and the grades CSV.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed as futures_completed
 from dataclasses import asdict
 from pathlib import Path
 
 from labutils.errors import CourseError
 from labutils.profiles import current_profile
 from peft_grader.intake import collect, digest, foreign, lab_of, read_notebook
-from peft_grader.nbcourse import labs, make_course, nbgrader
+from peft_grader.nbcourse import grader_version, labs, make_course, nbgrader
 from peft_grader.pipeline import Job, grade_one
 from peft_grader.sandbox_execute import compile_checks
 from peft_grader.scores import LabResult, ensure_students, lab_points, load_result, merge, write_atomically
@@ -33,17 +36,20 @@ def grade(
     budget: float = 900,
     force: bool = False,
     sandbox: bool = True,
+    cluster: str | None = None,
 ) -> list[LabResult]:
     """Autograde every <student>/<lab>.ipynb; each student ends with a score or a stated reason.
 
-    Each submission runs in its own scratch course and sandboxed kernel (`workers` at a time), its
+    Each submission runs in its own scratch course and sandboxed kernel (`workers` at a time, or one Dask
+    task each on `cluster`: "local:N" for a LocalCluster of N workers, or a scheduler's address), its
     result is saved as soon as it is known, and a re-run skips unchanged submissions already graded
-    (resumable and idempotent; `force` regrades). Scores then go into one class gradebook.
+    (resumable and idempotent; `force` regrades). Scores then go into one class gradebook, written here
+    only: the workers return plain results.
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     from peft_grader import sandbox as sandboxing
 
+    if cluster and cluster.startswith("local:"):
+        _local_size(cluster)  # a bad setting fails before any work
     out_dir = Path(out_dir).resolve()
     course = make_course(out_dir, timeout=timeout)
     folder = collect(Path(submissions), out_dir)
@@ -69,7 +75,8 @@ def grade(
     if compiled:
         compile_checks(compiled)
     n_workers = workers or os.cpu_count() or 1
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    # torch threads per kernel: this machine's cores shared among the workers; on a cluster, one per task
+    threads = 1 if cluster else max(1, (os.cpu_count() or 1) // n_workers)
     points, jobs, done = {}, [], {}
     for lab in todo:  # every lab's assignment first, so one pool of workers grades the whole class
         nbgrader(course, "generate_assignment", lab, "--force")
@@ -93,9 +100,9 @@ def grade(
                 )
                 continue
             done[lab, student] = result
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        futures = {pool.submit(grade_one, job): job for job in jobs}
-        for future in as_completed(futures):  # merged and saved as each finishes (a worker never idles)
+    with _workers(n_workers, cluster, bool(jobs)) as (submit, completed):
+        futures = {submit(grade_one, job, task_key(job)): job for job in jobs}
+        for future in completed(futures):  # merged and saved as each finishes (a worker never idles)
             job, result = futures[future], future.result()
             result.max_score, result.manual_points = points[job.lab]
             result.digest = digest(job.src)
@@ -119,6 +126,55 @@ def grade(
     nbgrader(course, "export", "--to", str(out_dir / "grades.csv"), check=False)
     write_atomically(out_dir / "summary.json", json.dumps([asdict(r) for r in results], indent=2))
     return results
+
+
+def task_key(job: Job) -> str:
+    """A submission's Dask task: named by its content and the grader's version, so a task that a lost
+    worker leaves behind is the same task when it is retried, and a changed grader is a new one."""
+    return f"grade-{job.lab}-{job.student}-{digest(job.src)[:16]}-{grader_version()}"
+
+
+def _local_size(cluster: str) -> int:
+    size = cluster.removeprefix("local:")
+    if not size.isdigit() or int(size) < 1:
+        raise CourseError(f"--cluster {cluster!r}: give local:N with N workers, e.g. local:4.")
+    return int(size)
+
+
+@contextlib.contextmanager
+def _workers(n_workers: int, cluster: str | None, needed: bool):
+    """(submit, as_completed) over threads of this process, or over a Dask cluster's workers."""
+    if not cluster or not needed:  # nothing to grade: no cluster is started or contacted
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            yield (lambda fn, job, key: pool.submit(fn, job)), futures_completed
+        return
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as err:
+        raise CourseError(
+            "grading on a Dask cluster needs dask's distributed. Fix: make setup (or pip install -e '.[grader]')."
+        ) from err
+    with contextlib.ExitStack() as stack:
+        if cluster.startswith("local:"):
+            # one single-threaded worker process per submission at a time; the dashboard is not needed
+            target = stack.enter_context(
+                LocalCluster(
+                    n_workers=_local_size(cluster),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            )
+        else:
+            target = cluster
+        try:
+            client = stack.enter_context(Client(target, timeout="30s"))
+        except OSError as err:
+            raise CourseError(
+                f"could not reach the Dask scheduler at {cluster} ({err}). Fix: start it (`dask scheduler`) "
+                "and give its address, e.g. --scheduler tcp://host:8786, or use --cluster local:N."
+            ) from err
+        yield (lambda fn, job, key: client.submit(fn, job, key=key, retries=1)), as_completed
 
 
 def self_check(notebook: Path, timeout: int | None = None) -> int:

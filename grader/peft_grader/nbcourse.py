@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +64,19 @@ def make_course(course_dir: Path, timeout: int | None = None, settings: dict | N
     return course_dir
 
 
+@functools.cache
+def grader_version() -> str:
+    """A short digest of the grading engine, the checks and the masters: what a grade depends on."""
+    import hashlib
+
+    sha = hashlib.sha256()
+    for folder in (GRADER / "peft_grader", GRADER / "checks", SOURCE):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".ipynb"):
+                sha.update(path.relative_to(GRADER).as_posix().encode() + path.read_bytes())
+    return sha.hexdigest()[:12]
+
+
 def nbgrader(
     course_dir: Path, *args: str, check: bool = True, env: dict | None = None, budget: float | None = None
 ) -> subprocess.CompletedProcess:
@@ -71,8 +85,10 @@ def nbgrader(
 
     if importlib.util.find_spec("nbgrader") is None:
         raise CourseError("nbgrader is not installed. Fix: `make setup`, or pip install -e '.[grader]'.")
+    # setpriv: killed with the process that started it (a Dask worker that dies takes its grading along)
+    orphan_guard = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nbgrader", *args],
+        [*orphan_guard, sys.executable, "-m", "nbgrader", *args],
         cwd=course_dir,
         env=env or grading_env(),
         text=True,

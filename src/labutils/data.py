@@ -15,6 +15,7 @@ import csv
 import hashlib
 import json
 import os
+import sysconfig
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,8 @@ _REGENERATE = "regenerate them with `python data/make_data.py`"
 
 
 def data_dir() -> Path:
-    """The folder holding the data sets: $PEFT_COURSE_DATA if set, else the repository's `data/`."""
+    """The folder holding the data sets: $PEFT_COURSE_DATA if set, else the clone's `data/`, else the copy
+    an installed wheel carries."""
     override = os.environ.get(DATA_DIR_VAR, "").strip()
     if override:
         path = Path(override).expanduser()
@@ -47,14 +49,17 @@ def data_dir() -> Path:
                 f"folder, or unset it to use the repository's data/."
             )
         return path
-    # src/labutils/data.py -> parents[2] is the repository root when running from a clone.
-    path = Path(__file__).resolve().parents[2] / "data"
-    if not path.is_dir():
-        raise CourseError(
-            f"The course data folder was not found at {path}. Set {DATA_DIR_VAR} to a copy of the "
-            f"repository's data/ folder, or run from a clone of the repository (pip install -e .)."
-        )
-    return path
+    # In a clone (or a learner bundle), src/labutils/data.py -> parents[2] is the root holding data/; a
+    # wheel installed without a clone carries the data under <prefix>/share/peft-course/data.
+    clone = Path(__file__).resolve().parents[2] / "data"
+    installed = Path(sysconfig.get_path("data")) / "share" / "peft-course" / "data"
+    for path in (clone, installed):
+        if (path / INSTRUCTION_FILES["train"]).is_file():
+            return path
+    raise CourseError(
+        f"The course data folder was not found at {clone} or {installed}. Set {DATA_DIR_VAR} to a copy of "
+        f"the repository's data/ folder, or install the course (pip install -e . in a clone)."
+    )
 
 
 def _data_files(relative: dict[str, str]) -> dict[str, str]:

@@ -39,6 +39,7 @@ PACKAGES = (
     "nbgrader",
     "jupyterlab",
     "nbclient",
+    "distributed",
 )
 MIN_VERSIONS = {
     "torch": "2.4",
@@ -52,11 +53,15 @@ MIN_VERSIONS = {
     "nbgrader": "0.9.5",
     "jupyterlab": "4.2",
     "nbclient": "0.10",
+    "distributed": "2024.8",
 }
 MIN_PYTHON = (3, 10)
 # What only the grader and a local JupyterLab need: a Colab runtime has its own notebook server, and the
 # set-up cell installs the course without the `grader` extra.
-GRADER_PACKAGES = ("nbgrader", "jupyterlab")
+GRADER_PACKAGES = ("nbgrader", "jupyterlab", "distributed")
+# What only the instructor's grading engine (peft_grader) needs: a learner's copy of a class (the bundle of
+# `labutils release --bundle`) has no grader and does not need them; with the grader installed they are due.
+INSTRUCTOR_PACKAGES = ("nbgrader", "distributed")
 SETUP_FIX = "make setup (or pip install -e .)"  # run in the course repository
 COLAB_SETUP_FIX = (
     "rerun the set-up cell, then restart the session"  # the notebook's first code cell installs the course
@@ -236,7 +241,18 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def check_packages(versions: Mapping[str, str | None], on_colab: bool = False) -> list[Check]:
+def _grader_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("peft_grader") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_packages(
+    versions: Mapping[str, str | None], on_colab: bool = False, grader: bool | None = None
+) -> list[Check]:
     """One check per package: present and at least the version pyproject.toml asks for (on Colab, the
     grader's packages are not needed)."""
     checks, fix = [], setup_fix(on_colab)
@@ -252,6 +268,10 @@ def check_packages(versions: Mapping[str, str | None], on_colab: bool = False) -
         minimum = MIN_VERSIONS.get(package)
         if version is None and on_colab and package in GRADER_PACKAGES:
             checks.append(Check(package, OK, "not needed on Colab", group="packages"))
+        elif version is None and package in INSTRUCTOR_PACKAGES and not (
+            _grader_installed() if grader is None else grader
+        ):
+            checks.append(Check(package, OK, "not needed: the grader is not installed here", group="packages"))
         elif version is None:
             checks.append(Check(package, FAIL, "MISSING", fix, "packages", f"{package} not installed"))
         elif minimum and _version_tuple(version) < _version_tuple(minimum):

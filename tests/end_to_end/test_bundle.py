@@ -1,22 +1,18 @@
 """The learner bundle (`labutils release --bundle DIR`): it installs on its own, passes its own tests, and
 holds no solution, no hidden test and no check code.
 
-The bundle is installed into a fresh virtual environment. So that the test needs no download, that
-environment borrows this one's third-party libraries through a .pth file (which adds their folder to
-sys.path but runs none of its .pth files, so the full course's own editable install stays invisible);
-the bundle itself is installed there with pip, without its dependencies.
+The bundle is installed into a fresh virtual environment that borrows this one's third-party libraries
+(tests/conftest.py: borrowed_venv), so nothing is downloaded; the bundle itself is installed there with
+pip, without its dependencies.
 """
 
 from __future__ import annotations
 
 import re
-import site
 import subprocess
-import sys
-import sysconfig
-from pathlib import Path
 
 import pytest
+from conftest import borrowed_venv
 
 from peft_grader.bundle import bundle
 
@@ -28,19 +24,7 @@ SLUG = "a-teacher/peft-class-2027"
 def learner(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     folder = bundle(root / "class", repository=SLUG)
-    venv = root / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True
-    )  # pip is borrowed too
-    python = venv / "bin" / "python"
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    borrowed = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
-    (Path(purelib) / "borrowed.pth").write_text("\n".join(sorted(borrowed)) + "\n")
+    python = borrowed_venv(root / "venv")
     install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(folder)]
     subprocess.run(install, check=True, capture_output=True)
     return folder, python

@@ -14,7 +14,7 @@ from labutils import doctor, profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 
-HEALTHY_VERSIONS = {"python": "3.11.7", **{p: "99.0.0" for p in doctor.PACKAGES}}
+HEALTHY_VERSIONS = {"python": "3.11.7", **{p: "9999.0.0" for p in doctor.PACKAGES}}  # newer than any minimum
 CPU = {
     "cuda_available": False,
     "device": "cpu",
@@ -321,3 +321,11 @@ def test_colab_fixes_fit_colab():
     assert all(len(line) <= 100 for line in text.splitlines())
     peft_only = doctor.collect(fake_probes(versions=versions, hardware=dict(T4), colab=True))
     assert peft_only.verdict().endswith(f"Fix: {doctor.COLAB_SETUP_FIX}."), peft_only.verdict()
+
+
+def test_instructor_tools_are_due_only_where_the_grader_is_installed():
+    versions = dict(HEALTHY_VERSIONS, nbgrader=None, distributed=None)
+    learner = {c.name: c for c in doctor.check_packages(versions, grader=False)}  # a class's learner bundle
+    assert learner["nbgrader"].status == doctor.OK and learner["distributed"].status == doctor.OK
+    instructor = {c.name: c for c in doctor.check_packages(versions, grader=True)}
+    assert instructor["distributed"].status == doctor.FAIL and instructor["nbgrader"].status == doctor.FAIL

@@ -1,0 +1,95 @@
+"""Grading on a Dask cluster (`labutils grade --scheduler ADDRESS`, `--cluster local:N`), on a LocalCluster
+of two single-threaded worker processes.
+
+A small class of lab 00 is graded once while one worker's process is killed in the middle of a task: every
+student still ends with exactly one result, and every score is the one the mistake catalogue states (the
+scores the local workers give: tests/end_to_end/test_catalogue.py). A second run submits nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import nbformat
+import pytest
+
+from peft_grader import catalogue, grading
+
+pytestmark = pytest.mark.slow
+LAB = "00_setup"
+
+
+def _class(folder) -> dict[str, float]:
+    """The reference, a mistake and a correct variant as students; what each must score."""
+    entries = {e.name: e for e in catalogue.entries(LAB)}
+    mistake = next(e for e in entries.values() if not e.name.startswith("correct_"))
+    variant = next(e for e in entries.values() if e.name.startswith("correct_"))
+    expected = {}
+    for student, entry in (("ada", None), ("bo", mistake), ("cy", variant)):
+        (folder / student).mkdir(parents=True)
+        nbformat.write(
+            catalogue.submission(LAB, entry.cells if entry else None), folder / student / f"{LAB}.ipynb"
+        )
+        expected[student] = entry.score if entry else None
+    return expected
+
+
+def _kill_a_busy_worker(client, out_dir, done: threading.Event) -> list[int]:
+    """Once a submission is being graded, kill the worker process grading it (its nanny starts a new one)."""
+    killed = []
+    while not done.is_set() and not killed:
+        busy = [worker for worker, keys in client.processing().items() if keys]
+        if busy and any((out_dir / ".work" / LAB).glob("*/submitted")):
+            time.sleep(3)  # well inside the task: nbgrader is running the notebook
+            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        time.sleep(0.5)
+    return killed
+
+
+def test_a_class_graded_on_dask_survives_a_lost_worker_and_resumes(tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    expected = _class(tmp_path / "subs")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        done, killed = threading.Event(), []
+        killer = threading.Thread(
+            target=lambda: killed.extend(_kill_a_busy_worker(client, tmp_path / "out", done))
+        )
+        killer.start()
+        try:
+            results = grading.grade(tmp_path / "subs", tmp_path / "out", cluster=cluster.scheduler_address)
+        finally:
+            done.set()
+            killer.join()
+        assert killed, "no worker was killed mid-task: the test proved nothing"
+        assert sorted(r.student for r in results) == ["ada", "bo", "cy"]  # exactly one result each
+        for r in results:
+            assert not r.reason, (r.student, r.reason)
+            assert r.score == (expected[r.student] if expected[r.student] is not None else r.max_score), (
+                r.student
+            )
+        saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert sorted(s["student"] for s in saved) == ["ada", "bo", "cy"]
+
+        capsys.readouterr()
+        again = grading.grade(tmp_path / "subs", tmp_path / "out", cluster=cluster.scheduler_address)
+        assert "graded " not in capsys.readouterr().out, "an unchanged class was submitted again"
+        assert [(r.student, r.score) for r in again] == [(r.student, r.score) for r in results]
+
+
+def test_bad_cluster_settings_are_one_readable_message(tmp_path):
+    from labutils.errors import CourseError
+
+    _class(tmp_path / "subs")
+    with pytest.raises(CourseError, match="local:N"):
+        grading.grade(tmp_path / "subs", tmp_path / "out", cluster="local:many")
