@@ -38,7 +38,7 @@ def _class(folder) -> dict[str, float]:
     return expected
 
 
-def _kill_a_busy_worker(client, out_dir, done: threading.Event) -> list[int]:
+def _kill_a_busy_worker(client, out_dir, done: threading.Event) -> list[tuple[int, list[str]]]:
     """Once a submission is being graded, kill the worker process grading it (its nanny starts a new one)."""
     killed = []
     while not done.is_set() and not killed:
@@ -47,9 +47,25 @@ def _kill_a_busy_worker(client, out_dir, done: threading.Event) -> list[int]:
             time.sleep(3)  # well inside the task: nbgrader is running the notebook
             pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
             os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            time.sleep(5)  # what the dead worker started has had time to die with it
+            killed.append((pid, _orphans(out_dir)))
         time.sleep(0.5)
     return killed
+
+
+def _orphans(folder) -> list[str]:
+    """Processes working in `folder` that no longer descend from this test (their worker died): the killed
+    worker's nbgrader and kernel, had they outlived it."""
+    import psutil
+
+    me, found = os.getpid(), []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.cwd().startswith(str(folder)) and me not in [p.pid for p in proc.parents()]:
+                found.append(" ".join(proc.cmdline())[:120])
+        except (psutil.Error, OSError):
+            continue
+    return found
 
 
 def test_a_class_graded_on_dask_survives_a_lost_worker_and_resumes(tmp_path, capsys):
@@ -72,6 +88,8 @@ def test_a_class_graded_on_dask_survives_a_lost_worker_and_resumes(tmp_path, cap
             done.set()
             killer.join()
         assert killed, "no worker was killed mid-task: the test proved nothing"
+        [(_, orphans)] = killed
+        assert not orphans, f"the killed worker's grading outlived it: {orphans}"
         assert sorted(r.student for r in results) == ["ada", "bo", "cy"]  # exactly one result each
         for r in results:
             assert not r.reason, (r.student, r.reason)
