@@ -268,10 +268,14 @@ def check_packages(
         minimum = MIN_VERSIONS.get(package)
         if version is None and on_colab and package in GRADER_PACKAGES:
             checks.append(Check(package, OK, "not needed on Colab", group="packages"))
-        elif version is None and package in INSTRUCTOR_PACKAGES and not (
-            _grader_installed() if grader is None else grader
+        elif (
+            version is None
+            and package in INSTRUCTOR_PACKAGES
+            and not (_grader_installed() if grader is None else grader)
         ):
-            checks.append(Check(package, OK, "not needed: the grader is not installed here", group="packages"))
+            checks.append(
+                Check(package, OK, "not needed: the grader is not installed here", group="packages")
+            )
         elif version is None:
             checks.append(Check(package, FAIL, "MISSING", fix, "packages", f"{package} not installed"))
         elif minimum and _version_tuple(version) < _version_tuple(minimum):
