@@ -17,14 +17,8 @@ import nbformat
 from labutils.errors import CourseError
 
 REPO = Path(__file__).resolve().parents[2]
-
-
 GRADER = REPO / "grader"
-
-
 SOURCE = GRADER / "source"
-
-
 NOTEBOOKS = REPO / "notebooks"
 
 
