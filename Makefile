@@ -7,13 +7,13 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo lab grade-ui test test-fast lint release grade bench clean
+.PHONY: setup demo lab grade-ui hub test test-fast lint release grade bench clean
 
 setup: $(STAMP)
 
 CONSTRAINTS := src/labutils/constraints.txt
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(STAMP): pyproject.toml $(CONSTRAINTS) grader/hub/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
@@ -27,6 +27,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)) \
 	  || echo "warning: chromium not installed; the browser tests will be skipped"; }
+	@# JupyterHub's proxy (configurable-http-proxy, pinned in grader/hub/package-lock.json) for `make hub`;
+	@# Node.js 20+ and npm from Debian when missing. Without them everything but the hub works.
+	command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq nodejs npm >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nodejs npm)); } \
+	  || echo "warning: npm not installed; make hub (JupyterHub's proxy) will not work"
+	command -v npm >/dev/null && npm ci --prefix grader/hub --no-audit --no-fund --loglevel=error \
+	  || echo "warning: configurable-http-proxy not installed; make hub will not work"
 	touch $(STAMP)
 
 demo: setup
@@ -51,6 +58,14 @@ grade-ui: setup
 	@test -n "$(COURSE)" && test -f "$(COURSE)/gradebook.db" || \
 	  { echo "usage: make grade-ui COURSE=path (a course folder written by labutils grade, with gradebook.db)"; exit 2; }
 	cd "$(COURSE)" && $(abspath $(BIN))/jupyter lab $(LAB_ARGS)
+
+# A JupyterHub for a demo class (grader/README.md, "A class on JupyterHub"): students log in with a shared
+# password and fetch, submit and get feedback in JupyterLab's Assignments tab. HUB_DIR holds everything;
+# HUB_FLAGS adds e.g. --students ada,bo,cy --port 8000 --ip 0.0.0.0 --password SECRET.
+HUB_DIR   ?= hub
+HUB_FLAGS ?=
+hub: setup
+	$(BIN)/labutils hub start --dir "$(HUB_DIR)" $(HUB_FLAGS)
 
 lint: setup
 	$(BIN)/ruff check .

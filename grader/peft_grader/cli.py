@@ -51,6 +51,28 @@ def grade_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def hub_cmd(args: argparse.Namespace) -> int:
+    from peft_grader import hub
+
+    root = Path(args.dir)
+    if args.action == "start":
+        return hub.start(root, args.students.split(","), args.password, args.port, args.ip)
+    if args.action == "release":
+        for lab in hub.release(root, args.labs):
+            print(f"released {lab} to the exchange: students fetch it in JupyterLab's Assignments tab")
+    elif args.action == "collect":
+        for lab, students in hub.collect(root, args.labs).items():
+            print(f"collected {lab}: {len(students)} submissions ({', '.join(students) or 'none yet'})")
+        print(f"next: labutils grade {root / 'course'} --out {root / 'grading'}")
+    else:
+        for lab, students in hub.return_feedback(root, args.labs, args.grading).items():
+            print(
+                f"feedback on {lab} released for {', '.join(students) or 'nobody'}: students fetch it "
+                "in the Assignments tab (Fetch Feedback)"
+            )
+    return 0
+
+
 def check_cmd(args: argparse.Namespace) -> int:
     return self_check(Path(args.notebook), timeout=args.timeout)
 
@@ -95,6 +117,17 @@ def add_commands(sub) -> None:
         "--no-sandbox", action="store_true", help="run kernels without bubblewrap/unshare (trusted work only)"
     )
     p.set_defaults(func=grade_cmd)
+
+    p = sub.add_parser("hub", help="a class on JupyterHub: start it, release labs, collect, return feedback")
+    p.add_argument("action", choices=["start", "release", "collect", "feedback"])
+    p.add_argument("labs", nargs="*", help="labs to release, collect or return feedback on")
+    p.add_argument("--dir", default="hub", help="the hub's folder (default: hub/)")
+    p.add_argument("--students", default="ada,bo", help="start: the class list, comma-separated")
+    p.add_argument("--password", help="start: the class's shared password (default: generated, then kept)")
+    p.add_argument("--port", type=int, default=8000, help="start: the hub's port (default: 8000)")
+    p.add_argument("--ip", default="127.0.0.1", help="start: the address to listen on (0.0.0.0 for a LAN)")
+    p.add_argument("--grading", help="feedback: the folder labutils grade wrote (default: HUB_DIR/grading)")
+    p.set_defaults(func=hub_cmd)
 
     p = sub.add_parser("check", help="self-check a lab notebook against the hidden checks")
     p.add_argument("notebook")

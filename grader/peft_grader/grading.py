@@ -19,7 +19,7 @@ from pathlib import Path
 
 from labutils.errors import CourseError
 from labutils.profiles import current_profile
-from peft_grader.intake import collect, digest, foreign, lab_of, read_notebook
+from peft_grader.intake import collect, digest, foreign, lab_of, read_notebook, submission, submitted_labs
 from peft_grader.nbcourse import grader_version, labs, make_course, nbgrader
 from peft_grader.pipeline import Job, grade_one
 from peft_grader.sandbox_execute import compile_checks
@@ -38,7 +38,8 @@ def grade(
     sandbox: bool = True,
     cluster: str | None = None,
 ) -> list[LabResult]:
-    """Autograde every <student>/<lab>.ipynb; each student ends with a score or a stated reason.
+    """Autograde every <student>/<lab>.ipynb (or <student>/<lab>/<lab>.ipynb, as nbgrader collects); each
+    student ends with a score or a stated reason.
 
     Each submission runs in its own scratch course and sandboxed kernel (`workers` at a time, or one Dask
     task each on `cluster`: "local:N" for a LocalCluster of N workers, or a scheduler's address), its
@@ -56,8 +57,8 @@ def grade(
     students = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     if not students:
         raise CourseError(f"no student folders in {folder}. Fix: lay it out as <student>/<lab>.ipynb.")
-    submitted_labs = {p.stem for s in students for p in (folder / s).glob("*.ipynb")}
-    todo = [lab for lab in (only or labs()) if lab in submitted_labs]
+    submitted = set().union(*(submitted_labs(folder, s) for s in students))
+    todo = [lab for lab in (only or labs()) if lab in submitted]
     if not todo:
         raise CourseError(
             f"no submission in {folder} matches a course lab. "
@@ -85,7 +86,7 @@ def grade(
         template.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(course / "gradebook.db", template)
         for student in students:
-            src = folder / student / f"{lab}.ipynb"
+            src = submission(folder, student, lab)
             saved = out_dir / "results" / lab / f"{student}.json"
             result = LabResult(student, lab, max_score=points[lab][0], manual_points=points[lab][1])
             if not src.exists():

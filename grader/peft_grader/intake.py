@@ -1,4 +1,5 @@
-"""Intake of a class: a folder or zip of <student>/<lab>.ipynb, each file checked before it is graded."""
+"""Intake of a class: a folder or zip of <student>/<lab>.ipynb, or what nbgrader collected (a course's
+submitted/<student>/<lab>/<lab>.ipynb, from JupyterHub's exchange); each file checked before it is graded."""
 
 from __future__ import annotations
 
@@ -38,7 +39,26 @@ def collect(submissions: Path, work: Path) -> Path:
         if len(entries) == 1 and entries[0].is_dir() and not list(entries[0].glob("*.ipynb")):
             return entries[0]
         return target
+    if (submissions / "submitted").is_dir() and (submissions / "nbgrader_config.py").exists():
+        return submissions / "submitted"  # an nbgrader course: what `nbgrader collect` brought in
     return submissions
+
+
+def submission(folder: Path, student: str, lab: str) -> Path:
+    """A student's notebook of a lab: <student>/<lab>.ipynb, or nbgrader's <student>/<lab>/<lab>.ipynb."""
+    collected = folder / student / lab / f"{lab}.ipynb"
+    return collected if collected.exists() else folder / student / f"{lab}.ipynb"
+
+
+def submitted_labs(folder: Path, student: str) -> set[str]:
+    return {p.stem for p in (folder / student).glob("*.ipynb")} | {
+        p.stem for p in (folder / student).glob("*/*.ipynb") if p.stem == p.parent.name
+    }
+
+
+# What nbgrader's exchange files beside a collected notebook, and its feedback release needs back: when it
+# was submitted, and the secret that names the feedback file only that student can find.
+SIDECARS = ("timestamp.txt", "submission_secret.txt")
 
 
 def read_notebook(path: Path) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 
+from peft_grader.intake import SIDECARS
 from peft_grader.nbcourse import (
     GRADER,
     SOURCE,
@@ -61,6 +62,9 @@ def grade_one(job: Job) -> LabResult:
     dest = scratch / "submitted" / job.student / job.lab
     dest.mkdir(parents=True)
     shutil.copyfile(job.src, dest / f"{job.lab}.ipynb")
+    for sidecar in SIDECARS:  # collected from the exchange: the feedback goes back through it
+        if job.src.parent.name == job.lab and (job.src.parent / sidecar).is_file():
+            shutil.copyfile(job.src.parent / sidecar, dest / sidecar)
     # Oversubscribed torch threads (every kernel using every core) make parallel grading many times slower.
     threads = str(job.threads)
     env = grading_env() | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}

@@ -43,6 +43,7 @@ GRADER_COMMANDS = {
     "release": "regenerate the learner notebooks from grader/source with nbgrader",
     "grade": "autograde a class: a folder of <student>/<lab>.ipynb, or a zip",
     "check": "self-check a lab notebook against the hidden checks",
+    "hub": "a class on JupyterHub: start it, release labs, collect, return feedback",
 }
 
 

@@ -40,6 +40,8 @@ PACKAGES = (
     "jupyterlab",
     "nbclient",
     "distributed",
+    "jupyterhub",
+    "configurable-http-proxy",  # JupyterHub's proxy, an npm package (grader/hub/package.json)
 )
 MIN_VERSIONS = {
     "torch": "2.4",
@@ -54,14 +56,16 @@ MIN_VERSIONS = {
     "jupyterlab": "4.2",
     "nbclient": "0.10",
     "distributed": "2024.8",
+    "jupyterhub": "5.0",
+    "configurable-http-proxy": "5.3.0",  # grader/hub/package.json
 }
 MIN_PYTHON = (3, 10)
 # What only the grader and a local JupyterLab need: a Colab runtime has its own notebook server, and the
 # set-up cell installs the course without the `grader` extra.
-GRADER_PACKAGES = ("nbgrader", "jupyterlab", "distributed")
+GRADER_PACKAGES = ("nbgrader", "jupyterlab", "distributed", "jupyterhub", "configurable-http-proxy")
 # What only the instructor's grading engine (peft_grader) needs: a learner's copy of a class (the bundle of
 # `labutils release --bundle`) has no grader and does not need them; with the grader installed they are due.
-INSTRUCTOR_PACKAGES = ("nbgrader", "distributed")
+INSTRUCTOR_PACKAGES = ("nbgrader", "distributed", "jupyterhub", "configurable-http-proxy")
 SETUP_FIX = "make setup (or pip install -e .)"  # run in the course repository
 COLAB_SETUP_FIX = (
     "rerun the set-up cell, then restart the session"  # the notebook's first code cell installs the course
@@ -107,7 +111,32 @@ def probe_versions() -> dict[str, str | None]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
+    versions["configurable-http-proxy"] = _proxy_version()
     return versions
+
+
+def _proxy_version() -> str | None:
+    """The version of the configurable-http-proxy `make hub` would start: grader/hub's (npm ci), else PATH's."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    local = (
+        Path(__file__).resolve().parents[2]
+        / "grader"
+        / "hub"
+        / "node_modules"
+        / ".bin"
+        / "configurable-http-proxy"
+    )
+    command = str(local) if local.exists() else shutil.which("configurable-http-proxy")
+    if not command:
+        return None
+    try:
+        done = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
 def recommended_compute_dtype_name(cuda_available: bool, bf16_supported: bool) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from pathlib import Path
@@ -291,6 +292,7 @@ def test_minimum_versions_match_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = project["dependencies"] + project["optional-dependencies"]["grader"]  # labs, then grading
     declared = dict(dep.split(">=") for dep in deps if ">=" in dep)
+    declared |= json.loads((ROOT / "grader" / "hub" / "package.json").read_text())["dependencies"]  # npm
     for package, minimum in doctor.MIN_VERSIONS.items():
         assert declared.get(package) == minimum, package
     assert set(doctor.MIN_VERSIONS) == set(doctor.PACKAGES)
@@ -324,8 +326,10 @@ def test_colab_fixes_fit_colab():
 
 
 def test_instructor_tools_are_due_only_where_the_grader_is_installed():
-    versions = dict(HEALTHY_VERSIONS, nbgrader=None, distributed=None)
+    tools = ("nbgrader", "distributed", "jupyterhub", "configurable-http-proxy")
+    versions = dict(HEALTHY_VERSIONS, **dict.fromkeys(tools))
     learner = {c.name: c for c in doctor.check_packages(versions, grader=False)}  # a class's learner bundle
-    assert learner["nbgrader"].status == doctor.OK and learner["distributed"].status == doctor.OK
+    assert all(learner[tool].status == doctor.OK for tool in tools)
     instructor = {c.name: c for c in doctor.check_packages(versions, grader=True)}
-    assert instructor["distributed"].status == doctor.FAIL and instructor["nbgrader"].status == doctor.FAIL
+    assert all(instructor[tool].status == doctor.FAIL for tool in tools)
+    assert instructor["configurable-http-proxy"].fix == doctor.SETUP_FIX  # make setup runs npm ci

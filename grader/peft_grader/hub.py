@@ -1,0 +1,234 @@
+"""A class on JupyterHub (`labutils hub`, `make hub`): students fetch and submit labs in JupyterLab's
+Assignments tab through nbgrader's exchange; the instructor releases, collects, grades with `labutils grade`
+and returns the feedback through the same exchange.
+
+Everything lives in one folder, HUB_DIR (default hub/ in the clone):
+  hub.json           the hub's settings (address, ports, class list, shared password); only its owner reads it
+  exchange/          nbgrader's exchange: peft-course/outbound, inbound, feedback
+  course/            the instructor's nbgrader course: release/, and submitted/ once collected
+  grading/           what `labutils grade HUB_DIR/course` writes: gradebook, feedback, grades.csv
+  student-config/    the students' nbgrader and JupyterLab settings (their JUPYTER_CONFIG_PATH)
+  homes/<student>/   each student's JupyterLab folder
+  models/            the tiny models, built once for the whole class
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from labutils.errors import CourseError
+from peft_grader.nbcourse import GRADER, REPO, labs, make_course, nbgrader
+
+COURSE_ID = "peft-course"
+HUB_FILES = GRADER / "hub"  # jupyterhub_config.py, and the proxy's npm package
+DEFAULT_DIR = REPO / "hub"
+# The students' JupyterLab: nbgrader's student side only (Assignments tab, Validate); the formgrader, the
+# course list and the assignment editor are the instructor's.
+INSTRUCTOR_ONLY = {
+    "server": ["nbgrader.server_extensions.formgrader", "nbgrader.server_extensions.course_list"],
+    "lab": [
+        "@jupyter/nbgrader:formgrader",
+        "@jupyter/nbgrader:course-list",
+        "@jupyter/nbgrader:create-assignment",
+    ],
+}
+
+
+def proxy_command() -> str:
+    """configurable-http-proxy: the one `make setup` installed in grader/hub (npm ci), else one on PATH."""
+    local = HUB_FILES / "node_modules" / ".bin" / "configurable-http-proxy"
+    if local.exists():
+        return str(local)
+    if found := shutil.which("configurable-http-proxy"):
+        return found
+    raise CourseError(
+        "JupyterHub's proxy, configurable-http-proxy, is not installed. Fix: `make setup` (it runs "
+        "`npm ci` in grader/hub; needs Node.js 20+ and npm), or `npm install -g configurable-http-proxy`."
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def exchange_settings(root: Path) -> dict[str, str]:
+    return {"Exchange.root": str((root / "exchange").resolve()), "CourseDirectory.course_id": COURSE_ID}
+
+
+def prepare(
+    root: Path,
+    students: list[str],
+    password: str | None = None,
+    port: int = 8000,
+    ip: str = "127.0.0.1",
+) -> dict:
+    """HUB_DIR laid out and hub.json written; the settings (a password is generated if none is given or
+    kept from an earlier start)."""
+    from labutils.profiles import current_profile
+
+    root = Path(root).resolve()
+    bad = [
+        s for s in students if not s or not s.replace("-", "").replace("_", "").isalnum() or s != s.lower()
+    ]
+    if not students or bad:
+        raise CourseError(
+            f"student names {bad or students!r}: give lower-case letters, digits, - or _, "
+            "e.g. --students ada,bo (nbgrader uses them as folder names)."
+        )
+    saved = root / "hub.json"
+    earlier = json.loads(saved.read_text()) if saved.exists() else {}
+    password = password or earlier.get("password") or secrets.token_urlsafe(9)
+    if len(password) < 8:
+        raise CourseError("the shared password must have 8 characters or more (JupyterHub's rule).")
+    for sub in ("exchange", "homes", "models", "student-config/labconfig"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    settings = {
+        "ip": ip,
+        "port": int(port),
+        "hub_port": _free_port(),
+        "proxy_api_port": _free_port(),
+        "proxy": proxy_command(),
+        "students": sorted(set(students)),
+        "password": password,
+        "profile": current_profile(),
+    }
+    saved.touch(mode=0o600)
+    saved.write_text(json.dumps(settings, indent=1))
+    make_course(root / "course", settings=exchange_settings(root))
+    # The students' nbgrader: the class exchange and course, and their hub name as their student id. One
+    # Unix account runs every student's server here, and nbgrader would file every submission under it.
+    config = root / "student-config"
+    (config / "nbgrader_config.py").write_text(
+        "import os\n\nc = get_config()  # noqa: F821\n"
+        f"c.Exchange.root = {exchange_settings(root)['Exchange.root']!r}\n"
+        f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
+        'c.CourseDirectory.student_id = os.environ["JUPYTERHUB_USER"]\n'
+    )
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": dict.fromkeys(INSTRUCTOR_ONLY["server"], False)}})
+    )
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": dict.fromkeys(INSTRUCTOR_ONLY["lab"], True)})
+    )
+    return settings
+
+
+def hub_command(root: Path) -> tuple[list[str], dict[str, str]]:
+    """The jupyterhub command line and environment for a prepared HUB_DIR."""
+    if importlib.util.find_spec("jupyterhub") is None:
+        raise CourseError("JupyterHub is not installed. Fix: `make setup` (or pip install -e '.[grader]').")
+    env = dict(os.environ)
+    env["PEFT_HUB_DIR"] = str(Path(root).resolve())
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    cmd = [sys.executable, "-m", "jupyterhub", "-f", str(HUB_FILES / "jupyterhub_config.py")]
+    return cmd, env
+
+
+def build_class_models(root: Path) -> None:
+    """The tiny models into HUB_DIR/models, where every student's kernel reads them."""
+    from labutils.models import CACHE_VAR, build_all
+    from labutils.profiles import current_profile
+
+    if current_profile() != "tiny":
+        return
+    before = os.environ.get(CACHE_VAR)
+    os.environ[CACHE_VAR] = str(Path(root).resolve() / "models")
+    try:
+        build_all(quiet=True)
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_VAR, None)
+        else:
+            os.environ[CACHE_VAR] = before
+
+
+def start(root: Path, students: list[str], password: str | None, port: int, ip: str) -> int:
+    settings = prepare(root, students, password, port, ip)
+    build_class_models(root)
+    cmd, env = hub_command(root)
+    print(
+        f"JupyterHub for {len(settings['students'])} students at http://{ip}:{port}\n"
+        f"  log in as one of: {', '.join(settings['students'])}\n"
+        f"  shared password:  {settings['password']}  (kept in {Path(root) / 'hub.json'})\n"
+        f"  then, as the instructor: labutils hub release 00_setup --dir {root}\n"
+        "Stop it with Ctrl-C.",
+        flush=True,
+    )
+    proc = subprocess.Popen(cmd, cwd=root, env=env)
+    # JupyterHub stops the students' servers and the proxy before it exits: wait for that. A Ctrl-C reaches
+    # it too (one process group); a SIGTERM sent to this process alone is passed on.
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+def _course(root: Path) -> Path:
+    course = Path(root).resolve() / "course"
+    if not (course / "nbgrader_config.py").exists():
+        raise CourseError(
+            f"{root} is not a class hub's folder. Fix: start one with `labutils hub start --dir {root}`."
+        )
+    return course
+
+
+def _labs(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in labs()]
+    if unknown or not names:
+        raise CourseError(f"labs {unknown or names}: give one or more of {', '.join(labs())}.")
+    return names
+
+
+def release(root: Path, names: list[str]) -> list[str]:
+    """Release labs to the exchange: nbgrader generates the student copy (links pointing at the course's
+    repository, as in notebooks/), and release_assignment puts it where students fetch it."""
+    from labutils.course import point_links, repository
+
+    course = _course(root)
+    for lab in _labs(names):
+        nbgrader(course, "generate_assignment", lab, "--force")
+        notebook = course / "release" / lab / f"{lab}.ipynb"
+        notebook.write_text(point_links(notebook.read_text(), repository()))
+        nbgrader(course, "release_assignment", lab, "--force")
+    return names
+
+
+def collect(root: Path, names: list[str]) -> dict[str, list[str]]:
+    """The latest submission of every student into HUB_DIR/course/submitted; who submitted each lab."""
+    course = _course(root)
+    found = {}
+    for lab in _labs(names):
+        nbgrader(course, "collect", lab, "--update")
+        found[lab] = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{lab}"))
+    return found
+
+
+def return_feedback(root: Path, names: list[str], grading: Path | None = None) -> dict[str, list[str]]:
+    """The feedback `labutils grade` wrote in `grading` (default HUB_DIR/grading) back to the exchange,
+    where each student fetches their own; who has feedback for each lab."""
+    root = Path(root).resolve()
+    _course(root)
+    grading = Path(grading or root / "grading").resolve()
+    if not (grading / "gradebook.db").exists():
+        raise CourseError(
+            f"{grading} holds no graded class. Fix: labutils grade {root / 'course'} --out {grading}"
+        )
+    found = {}
+    for lab in _labs(names):
+        given = [f"--{name}={value}" for name, value in exchange_settings(root).items()]
+        nbgrader(grading, "release_feedback", lab, *given)
+        found[lab] = sorted(p.parent.name for p in (grading / "feedback").glob(f"*/{lab}"))
+    return found

@@ -1,0 +1,198 @@
+"""A class on JupyterHub, played through in a real browser (Debian chromium through Playwright).
+
+`make hub` starts JupyterHub (configurable-http-proxy, the shared-password authenticator, local spawners,
+nbgrader's exchange) for two students. The instructor releases lab 00 with `labutils hub release`. Each
+student logs in, fetches the lab in JupyterLab's Assignments tab, works (ada: the reference answers; bo: a
+catalogue mistake) and submits. The instructor collects (`labutils hub collect`), grades straight from the
+collected course (`labutils grade HUB/course`) and returns feedback (`labutils hub feedback`). Each student
+fetches feedback in the Assignments tab and reads the score and, for bo, the mistake and its fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+from browser_helpers import CHROMIUM_FLAGS, REPO, find_chromium
+
+from peft_grader import catalogue
+
+LAB = "00_setup"
+MISTAKE = "bnb_fp32"  # fails a hidden check whose message names the mistake (catalogue: its `message`)
+PASSWORD = "class-demo-password"
+CHROMIUM = find_chromium()
+SCREENSHOTS = REPO / "out" / "screenshots" / "hub"
+UI_MS = 60_000
+SPAWN_MS = 180_000  # a student's first JupyterLab on a loaded 2-core machine
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (`make setup` installs Debian's as root)"),
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def labutils(*args: str) -> str:
+    """The instructor's command, as typed; its output (it must succeed)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "labutils"), *args], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 0, f"labutils {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@contextlib.contextmanager
+def running_hub(folder: Path, students: list[str]):
+    """`make hub` in its own process group; its URL once JupyterHub answers. Everything it started (the
+    proxy, the students' servers and kernels) is gone afterwards."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
+    flags = f"--students {','.join(students)} --password {PASSWORD} --port {port}"
+    log = (folder.parent / "hub.log").open("w")
+    proc = subprocess.Popen(
+        ["make", "-C", str(REPO), "-o", ".venv/.installed", "hub", f"HUB_DIR={folder}", f"HUB_FLAGS={flags}"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url, ok = f"http://127.0.0.1:{port}", False
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (folder.parent / "hub.log").read_text()[-3000:]
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/hub/api", timeout=5) as reply:
+                    if reply.status == 200:
+                        break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError((folder.parent / "hub.log").read_text()[-3000:])
+        yield url
+        ok = True
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: JupyterHub stops the students' servers, then exits
+        deadline = time.monotonic() + 60
+        while (leftovers := _processes_in(folder)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert not ok or not leftovers, f"the hub left processes running in {folder}: {leftovers}"
+
+
+def _processes_in(folder: Path) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.cwd().startswith(str(folder)):
+                found.append(proc.pid)
+    return found
+
+
+def log_in(browser, url: str, student: str):
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    page.set_default_timeout(UI_MS)
+    page.goto(f"{url}/hub/login")
+    page.fill("#username_input", student)
+    page.fill("#password_input", PASSWORD)
+    page.click("#login_submit")
+    page.wait_for_url(f"**/user/{student}/lab**", timeout=SPAWN_MS)
+    page.locator(".jp-LabShell").wait_for(timeout=SPAWN_MS)
+    return page
+
+
+def open_assignments(page) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Assignment List").click()
+    page.locator("#assignments").wait_for()
+
+
+def refresh(page) -> None:
+    page.locator("#refresh_assignments_list").click()
+    page.locator("#released_assignments_list_loading").wait_for(state="hidden")
+
+
+def test_two_students_fetch_submit_and_read_feedback_through_the_exchange(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    hub, students = tmp_path / "hub", {"ada": None, "bo": MISTAKE}
+    entries = {e.name: e for e in catalogue.entries(LAB)}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with running_hub(hub, list(students)) as url, sync_playwright() as pw:
+        assert "released" in labutils("hub", "release", LAB, "--dir", str(hub))
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        pages = {}
+        for student, mistake in students.items():
+            page = pages[student] = log_in(browser, url, student)
+            # the students' JupyterLab has nbgrader's student side only
+            page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").click()
+            assert "Formgrader" not in " ".join(page.locator(".lm-Menu-itemLabel").all_text_contents())
+            page.keyboard.press("Escape")
+            open_assignments(page)
+            page.locator("#released_assignments_list button", has_text="Fetch").click()
+            fetched = page.locator("#fetched_assignments_list .list_item", has_text=LAB).first
+            fetched.wait_for()
+            # the student's work, saved in the fetched notebook: the reference answers, or a mistake
+            work = hub / "homes" / student / LAB
+            cells = entries[mistake].cells if mistake else None
+            nbformat.write(catalogue.submission(LAB, cells, release_dir=work), work / f"{LAB}.ipynb")
+            fetched.locator("button", has_text="Submit").click()
+            page.locator("#submitted_assignments_list .list_item", has_text=LAB).first.wait_for()
+            page.screenshot(path=str(SCREENSHOTS / f"{student}_submitted.png"))
+
+        collected = labutils("hub", "collect", LAB, "--dir", str(hub))
+        assert "2 submissions (ada, bo)" in collected, collected
+        graded = labutils("grade", str(hub / "course"), "--out", str(hub / "grading"))
+        assert "graded 00_setup for bo" in graded, graded
+        released = labutils("hub", "feedback", LAB, "--dir", str(hub))
+        assert "ada, bo" in released, released
+
+        with (hub / "grading" / "grades.csv").open() as fh:
+            scores = {row["student_id"]: float(row["score"]) for row in csv.DictReader(fh)}
+        assert scores == {"ada": scores["ada"], "bo": entries[MISTAKE].score} and scores["ada"] > scores["bo"]
+
+        for student, mistake in students.items():
+            page = pages[student]
+            refresh(page)
+            submitted = page.locator("#submitted_assignments_list .list_item", has_text=LAB).first
+            submitted.locator("button", has_text="Fetch Feedback").click()
+            feedback_link = submitted.get_by_text("view feedback")
+            expect(feedback_link).to_be_visible(timeout=UI_MS)
+            page.screenshot(path=str(SCREENSHOTS / f"{student}_feedback_fetched.png"))
+            [html] = (hub / "homes" / student / LAB / "feedback").glob(f"*/{LAB}.html")
+            feedback = page.context.new_page()
+            feedback.goto(f"{url}/user/{student}/files/{LAB}/feedback/{html.parent.name}/{LAB}.html")
+            text = feedback.locator("body").inner_text()
+            feedback.screenshot(path=str(SCREENSHOTS / f"{student}_feedback.png"), full_page=True)
+            assert f"{scores[student]:g}" in text, (student, text[:500])
+            if mistake:
+                assert entries[mistake].message in text, f"{student}'s feedback does not name the mistake"
+            else:
+                assert entries[MISTAKE].message not in text
+        browser.close()
+    print(f"hub journey screenshots in {SCREENSHOTS}")

@@ -1,0 +1,82 @@
+"""`labutils hub`'s folder and settings, and the intake of what nbgrader collects (the browser journey,
+tests/end_to_end/test_hub.py, plays the whole class through)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from labutils.errors import CourseError
+from peft_grader import hub, intake
+
+
+def test_a_hub_folder_holds_the_exchange_the_course_and_the_students_settings(tmp_path):
+    settings = hub.prepare(tmp_path / "h", ["bo", "ada"], password="a-long-password", port=8123)
+    assert settings["students"] == ["ada", "bo"] and settings["port"] == 8123
+    assert oct((tmp_path / "h" / "hub.json").stat().st_mode)[-3:] == "600"  # it holds the password
+    course = (tmp_path / "h" / "course" / "nbgrader_config.py").read_text()
+    assert str(tmp_path / "h" / "exchange") in course and "peft-course" in course
+    # a student's nbgrader files submissions under their hub name, not the one Unix account's
+    config = tmp_path / "h" / "student-config"
+    env = dict(os.environ, JUPYTERHUB_USER="ada", JUPYTER_CONFIG_PATH=str(config))
+    code = (
+        "from nbgrader.apps import NbGrader; app = NbGrader(); app.initialize([]);"
+        "print(app.config.CourseDirectory.student_id, app.config.Exchange.root)"
+    )
+    seen = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert seen.stdout.split() == ["ada", str(tmp_path / "h" / "exchange")], seen.stderr
+    disabled = json.loads((config / "labconfig" / "page_config.json").read_text())["disabledExtensions"]
+    assert "@jupyter/nbgrader:formgrader" in disabled
+    # a restart keeps the class's password
+    assert hub.prepare(tmp_path / "h", ["ada", "bo"])["password"] == "a-long-password"
+
+
+@pytest.mark.parametrize(
+    ("students", "password", "words"),
+    [
+        (["Ada"], None, "lower-case"),
+        (["a/b"], None, "lower-case"),
+        ([], None, "--students"),
+        (["ada"], "short", "8 characters"),
+    ],
+)
+def test_bad_hub_settings_are_one_readable_message(tmp_path, students, password, words):
+    with pytest.raises(CourseError, match=words):
+        hub.prepare(tmp_path, students, password=password)
+
+
+def test_without_the_proxy_the_message_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "HUB_FILES", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(CourseError, match="make setup.*npm ci"):
+        hub.proxy_command()
+
+
+def test_instructor_commands_on_a_folder_that_is_no_hub_say_how_to_start_one(tmp_path, capsys):
+    from labutils.cli import main
+
+    assert main(["hub", "collect", "00_setup", "--dir", str(tmp_path)]) == 2
+    assert "labutils hub start" in capsys.readouterr().err
+
+
+def test_grading_reads_what_nbgrader_collected(tmp_path):
+    course = tmp_path / "course"
+    collected = course / "submitted" / "ada" / "00_setup"
+    collected.mkdir(parents=True)
+    (course / "nbgrader_config.py").write_text("")
+    (collected / "00_setup.ipynb").write_text("{}")
+    (tmp_path / "plain" / "bo").mkdir(parents=True)
+    (tmp_path / "plain" / "bo" / "00_setup.ipynb").write_text("{}")
+    assert intake.collect(course, tmp_path) == course / "submitted"
+    assert intake.submission(course / "submitted", "ada", "00_setup") == collected / "00_setup.ipynb"
+    assert intake.submitted_labs(course / "submitted", "ada") == {"00_setup"}
+    assert (
+        intake.submission(tmp_path / "plain", "bo", "00_setup")
+        == tmp_path / "plain" / "bo" / "00_setup.ipynb"
+    )
