@@ -76,7 +76,7 @@ def throughput_table(lab: str, size: int, workers: int, work: Path, dask: bool =
     for name, seconds in times.items():
         print(f"{name:>8} {seconds:8.1f} {size / seconds * 60:10.1f} {serial / seconds:8.2f}")
     same = all(s == scores["1 local"] for s in scores.values())
-    print(f"scores with {workers} workers {'identical to' if same else 'DIFFER FROM'} the serial run")
+    print(f"scores of every run {'identical to' if same else 'DIFFER FROM'} the serial run")
 
 
 def floor_table(out: Path) -> None:

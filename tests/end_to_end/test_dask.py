@@ -2,8 +2,9 @@
 of two single-threaded worker processes.
 
 A small class of lab 00 is graded once while one worker's process is killed in the middle of a task: every
-student still ends with exactly one result, and every score is the one the mistake catalogue states (the
-scores the local workers give: tests/end_to_end/test_catalogue.py). A second run submits nothing.
+student still ends with exactly one result, and every check's score is the one the local workers gave the
+same notebook (the class run of tests/conftest.py's `graded_class`), and the one the mistake catalogue
+states. A second run submits nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.slow
 LAB = "00_setup"
 
 
-def _class(folder) -> dict[str, float]:
-    """The reference, a mistake and a correct variant as students; what each must score."""
+def _class(folder) -> dict[str, tuple[str, float | None]]:
+    """The reference, a mistake and a correct variant as students: (the same notebook's student in the
+    catalogue class, the score the catalogue states) for each."""
     entries = {e.name: e for e in catalogue.entries(LAB)}
     mistake = next(e for e in entries.values() if not e.name.startswith("correct_"))
     variant = next(e for e in entries.values() if e.name.startswith("correct_"))
@@ -34,7 +36,7 @@ def _class(folder) -> dict[str, float]:
         nbformat.write(
             catalogue.submission(LAB, entry.cells if entry else None), folder / student / f"{LAB}.ipynb"
         )
-        expected[student] = entry.score if entry else None
+        expected[student] = (f"{LAB}--{entry.name}" if entry else "reference", entry.score if entry else None)
     return expected
 
 
@@ -68,9 +70,10 @@ def _orphans(folder) -> list[str]:
     return found
 
 
-def test_a_class_graded_on_dask_survives_a_lost_worker_and_resumes(tmp_path, capsys):
+def test_a_class_graded_on_dask_survives_a_lost_worker_and_resumes(tmp_path, capsys, graded_class):
     distributed = pytest.importorskip("distributed")
     expected = _class(tmp_path / "subs")
+    local = {(r.student, r.lab): r for r in graded_class.results}
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -92,10 +95,13 @@ def test_a_class_graded_on_dask_survives_a_lost_worker_and_resumes(tmp_path, cap
         assert not orphans, f"the killed worker's grading outlived it: {orphans}"
         assert sorted(r.student for r in results) == ["ada", "bo", "cy"]  # exactly one result each
         for r in results:
+            twin, stated = expected[r.student]
             assert not r.reason, (r.student, r.reason)
-            assert r.score == (expected[r.student] if expected[r.student] is not None else r.max_score), (
-                r.student
-            )
+            assert r.score == (stated if stated is not None else r.max_score), r.student
+            by_local_workers = local[twin, LAB]
+            assert [(c.name, c.score) for c in r.checks] == [
+                (c.name, c.score) for c in by_local_workers.checks
+            ]
         saved = json.loads((tmp_path / "out" / "summary.json").read_text())
         assert sorted(s["student"] for s in saved) == ["ada", "bo", "cy"]
 
