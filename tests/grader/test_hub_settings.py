@@ -1,5 +1,5 @@
 """`labutils hub`'s folder and settings, and the intake of what nbgrader collects (the browser journey,
-tests/end_to_end/test_hub.py, plays the whole class through)."""
+tests/end_to_end/test_hub_class.py, plays the whole class through)."""
 
 from __future__ import annotations
 
