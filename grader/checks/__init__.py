@@ -142,4 +142,11 @@ FROM_EVIDENCE = {
         "test_trainable_share": "trainable_share",
         "test_precision": "precision_flags",
     },
+    "08_adapter_life": {
+        "test_resume": "resumed_adapter",
+        "test_belongs": "base_match",
+        "test_multi": "adapter_set",
+        "test_base_only": "base_only_outputs",
+        "test_blend": "weighted_blend",
+    },
 }

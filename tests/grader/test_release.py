@@ -164,3 +164,25 @@ def test_the_readme_states_each_labs_points_as_its_master_sets_them():
         assert stated.get(lab) == expected, (
             f"README states {stated.get(lab)!r} points for {lab}; its master: {expected}"
         )
+
+
+def test_the_instructor_guide_lists_every_lab_with_its_graded_cells_and_catalogue():
+    """grader/README.md's lab table: every master, its graded cells with their points, its catalogue's size."""
+    from peft_grader import catalogue
+
+    guide = (nbcourse.GRADER / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d\d_\w+) \| (.+) \|$", guide, re.M))
+    assert sorted(rows) == nbcourse.labs()
+    for lab, row in rows.items():
+        cells, sizes = row.rsplit(" | ", 1)
+        graded = [
+            c.metadata["nbgrader"]
+            for c in nbcourse.master_notebook(lab).cells
+            if c.metadata["nbgrader"]["grade"]
+        ]
+        assert re.findall(r"`(\w+)` (\d+)", cells) == [(g["grade_id"], f"{g['points']:g}") for g in graded], (
+            lab
+        )
+        entries = catalogue.entries(lab)
+        wrong = sum(not e.correct for e in entries)
+        assert sizes == f"{wrong} + {len(entries) - wrong}", lab
