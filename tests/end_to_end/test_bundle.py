@@ -14,6 +14,7 @@ import subprocess
 import pytest
 from conftest import borrowed_venv
 
+from peft_grader import nbcourse
 from peft_grader.bundle import bundle
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def test_the_bundle_holds_no_solution_no_hidden_test_and_no_check_code(learner):
         assert not markers.search(path.read_text(errors="replace")), path
     assert not {"grader", "checks", "peft_grader", "source", "mistakes"} & {p.name for p in folder.rglob("*")}
     notebooks = sorted(p.name for p in (folder / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 8
+    assert notebooks == [f"{lab}.ipynb" for lab in nbcourse.labs()]  # every lab, nothing else
     for nb in (folder / "notebooks").glob("*.ipynb"):  # badges and set-up cells point at the class repository
         text = nb.read_text()
         assert f"github/{SLUG}/blob/main/notebooks/{nb.name}" in text and f"github.com/{SLUG} " in text
