@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser_helpers import CHROMIUM_FLAGS, REPO, find_chromium
+from browser_helpers import CHROMIUM_FLAGS, REPO, _free_port, find_chromium
 
 from peft_grader import catalogue
 
@@ -39,14 +39,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (`make setup` installs Debian's as root)"),
 ]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def labutils(*args: str) -> str:
