@@ -1,10 +1,13 @@
 """Grading cost: plain `nbgrader autograde` against `labutils grade` (sandboxed), serial and parallel.
 
-Grades the same submissions (the reference and the first N-1 mistake-catalogue entries of a lab) three
+Grades the same submissions (the reference and the first N-1 mistake-catalogue entries of a lab) four
 ways in one run and prints seconds per submission and the ratios:
   plain     one nbgrader course: `nbgrader autograde`, `generate_feedback`, `export` (no isolation)
-  isolated  `labutils grade --workers 1` (scratch course + bubblewrap kernel + tamper filter + outside checks)
-  parallel  `labutils grade --workers W` (W = the machine's cores)
+  cold      `labutils grade --workers 1 --cold-kernels` (scratch course + a bubblewrap kernel started
+            afresh + tamper filter + outside checks)
+  warm      `labutils grade --workers 1` (the same, each kernel forked from a zygote that imported the
+            libraries once: peft_grader.warm; the zygote's start is counted)
+  parallel  `labutils grade --workers W` (W = the machine's cores; warm kernels)
 
     python bench/grading_overhead.py [--lab 04_qlora] [-n 4]
 """
@@ -57,20 +60,25 @@ def main() -> None:
 
         scores = {}
 
-        def isolated(mode, n_workers):
-            results = grading.grade(root / "subs", root / mode, [args.lab], quiet=True, workers=n_workers)
+        def isolated(mode, n_workers, kernels):
+            results = grading.grade(
+                root / "subs", root / mode, [args.lab], quiet=True, workers=n_workers, kernels=kernels
+            )
             scores[mode] = {(r.student, r.score, r.reason) for r in results}
 
         times = {"plain": _timed(plain_pipeline)}
-        times["isolated"] = _timed(lambda: isolated("isolated", 1))
-        times[f"parallel x{workers}"] = _timed(lambda: isolated("parallel", workers))
+        times["cold"] = _timed(lambda: isolated("cold", 1, "cold"))
+        times["warm"] = _timed(lambda: isolated("warm", 1, "warm"))  # its first call starts the zygote
+        times[f"parallel x{workers}"] = _timed(lambda: isolated(f"parallel x{workers}", workers, "warm"))
     n = len(names)
     print(f"\n{n} submissions of {args.lab} ({', '.join(names)})")
     print(f"{'mode':<14} {'total s':>8} {'s/submission':>13} {'vs plain':>9}")
     for mode, seconds in times.items():
         print(f"{mode:<14} {seconds:8.1f} {seconds / n:13.1f} {seconds / times['plain']:9.2f}")
-    same = scores["isolated"] == scores["parallel"]
-    print(f"parallel scores {'identical to' if same else 'DIFFER FROM'} the serial run")
+    for mode in scores:
+        if mode != "cold":
+            same = scores[mode] == scores["cold"]
+            print(f"{mode} scores {'identical to' if same else 'DIFFER FROM'} the cold run's")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 Beside the mistake catalogue (which proves the hidden checks), each entry in
 grader/adversarial/<lab>/<name>.toml is a submission that raises, loops, crashes its kernel, floods
-its output, mangles the notebook, tampers with the checks or the grader, or reaches outside its
-folder, and the exact score its honest work deserves, with the reason the summary must show when it
-cannot be graded normally. A submission is the mistake catalogue's reference submission (the
+its output, mangles the notebook, tampers with the checks or the grader, reaches outside its folder, or
+leaves processes, threads, changed modules or files behind for the next submission; and the exact score
+its honest work deserves, with the reason the summary must show when it cannot be graded normally. A submission is the mistake catalogue's reference submission (the
 learner release with the reference solutions) with the entry's mutations applied, in this order:
 
 - `[cells]`: grade_id -> new source, for any cell with a grade_id (locked and test cells too);
@@ -45,6 +45,7 @@ THREATS = {
     "filesystem",
     "network",
     "slow",
+    "residue",  # what a submission leaves behind for the next one graded by the same worker
 }
 _KEYS = {
     "title",

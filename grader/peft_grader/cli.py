@@ -45,6 +45,7 @@ def grade_cmd(args: argparse.Namespace) -> int:
         force=args.force,
         sandbox=not args.no_sandbox,
         cluster=args.cluster or args.scheduler,
+        kernels="cold" if args.cold_kernels else "auto",
     )
     print(summary_table(results))
     print(f"\nfeedback: {Path(args.out) / 'feedback'}\ngrades:   {Path(args.out) / 'grades.csv'}")
@@ -115,6 +116,12 @@ def add_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="regrade submissions already graded and unchanged")
     p.add_argument(
         "--no-sandbox", action="store_true", help="run kernels without bubblewrap/unshare (trusted work only)"
+    )
+    p.add_argument(
+        "--cold-kernels",
+        action="store_true",
+        help="start every kernel afresh under bubblewrap instead of forking it from a process that has "
+        "imported the libraries once (slower; the same isolation)",
     )
     p.set_defaults(func=grade_cmd)
 

@@ -37,6 +37,7 @@ def grade(
     force: bool = False,
     sandbox: bool = True,
     cluster: str | None = None,
+    kernels: str = "auto",
 ) -> list[LabResult]:
     """Autograde every <student>/<lab>.ipynb (or <student>/<lab>/<lab>.ipynb, as nbgrader collects); each
     student ends with a score or a stated reason.
@@ -46,8 +47,19 @@ def grade(
     result is saved as soon as it is known, and a re-run skips unchanged submissions already graded
     (resumable and idempotent; `force` regrades). Scores then go into one class gradebook, written here
     only: the workers return plain results.
+
+    `kernels`: "warm" forks each sandboxed kernel from a process that has imported the libraries once
+    (peft_grader.warm), "cold" starts each one afresh under bubblewrap, "auto" is warm where this machine
+    allows it.
     """
     from peft_grader import sandbox as sandboxing
+    from peft_grader import warm
+
+    if kernels not in ("auto", "warm", "cold"):
+        raise CourseError(f"kernels={kernels!r}: give auto, warm or cold.")
+    if kernels == "warm" and (why := warm.available()):
+        raise CourseError(f"{why}. Fix: grade as root on Linux, or with cold kernels (--cold-kernels).")
+    use_warm = sandbox and kernels != "cold" and not warm.available()
 
     if cluster and cluster.startswith("local:"):
         _local_size(cluster)  # a bad setting fails before any work
@@ -97,7 +109,19 @@ def grade(
                 result = load_result(saved)  # graded before, unchanged since: resume
             else:
                 jobs.append(
-                    Job(lab, student, src, out_dir, template, timeout, budget, sandbox, threads, compiled)
+                    Job(
+                        lab,
+                        student,
+                        src,
+                        out_dir,
+                        template,
+                        timeout,
+                        budget,
+                        sandbox,
+                        threads,
+                        compiled,
+                        use_warm,
+                    )
                 )
                 continue
             done[lab, student] = result

@@ -36,6 +36,9 @@ class Job:
     sandbox: bool
     threads: int  # CPU threads for the kernel's torch: the machine's cores shared among the workers
     checks: Path | None = None  # the hidden checks as bytecode only, for sandboxed kernels (compile_checks)
+    warm: bool = (
+        False  # sandboxed kernels forked from this process's zygote (peft_grader.warm), not started cold
+    )
 
 
 def grade_one(job: Job) -> LabResult:
@@ -57,6 +60,10 @@ def grade_one(job: Job) -> LabResult:
             "SandboxExecute.readable": [str(p) for p in readable],
         }
         settings |= {"SandboxExecute.checks": str(job.checks or "")}
+        if job.warm:
+            from peft_grader import warm
+
+            settings["SandboxExecute.warm"] = warm.zygote(job.threads)
     make_course(scratch, timeout=job.timeout, settings=settings)
     shutil.copyfile(job.gradebook, scratch / "gradebook.db")
     dest = scratch / "submitted" / job.student / job.lab

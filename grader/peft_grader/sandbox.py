@@ -56,11 +56,14 @@ def write_kernelspec(
     hidden: list[Path],
     readable: list[Path],
     memory_mb: int = DEFAULT_MEMORY_MB,
+    warm: str = "",
 ) -> Path:
-    """A `python3` kernelspec (found first through JUPYTER_PATH) that starts the kernel via launch()."""
+    """A `python3` kernelspec (found first through JUPYTER_PATH) that starts the kernel via launch(), or
+    forked from the warm-kernel zygote at address `warm` (peft_grader.warm) with the same isolation."""
     spec_dir = jupyter_dir / "kernels" / "python3"
     spec_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "peft_grader.sandbox", "--memory-mb", str(memory_mb)]
+    program = ["peft_grader.warm", "kernel", "--server", warm] if warm else ["peft_grader.sandbox"]
+    argv = [sys.executable, "-m", *program, "--memory-mb", str(memory_mb)]
     argv += [a for p in writable for a in ("--writable", str(p))]
     argv += [a for p in hidden for a in ("--hide", str(p))]
     argv += [a for p in readable for a in ("--readable", str(p))]
@@ -87,10 +90,8 @@ def _limit(kind: int, value: int) -> None:
         print(f"peft_grader.sandbox: could not set resource limit {kind}", file=sys.stderr)
 
 
-def launch(argv: list[str] | None = None) -> None:
-    """Exec the kernel command under limits and, where available, bubblewrap."""
-    import resource
-
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The launcher's arguments (the kernelspec's argv after the program): limits, folders, the command."""
     parser = argparse.ArgumentParser(prog="peft_grader.sandbox")
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB)
     parser.add_argument("--file-mb", type=int, default=DEFAULT_FILE_MB)
@@ -99,7 +100,16 @@ def launch(argv: list[str] | None = None) -> None:
     parser.add_argument("--readable", action="append", default=[])
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return args
+
+
+def launch(argv: list[str] | None = None) -> None:
+    """Exec the kernel command under limits and, where available, bubblewrap."""
+    import resource
+
+    args = parse(argv)
+    command = args.command
     cwd = Path.cwd()
     # With the ipc transport the kernel's sockets are files beside this path: the one place besides its
     # own folder where the kernel must write.
@@ -138,7 +148,11 @@ def launch(argv: list[str] | None = None) -> None:
             prefix += ["--ro-bind", path, path]
         for path in [*args.writable, str(cwd), str(socket_dir)]:
             prefix += ["--bind", path, path]
-        prefix += ["--unshare-net", "--unshare-ipc", "--die-with-parent", "--chdir", str(cwd), "--"]
+        # A PID namespace of its own: a process the kernel leaves behind, detached or not, ends with it.
+        # In it the kernel's parent is bubblewrap's init, so ipykernel must not watch for a parent PID.
+        os.environ.pop("JPY_PARENT_PID", None)
+        prefix += ["--unshare-net", "--unshare-ipc", "--unshare-pid", "--die-with-parent"]
+        prefix += ["--chdir", str(cwd), "--"]
     elif _can_unshare_net():
         prefix = ["unshare", "-n", "--"]
     else:

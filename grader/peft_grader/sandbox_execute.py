@@ -86,6 +86,11 @@ class SandboxExecute(Execute):
         "", help="A folder holding the checks package as bytecode (compile_checks); default: compiled now."
     ).tag(config=True)
     memory_mb = Int(DEFAULT_MEMORY_MB, help="Address space of the kernel, in MiB.").tag(config=True)
+    warm = Unicode(
+        "",
+        help="Address of a warm-kernel zygote (peft_grader.warm): kernels are forked from it, with the libraries "
+        "already imported, in namespaces of their own; empty: a cold kernel under bubblewrap.",
+    ).tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._started = time.monotonic()
@@ -101,6 +106,7 @@ class SandboxExecute(Execute):
                 hidden=[Path(p) for p in self.hidden or self._default_hidden()],
                 readable=[Path(p) for p in self.readable],
                 memory_mb=self.memory_mb,
+                warm=self.warm,
             )
             with _prepended(JUPYTER_PATH=str(Path(tmp) / "jupyter"), PYTHONPATH=checks):
                 return super().preprocess(nb, resources, km)

@@ -63,6 +63,11 @@ REQUIRED = {
     "reading the hidden checks": ["read_checks"],
     "network access": ["network"],
     "a very slow but correct submission": ["slow_but_correct"],
+    # issue 18: what a warm kernel's submission leaves for the next one (tests/end_to_end/test_warm_kernels.py)
+    "a background process left running": ["residue_process"],
+    "a thread left running": ["residue_thread"],
+    "a modified imported module": ["residue_thread"],
+    "writes into a sibling folder": ["residue_files", "residue_process"],
 }
 REQUIRED_THREATS = adversarial.THREATS - {"control"}  # every category the catalogue knows is used
 

@@ -37,11 +37,12 @@ def test_course_bench_prints_its_four_tables(tmp_path):
     assert (tmp_path / "nf4_floor.png").stat().st_size > 10_000
 
 
-def test_grading_overhead_bench_compares_plain_isolated_and_parallel():
+def test_grading_overhead_bench_compares_plain_cold_warm_and_parallel():
     out = _run("bench/grading_overhead.py", "--lab", "00_setup", "-n", "1")
-    for mode in ("plain", "isolated", "parallel x"):
+    for mode in ("plain", "cold", "warm", "parallel x"):
         assert re.search(rf"^{re.escape(mode)}\S*\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), out
-    assert "parallel scores identical to the serial run" in out
+    assert "warm scores identical to the cold run's" in out
+    assert re.search(r"parallel x\d+ scores identical to the cold run's", out)
 
 
 def test_big_llama_bench_trains_a_shrunk_model_on_the_cpu():

@@ -1,0 +1,441 @@
+"""Warm grading kernels: the course's libraries imported once per grading process, not once per notebook.
+
+A zygote (`python -m peft_grader.warm serve`) imports torch, transformers, peft, bitsandbytes, datasets,
+matplotlib, ipykernel and labutils, then waits. Each grading kernel is a fresh fork of it, which enters
+namespaces of its own before any learner code runs, as bubblewrap does for a cold kernel
+(`peft_grader.sandbox`):
+- a PID namespace whose first process is the kernel: when it ends, every process it left behind ends too;
+- a mount namespace: the whole file system read-only, the grader's folders and the other submissions
+  hidden under empty read-only tmpfs, only the submission's own folder and the kernel's socket folder
+  writable, a /dev of its own with the harmless devices only, and a /proc that shows this kernel only;
+- a network and an IPC namespace of its own (loopback only);
+- no capabilities (bounding set, ambient and securebits included) and the same resource limits.
+
+A fork shares nothing writable with the zygote or with the kernel before it: what a submission changes in
+an imported module, a thread it starts or a file it writes stay in its own process and folder.
+The libraries read some settings when they are imported (huggingface_hub's HF_HOME, datasets' cache), so
+the zygote imports them with those folders at one fixed path, and each kernel mounts its own private
+folder (`<submission>/.sandbox`) there.
+
+The kernelspec's command is `python -m peft_grader.warm kernel --server ADDRESS <the sandbox's arguments>`
+(`write_kernelspec(warm=...)`): a small client that passes its stdio to the zygote over a Unix socket in
+the abstract namespace (which no kernel can reach: it has a network namespace of its own), and lives as
+long as the kernel does; when jupyter_client kills it, the zygote kills the kernel. Where the zygote cannot
+be reached the client starts a cold kernel instead.
+
+Linux only, as root (where bubblewrap needs no user namespace); `available()` says whether this machine can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from peft_grader import sandbox
+
+PRELOAD = (
+    "numpy",
+    "torch",
+    "safetensors.torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "accelerate",
+    "datasets",
+    "matplotlib.pyplot",
+    "IPython",
+    "ipykernel.kernelapp",
+    "ipykernel.ipkernel",
+    "labutils",
+    "labutils.models",
+    "labutils.plots",
+    "labutils.inspection",
+    "peft_grader.kernel_guard",
+)
+# transformers loads its model classes lazily; these are the ones the labs build
+PRELOAD_ATTRIBUTES = (
+    ("transformers", "LlamaForCausalLM"),
+    ("transformers", "BertForSequenceClassification"),
+    ("transformers", "GPT2LMHeadModel"),
+    ("transformers", "AutoModelForCausalLM"),
+    ("transformers", "AutoTokenizer"),
+    ("transformers", "BitsAndBytesConfig"),
+    ("transformers", "Trainer"),
+    ("transformers", "TrainingArguments"),
+    ("peft", "LoraConfig"),
+    ("peft", "get_peft_model"),
+    ("peft", "PeftModel"),
+)
+PRIVATE = ("tmp", "hf-datasets", "mpl", "hf", "triton", "ipython")
+ENV_DIRS = {
+    "TMPDIR": "tmp",
+    "HF_DATASETS_CACHE": "hf-datasets",
+    "MPLCONFIGDIR": "mpl",
+    "HF_HOME": "hf",
+    "TRITON_CACHE_DIR": "triton",
+    "IPYTHONDIR": "ipython",
+}
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+# Linux constants (linux/sched.h, linux/mount.h, linux/prctl.h, linux/capability.h)
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x08000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture (the generic syscall table)
+AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 0x1
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+SECURE_NOROOT_ALL = 0x3F  # NOROOT, NO_SETUID_FIXUP and KEEP_CAPS, each with its lock
+SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = [None if s is None else s.encode() for s in (source, target, fstype, data)]
+    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
+
+
+def _readonly(path: str, readonly: bool = True, recursive: bool = False) -> None:
+    attr = _MountAttr(MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else MOUNT_ATTR_RDONLY, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    call = _libc.syscall(
+        SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr)
+    )
+    _check(call, f"mount_setattr {path}")
+
+
+def _bind(fd: int, target: str, writable: bool) -> None:
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
+        os.makedirs(target, exist_ok=True)
+    elif not os.path.exists(target):
+        open(target, "a").close()  # noqa: SIM115 - a file to mount a device over
+    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+    _readonly(target, readonly=not writable, recursive=not writable)
+
+
+def available() -> str:
+    """'' where warm kernels work here, else why not."""
+    if sys.platform != "linux":
+        return "warm kernels need Linux namespaces"
+    if os.geteuid() != 0:
+        return "warm kernels need root (bubblewrap isolates cold kernels without it)"
+    return ""
+
+
+# ---------------------------------------------------------------- the kernel, inside its namespaces
+def _isolate(request: dict, private_at: str) -> None:
+    """Mounts, devices, loopback, capabilities and limits of one kernel (in its new namespaces)."""
+    import fcntl
+    import resource
+    import struct
+
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Open every source first: a tmpfs laid over a hidden folder covers what the binds bring back.
+    private = Path(request["cwd"]) / ".sandbox"
+    for sub in PRIVATE:
+        (private / sub).mkdir(parents=True, exist_ok=True)
+    sources = {}
+    for path in [*request["readable"], *request["writable"], str(private)]:
+        sources[path] = os.open(path, os.O_PATH)
+    devices = {name: os.open(f"/dev/{name}", os.O_PATH) for name in DEVICES if os.path.exists(f"/dev/{name}")}
+    _readonly("/", recursive=True)
+    for path in request["hidden"]:
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+    for path in request["readable"]:
+        _bind(sources[path], path, writable=False)
+    for path in request["writable"]:
+        _bind(sources[path], path, writable=True)
+    _bind(sources[str(private)], private_at, writable=True)
+    for path in request["hidden"]:  # populated: now read-only too
+        if os.path.isdir(path):
+            _readonly(path)
+    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755")
+    for name, fd in devices.items():
+        _bind(fd, f"/dev/{name}", writable=True)
+    os.mkdir("/dev/shm")
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0")):
+        os.symlink(target, f"/dev/{name}")
+    os.symlink("/proc/self/fd/1", "/dev/stdout")
+    os.symlink("/proc/self/fd/2", "/dev/stderr")
+    _readonly("/dev")
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for fd in [*sources.values(), *devices.values()]:
+        os.close(fd)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # bubblewrap brings loopback up too
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
+    # root without capabilities, and no way to regain them (exec included), as bubblewrap leaves it
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "ambient capabilities")
+    _check(_libc.prctl(PR_SET_SECUREBITS, SECURE_NOROOT_ALL, 0, 0, 0), "securebits")
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    _check(_libc.capset(header, (ctypes.c_uint32 * 6)()), "capset")
+    sandbox._limit(resource.RLIMIT_AS, request["memory_mb"] * 2**20)
+    sandbox._limit(resource.RLIMIT_FSIZE, request["file_mb"] * 2**20)
+    sandbox._limit(resource.RLIMIT_CORE, 0)
+
+
+def _init(request: dict, stdio: list[int], private_at: str) -> None:
+    """The first process of the new PID namespace: isolate, start the kernel, reap, and exit with it.
+
+    The kernel is not this process: the first process of a PID namespace ignores the signals it has no
+    handler for, even its own (a segfault included), so a kernel there could not die as it should. When
+    this one exits, every process left in the namespace is killed.
+    """
+    code = 1
+    try:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        for fd, target in zip(stdio, (0, 1, 2), strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+        _isolate(request, private_at)
+        kernel = os.fork()
+        if kernel == 0:
+            _kernel(request, private_at)
+        while True:  # reap whatever is orphaned here, until the kernel itself ends
+            pid, status = os.wait()
+            if pid == kernel:
+                code = os.waitstatus_to_exitcode(status)
+                break
+    except BaseException:  # noqa: BLE001 - reported on the kernel's stderr, which nbgrader logs
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code if code >= 0 else 128 - code)
+
+
+def _kernel(request: dict, private_at: str) -> None:
+    """Become the ipykernel, with the submission's environment and folder (never returns)."""
+    code = 1
+    try:
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.environ.update({var: f"{private_at}/{sub}" for var, sub in ENV_DIRS.items()})
+        os.environ.update({"HF_HUB_OFFLINE": "1", "NBGRADER_SANDBOX": "1"})
+        startup = Path(private_at, "ipython", "profile_default", "startup")
+        startup.mkdir(parents=True, exist_ok=True)
+        (startup / "00-grading-guard.py").write_text(sandbox.GUARD_STARTUP)
+        os.chdir(request["cwd"])
+        tempfile.tempdir = None
+        extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+        sys.path[1:1] = [p for p in extra if p not in sys.path]
+        _fresh_random_state()
+        from ipykernel import kernelapp
+
+        sys.argv = [sys.executable, "-f", request["connection_file"]]
+        kernelapp.launch_new_instance()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported on the kernel's stderr, which nbgrader logs
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _fresh_random_state() -> None:
+    """Each kernel seeds as a new process would, not with the zygote's state."""
+    import random
+
+    import numpy
+    import torch
+
+    random.seed()
+    numpy.random.seed()
+    torch.seed()
+
+
+def _serve_one(conn: socket.socket, listener: socket.socket, private_at: str) -> None:
+    """In a fork of the zygote: start one kernel and wait for it, or kill it when its client goes."""
+    code = 1
+    try:
+        listener.close()
+        signal.signal(
+            signal.SIGCHLD, signal.SIG_DFL
+        )  # the zygote ignores it; this process and the kernel wait
+        message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+        request = json.loads(message)
+        request["env"].pop("JPY_PARENT_PID", None)  # not in this PID namespace: the client watches instead
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET), "unshare")
+        pid = os.fork()
+        if pid == 0:
+            conn.close()
+            _init(request, fds, private_at)
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        ready, _, _ = select.select([conn, pidfd], [], [])
+        if conn in ready:  # the client went away (killed by jupyter_client): so does the kernel
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps({"exit": code}).encode())
+        code = 0
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps({"error": traceback.format_exc(limit=1)}).encode())
+    finally:
+        os._exit(code)
+
+
+def serve(address: str) -> None:
+    """The zygote: import everything, listen, fork one handler per kernel; ends when its stdin closes."""
+    import importlib
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for name in PRELOAD:
+        importlib.import_module(name)
+    for module, attribute in PRELOAD_ATTRIBUTES:
+        getattr(importlib.import_module(module), attribute)
+    private_at = os.environ["PEFT_WARM_PRIVATE"]
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped by the kernel
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind("\0" + address)
+    listener.listen(64)
+    print("ready", flush=True)
+    while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
+            return  # the grading process ended
+        if listener in ready:
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                _serve_one(conn, listener, private_at)
+            conn.close()
+
+
+# ---------------------------------------------------------------- the grading process's side
+_zygotes: dict[int, tuple[subprocess.Popen, str]] = {}
+_lock = threading.Lock()
+
+
+def zygote(threads: int) -> str:
+    """The address of this process's zygote for kernels with `threads` torch threads, started once."""
+    with _lock:
+        if threads in _zygotes and _zygotes[threads][0].poll() is None:
+            return _zygotes[threads][1]
+        address = f"peft-warm-{os.getpid()}-{threads}-{secrets.token_hex(8)}"
+        folder = Path(tempfile.mkdtemp(prefix="peft-warm-"))
+        (folder / "private").mkdir()
+        env = os.environ | {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PEFT_WARM_PRIVATE": str(folder / "private"),
+            "HF_HUB_OFFLINE": "1",
+            "NBGRADER_SANDBOX": "1",
+        }
+        env |= {var: str(folder / "private" / sub) for var, sub in ENV_DIRS.items()}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peft_grader.warm", "serve", "--address", address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=folder,
+        )
+        line = proc.stdout.readline()
+        if line.strip() != b"ready":
+            proc.kill()
+            raise RuntimeError("the warm-kernel zygote did not start")
+        atexit.register(_stop, proc)
+        _zygotes[threads] = (proc, address)
+        return address
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    proc.kill()
+
+
+def client(argv: list[str]) -> None:
+    """The kernelspec's command: ask the zygote for a kernel, live as long as it does (else run cold)."""
+    parser = argparse.ArgumentParser(prog="peft_grader.warm kernel")
+    parser.add_argument("--server", required=True)
+    options, rest = parser.parse_known_args(argv)
+    args = sandbox.parse(rest)
+    connection_file = args.command[args.command.index("-f") + 1]
+    connection = json.loads(Path(connection_file).read_text())
+    request = {
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "connection_file": connection_file,
+        "writable": [*args.writable, os.getcwd(), str(Path(connection["ip"]).parent)],
+        "hidden": args.hide,
+        "readable": args.readable,
+        "memory_mb": args.memory_mb,
+        "file_mb": args.file_mb,
+    }
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        conn.connect("\0" + options.server)
+        socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
+    except OSError as err:
+        print(f"peft_grader.warm: no zygote ({err}); starting a cold kernel", file=sys.stderr)
+        sandbox.launch(rest)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: os._exit(1))  # the socket closes: the zygote kills the kernel
+    reply = conn.recv(1 << 16)
+    answer = json.loads(reply or b'{"exit": 1}')
+    if "error" in answer:
+        print(f"peft_grader.warm: the kernel could not start: {answer['error']}", file=sys.stderr)
+    sys.exit(answer.get("exit", 1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        parser = argparse.ArgumentParser(prog="peft_grader.warm serve")
+        parser.add_argument("--address", required=True)
+        serve(parser.parse_args(argv[1:]).address)
+    elif argv[:1] == ["kernel"]:
+        client(argv[1:])
+    else:
+        sys.exit("usage: python -m peft_grader.warm serve --address A | kernel --server A ...")
+
+
+if __name__ == "__main__":
+    main()

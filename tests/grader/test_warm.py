@@ -1,0 +1,146 @@
+"""Warm kernels (peft_grader.warm): forked from a zygote that imported the libraries once, each in
+namespaces of its own, with nothing of one kernel left for the next.
+
+These start real kernels through the kernelspec that SandboxExecute writes, as nbgrader does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from peft_grader import sandbox, warm
+
+pytestmark = pytest.mark.skipif(bool(warm.available()), reason=warm.available() or "warm kernels work here")
+
+PROBE = r"""
+import json, os, subprocess, sys, socket
+import torch, transformers
+report = {"pid": os.getpid(), "processes": sorted(p for p in os.listdir("/proc") if p.isdigit())}
+writes = {}
+for name, path in [("cwd", os.getcwd() + "/ok.txt"), ("tmp_root", "/tmp/warm-probe.txt"),
+                   ("tmpdir", os.environ["TMPDIR"] + "/t.txt"), ("sibling", SIBLING + "/x.txt"),
+                   ("repo", transformers.__file__ + ".probe")]:
+    try:
+        open(path, "w").write("x")
+        writes[name] = True
+    except OSError:
+        writes[name] = False
+report["writes"] = writes
+report["hidden"] = os.listdir(HIDDEN)
+report["readable"] = os.listdir(READABLE)
+report["cap_eff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=1)
+    report["network"] = True
+except OSError:
+    report["network"] = False
+report["config_init_patched"] = getattr(transformers.BitsAndBytesConfig.__init__, "patched", False)
+report["random"] = __import__("random").random()
+report["threads"] = torch.get_num_threads()
+def patched(self, *a, **k): pass
+patched.patched = True
+transformers.BitsAndBytesConfig.__init__ = patched          # changes this kernel's module only
+subprocess.Popen(["sleep", "600"], start_new_session=True)  # dies with this kernel's PID namespace
+print(json.dumps(report))
+"""
+
+
+def _run_kernel(spec_dir: Path, cwd: Path, code: str) -> dict:
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.kernel_spec_manager.kernel_dirs.insert(0, str(spec_dir.parent))
+    km.transport, km.ip = "ipc", str(cwd.parent / "k")
+    km.start_kernel(cwd=str(cwd))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        out = []
+        kc.execute_interactive(
+            code, timeout=60, output_hook=lambda m: out.append(m["content"].get("text", ""))
+        )
+        return json.loads("".join(out).strip().splitlines()[-1])
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _sleepers() -> list[str]:
+    return [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == b"sleep\x00600\x00"]
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_warm_kernels_are_isolated_and_leave_nothing_for_the_next(tmp_path):
+    hidden, readable, sibling = tmp_path / "hidden", tmp_path / "hidden" / "cache", tmp_path / "sibling"
+    for folder in (hidden, readable, sibling):
+        folder.mkdir(parents=True, exist_ok=True)
+    (hidden / "secret.txt").write_text("another student's work")
+    (readable / "model.txt").write_text("the model cache")
+    started = time.perf_counter()
+    address = warm.zygote(1)
+    assert warm.zygote(1) == address, "one zygote per process and thread count"
+    spec = sandbox.write_kernelspec(
+        tmp_path / "jupyter", writable=[], hidden=[hidden, sibling], readable=[readable], warm=address
+    )
+    code = PROBE.replace("SIBLING", repr(str(sibling))).replace("HIDDEN", repr(str(hidden)))
+    code = code.replace("READABLE", repr(str(readable)))
+    reports = []
+    for i in range(2):
+        cwd = tmp_path / f"submission{i}"
+        cwd.mkdir()
+        reports.append(_run_kernel(spec, cwd, code))
+        assert (cwd / "ok.txt").exists() and not (tmp_path / "warm-probe.txt").exists()
+    first, second = reports
+    for report in reports:
+        assert report["pid"] == 2 and report["processes"][:2] == ["1", "2"], "a PID namespace of its own"
+        assert report["writes"] == {
+            "cwd": True,
+            "tmp_root": False,
+            "tmpdir": True,
+            "sibling": False,
+            "repo": False,
+        }
+        assert report["hidden"] == ["cache"] and report["readable"] == ["model.txt"]
+        assert int(report["cap_eff"], 16) == 0 and report["network"] is False
+        assert report["threads"] == 1
+    assert second["config_init_patched"] is False, (
+        "the first kernel's change to transformers reached the next"
+    )
+    assert first["random"] != second["random"], "every kernel seeds as a new process"
+    assert not (sibling / "x.txt").exists() and not list(Path("/tmp").glob("warm-probe.txt"))
+    deadline = time.time() + 10
+    while _sleepers() and time.time() < deadline:
+        time.sleep(0.2)
+    assert _sleepers() == [], "a process a kernel started outlived it"
+    print(f"zygote and two kernels: {time.perf_counter() - started:.1f} s")
+
+
+def test_without_a_zygote_the_kernel_starts_cold(tmp_path, capfd):
+    """A kernelspec whose zygote is gone (the grading process ended) still gives a sandboxed kernel."""
+    spec = sandbox.write_kernelspec(
+        tmp_path / "jupyter", writable=[], hidden=[], readable=[], warm="peft-warm-gone"
+    )
+    cwd = tmp_path / "submission"
+    cwd.mkdir()
+    report = _run_kernel(
+        spec, cwd, "import json, os\nprint(json.dumps({'sandbox': os.environ.get('NBGRADER_SANDBOX')}))"
+    )
+    assert report == {"sandbox": "1"}
+    assert "starting a cold kernel" in capfd.readouterr().err
+
+
+def test_available_says_why_not(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "root" in warm.available()
