@@ -11,6 +11,8 @@ Grades a lab's reference submission once through `labutils grade --workers 1` an
   nbgrader finish      after the last cell: writing the autograded notebook and the gradebook
   outside checks       peft_grader.verify in a fresh process (on-disk and evidence checks)
   feedback and grades  generate_feedback and export, once per lab and class
+  assignment           generate_assignment, once per lab and class
+  class set-up, other  the class course, the intake, the tiny models' check, the checks compiled
 The zygote's own start (the imports, once per grading process) is shown apart. Wall-clock seconds on
 this machine; run it on an idle machine.
 
@@ -106,6 +108,11 @@ def main() -> None:
         ("outside checks", phases["outside checks"]),
         ("feedback and grades", phases["generate_feedback"] + phases["export"]),
     ]
+    per_submission = sum(s for name, s in table if name != "feedback and grades")
+    table += [
+        ("assignment", phases["generate_assignment"]),
+        ("class set-up, other", total - sum(s for _, s in table) - phases["generate_assignment"]),
+    ]
     top = sorted(learner.items(), key=lambda kv: -kv[1])[:3]
     print(
         f"\none {args.lab} reference submission, {args.kernels} kernels: {total:.1f} s in grade(), score "
@@ -118,6 +125,7 @@ def main() -> None:
     for name, s in table:
         print(f"{name:<20} {s:6.1f} {s / accounted:6.0%}")
     print(f"{'(learner top 3)':<20} " + ", ".join(f"{gid} {s:.1f}" for gid, s in top))
+    print(f"per submission (the first nine rows but feedback): {per_submission:.1f} s")
 
 
 def _kernel_start(kernels: str) -> float:

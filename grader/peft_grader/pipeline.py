@@ -36,9 +36,8 @@ class Job:
     sandbox: bool
     threads: int  # CPU threads for the kernel's torch: the machine's cores shared among the workers
     checks: Path | None = None  # the hidden checks as bytecode only, for sandboxed kernels (compile_checks)
-    warm: bool = (
-        False  # sandboxed kernels forked from this process's zygote (peft_grader.warm), not started cold
-    )
+    # sandboxed kernels (and the outside checks) forked from this process's zygote, not started cold
+    warm: bool = False
 
 
 def grade_one(job: Job) -> LabResult:
@@ -52,6 +51,7 @@ def grade_one(job: Job) -> LabResult:
     # The sandbox hides the whole grading folder (other students' work) and the grader's own files; the
     # order repair and the tamper review are nbgrader preprocessors (grader/nbgrader_config.py).
     settings = {"SandboxExecute.isolate": job.sandbox, "SandboxExecute.budget": float(job.budget)}
+    zygote = ""
     if job.sandbox:
         hidden = [job.out_dir, SOURCE, GRADER / "mistakes", GRADER / "adversarial", GRADER / "checks"]
         readable = [p for p in (cache_dir(),) if p.exists() and p.resolve().is_relative_to(job.out_dir)]
@@ -63,7 +63,7 @@ def grade_one(job: Job) -> LabResult:
         if job.warm:
             from peft_grader import warm
 
-            settings["SandboxExecute.warm"] = warm.zygote(job.threads)
+            zygote = settings["SandboxExecute.warm"] = warm.zygote(job.threads)
     make_course(scratch, timeout=job.timeout, settings=settings)
     shutil.copyfile(job.gradebook, scratch / "gradebook.db")
     dest = scratch / "submitted" / job.student / job.lab
@@ -113,7 +113,7 @@ def grade_one(job: Job) -> LabResult:
                 f"the kernel died or ignored an interrupt in cell {restarted[0]} and was restarted; "
                 "later cells ran without the earlier state"
             )
-        outside = outside_verdicts(job.lab, autograded)
+        outside = outside_verdicts(job.lab, autograded, zygote)
         for check in result.checks:
             if check.score >= check.max_score and outside.get(check.name):
                 # passed inside the learner's kernel, failed from outside: the kernel was tampered with

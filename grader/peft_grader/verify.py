@@ -37,22 +37,32 @@ def hardware_json() -> str:
     return json.dumps({k: hw[k] for k in ("cuda_available", "bf16_supported", "device_name")})
 
 
-def outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
+def outside_verdicts(lab: str, folder: Path, zygote: str = "") -> dict[str, str]:
     """Re-run the lab's on-disk checks in a fresh process: what the learner's kernel cannot tamper with.
 
-    Fails closed: if the process crashes or times out, every outside check of the lab gets a failure
-    ("could not be verified"), never a pass."""
+    With `zygote` (a warm-kernel zygote's address, peft_grader.warm), that process is a fork of it, which
+    has the libraries imported already and has never run learner code. Fails closed: if the process
+    crashes or times out, every outside check of the lab gets a failure ("could not be verified"), never
+    a pass."""
     expected = outside_checks(lab)
     if not expected:
         return {}
+    env = grading_env() | {"PYTHONPATH": str(GRADER), "PEFT_COURSE_HARDWARE": hardware_json()}
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "checks.outside", lab, str(folder)],
-            env=grading_env() | {"PYTHONPATH": str(GRADER), "PEFT_COURSE_HARDWARE": hardware_json()},
-            capture_output=True,
-            text=True,
-            timeout=OUTSIDE_TIMEOUT_S,
-        )
+        if zygote:
+            from peft_grader import warm
+
+            proc = warm.run_module(
+                zygote, "checks.outside", [lab, str(folder)], env, [str(GRADER)], OUTSIDE_TIMEOUT_S
+            )
+        else:
+            proc = subprocess.run(
+                [sys.executable, "-m", "checks.outside", lab, str(folder)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=OUTSIDE_TIMEOUT_S,
+            )
         found = (
             json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout else None
         )
@@ -61,6 +71,8 @@ def outside_verdicts(lab: str, folder: Path) -> dict[str, str]:
         )
     except subprocess.TimeoutExpired:
         found, why = None, f"timed out after {OUTSIDE_TIMEOUT_S} s"
+    except OSError as err:  # the zygote is gone
+        found, why = None, f"could not start the outside checks ({err})"
     except (json.JSONDecodeError, IndexError) as err:
         found, why = None, f"unreadable answer ({err})"
     unverified = (

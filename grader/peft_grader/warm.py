@@ -265,6 +265,39 @@ def _kernel(request: dict, private_at: str) -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
+        _libc.fflush(None)  # what C libraries printed (oneDNN's verbose lines, say): os._exit drops it
+        os._exit(code)
+
+
+def _module(request: dict, stdio: list[int], private_at: str) -> None:
+    """Run a module of the grader as `python -m` would, in a process no learner code has touched."""
+    import runpy
+
+    code = 1
+    try:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        for fd, target in zip(stdio, (0, 1, 2), strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        sys.path[0:0] = request["path"]
+        sys.argv = [request["module"], *request["argv"]]
+        _fresh_random_state()
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:  # noqa: BLE001 - on stderr, which the caller reads
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        _libc.fflush(None)  # what C libraries printed (oneDNN's verbose lines, say): os._exit drops it
         os._exit(code)
 
 
@@ -285,17 +318,18 @@ def _serve_one(conn: socket.socket, listener: socket.socket, private_at: str) ->
     code = 1
     try:
         listener.close()
-        signal.signal(
-            signal.SIGCHLD, signal.SIG_DFL
-        )  # the zygote ignores it; this process and the kernel wait
+        # the zygote ignores SIGCHLD; this process and the kernel wait for their children
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         request = json.loads(message)
-        request["env"].pop("JPY_PARENT_PID", None)  # not in this PID namespace: the client watches instead
-        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET), "unshare")
+        trusted = "module" in request  # the grader's own code (run_module), not a learner's kernel
+        if not trusted:
+            request["env"].pop("JPY_PARENT_PID", None)  # not in this PID namespace: the client watches
+            _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET), "unshare")
         pid = os.fork()
         if pid == 0:
             conn.close()
-            _init(request, fds, private_at)
+            (_module if trusted else _init)(request, fds, private_at)
         for fd in fds:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
@@ -381,6 +415,54 @@ def zygote(threads: int) -> str:
         atexit.register(_stop, proc)
         _zygotes[threads] = (proc, address)
         return address
+
+
+def run_module(
+    address: str, module: str, argv: list[str], env: dict, path: list[str], timeout: float
+) -> subprocess.CompletedProcess:
+    """`python -m module argv...` in a fork of the zygote at `address`: the grader's own code, trusted, with
+    the libraries already imported; its output as subprocess.run(capture_output=True, text=True) gives it.
+    Past `timeout` it is killed and subprocess.TimeoutExpired raised."""
+    import selectors
+    import time
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    request = {"module": module, "argv": argv, "env": env, "path": path, "cwd": os.getcwd()}
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    chunks = {out_r: [], err_r: []}
+    try:
+        conn.connect("\0" + address)
+        with open(os.devnull, "rb") as devnull:
+            socket.send_fds(conn, [json.dumps(request).encode()], [devnull.fileno(), out_w, err_w])
+        os.close(out_w)
+        os.close(err_w)
+        out_w = err_w = -1
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            for fd in chunks:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired([module, *argv], timeout)
+                for key, _ in selector.select(left):
+                    data = os.read(key.fd, 1 << 16)
+                    if data:
+                        chunks[key.fd].append(data)
+                    else:
+                        selector.unregister(key.fd)
+        conn.settimeout(max(deadline - time.monotonic(), 1))
+        answer = json.loads(conn.recv(1 << 16) or b'{"exit": 1}')
+    finally:
+        conn.close()  # a process still running is killed by its handler
+        for fd in (out_r, err_r, out_w, err_w):
+            if fd >= 0:
+                os.close(fd)
+    stdout, stderr = (b"".join(chunks[fd]).decode(errors="replace") for fd in (out_r, err_r))
+    if "error" in answer:
+        stderr += f"\npeft_grader.warm: could not run {module}: {answer['error']}"
+    return subprocess.CompletedProcess([module, *argv], answer.get("exit", 1), stdout, stderr)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,3 +146,50 @@ def test_without_a_zygote_the_kernel_starts_cold(tmp_path, capfd):
 def test_available_says_why_not(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert "root" in warm.available()
+
+
+def test_run_module_runs_the_graders_code_in_a_fork(tmp_path):
+    """The outside checks' route (peft_grader.verify): output, exit status and a time limit, as subprocess.run."""
+    (tmp_path / "saying.py").write_text(
+        "import sys, torch\nprint('hello', sys.argv[1:], torch.get_num_threads() > 0)\n"
+        "print('to stderr', file=sys.stderr)\nsys.exit(3)\n"
+    )
+    pid_file = tmp_path / "sleepy.pid"
+    (tmp_path / "sleepy.py").write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    )
+    address = warm.zygote(1)
+    env = dict(os.environ)
+    done = warm.run_module(address, "saying", ["a", "b"], env, [str(tmp_path)], timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "hello ['a', 'b'] True\n", "to stderr\n")
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        warm.run_module(address, "sleepy", [], env, [str(tmp_path)], timeout=2)
+    assert time.monotonic() - started < 10
+    sleeper = Path(f"/proc/{pid_file.read_text()}")  # a fork of the zygote: its command line is the zygote's
+    deadline = time.time() + 10
+    while sleeper.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not sleeper.exists(), "the module that ran past its time limit is still running"
+
+
+def test_settings_read_on_first_use_are_the_kernels_not_the_zygotes(tmp_path):
+    """oneDNN reads ONEDNN_MAX_CPU_ISA (test_numerics' CPU without native bf16) when it is first used, which
+    in a warm kernel is after the fork: a fork with a setting behaves as a new process with it."""
+    (tmp_path / "bf16_linear.py").write_text(
+        "import torch\na = torch.randn(64, 64, dtype=torch.bfloat16)\ntorch.nn.functional.linear(a, a)\n"
+    )
+    address = warm.zygote(1)
+
+    def onednn(output: str) -> tuple:
+        lines = [line for line in output.splitlines() if line.startswith("onednn_verbose")]
+        return sorted({line for line in lines if ",info,cpu,isa:" in line}), any(",exec," in x for x in lines)
+
+    for extra in ({"ONEDNN_VERBOSE": "1"}, {"ONEDNN_VERBOSE": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"}):
+        env = os.environ | extra | {"PYTHONPATH": str(tmp_path)}
+        alone = subprocess.run(
+            [sys.executable, "-m", "bf16_linear"], env=env, capture_output=True, text=True, check=True
+        )
+        forked = warm.run_module(address, "bf16_linear", [], env, [str(tmp_path)], timeout=60)
+        assert forked.returncode == 0, forked.stderr
+        assert onednn(forked.stdout) == onednn(alone.stdout), extra
