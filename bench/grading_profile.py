@@ -22,6 +22,7 @@ this machine; run it on an idle machine.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -66,9 +67,10 @@ def main() -> None:
     real = grading.nbgrader
     grading.nbgrader = lambda course, command, *rest, **kw: timed(command, real)(course, command, *rest, **kw)
     zygote = 0.0
+    threads = os.cpu_count() or 1  # what grade() gives one worker's kernels
     if args.kernels == "warm":
         start = time.perf_counter()
-        warm.zygote(1)
+        warm.zygote(threads)
         zygote = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="peft-profile-") as tmp:
         root = Path(tmp)
@@ -96,7 +98,7 @@ def main() -> None:
     checks = sum(s for gid, s in seconds.items() if gid.startswith("test_"))
     learner = {gid: s for gid, s in seconds.items() if not gid.startswith("test_")}
     before_cells = first - marks["autograde start"]
-    kernel = _kernel_start(args.kernels)
+    kernel = _kernel_start(args.kernels, threads)
     table = [
         ("scratch course", phases["scratch course"]),
         ("nbgrader start", before_cells - kernel),
@@ -128,7 +130,7 @@ def main() -> None:
     print(f"per submission (the first nine rows but feedback): {per_submission:.1f} s")
 
 
-def _kernel_start(kernels: str) -> float:
+def _kernel_start(kernels: str, threads: int) -> float:
     """Seconds from asking for a sandboxed kernel (the kernelspec grading writes) to its first answer."""
     from jupyter_client import KernelManager
 
@@ -136,11 +138,17 @@ def _kernel_start(kernels: str) -> float:
 
     with tempfile.TemporaryDirectory(prefix="peft-kernel-") as tmp:
         spec = sandbox.write_kernelspec(
-            Path(tmp) / "jupyter", [], [], [], warm=warm.zygote(1) if kernels == "warm" else ""
+            Path(tmp) / "jupyter",
+            [],
+            [sandbox.kernels_folder()],
+            [],
+            warm=warm.zygote(threads) if kernels == "warm" else "",
         )
+        folder = sandbox.kernel_folder()  # as SandboxExecute starts a kernel
         km = KernelManager(kernel_name="python3")
         km.kernel_spec_manager.kernel_dirs.insert(0, str(spec.parent))
-        km.transport, km.ip = "ipc", str(Path(tmp) / "k")
+        km.transport, km.ip = "ipc", str(folder / "k")
+        km.connection_file = str(folder / "kernel.json")
         start = time.perf_counter()
         km.start_kernel(cwd=tmp)
         kc = km.client()
@@ -150,6 +158,7 @@ def _kernel_start(kernels: str) -> float:
         seconds = time.perf_counter() - start
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+        shutil.rmtree(folder, ignore_errors=True)
     return seconds
 
 

@@ -7,6 +7,7 @@ One module per concern (ARCHITECTURE.md):
 - pipeline: one submission: scratch course, sandboxed kernel, nbgrader autograde, verdicts read back;
 - preprocessors: order repair and tamper handling, nbgrader preprocessors in grader/nbgrader_config.py;
 - sandbox, sandbox_execute, kernel_guard, tamper: the kernel's isolation and its guards;
+- warm: kernels (and the outside checks) forked from a zygote that imported the libraries once;
 - verify: the outside verification of on-disk and evidence checks, in a fresh process;
 - scores: what a submission scored, the gradebook, results saved as they arrive;
 - grading: a class graded with workers, and a learner's self-check;

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 DEFAULT_MEMORY_MB = 8192  # address space per kernel: torch + a 4-bit model need about 3 GB
@@ -30,6 +31,23 @@ import peft_grader.kernel_guard as _kernel_guard
 _kernel_guard.install()
 del _kernel_guard
 """
+
+
+def kernels_folder() -> Path:
+    """The parent of every sandboxed kernel's own folder (its connection file and its sockets).
+
+    Every sandboxed kernel has it hidden and gets back only its own folder, so no kernel can read the key of
+    another one graded at the same time, nor reach its sockets (a unix socket can be connected to even on a
+    read-only file system)."""
+    base = Path(tempfile.gettempdir()) / "peft-kernels"
+    base.mkdir(mode=0o700, exist_ok=True)
+    return base
+
+
+def kernel_folder() -> Path:
+    """A new folder for one kernel's connection file and sockets (a short path: unix sockets allow ~100
+    characters), inside kernels_folder()."""
+    return Path(tempfile.mkdtemp(dir=kernels_folder()))
 
 
 def _can_unshare_net() -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +24,13 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Int, List, Unicode
 
 from peft_grader.nbcourse import GRADER, SOURCE
-from peft_grader.sandbox import DEFAULT_MEMORY_MB, INTERRUPT_GRACE_S, write_kernelspec
+from peft_grader.sandbox import (
+    DEFAULT_MEMORY_MB,
+    INTERRUPT_GRACE_S,
+    kernel_folder,
+    kernels_folder,
+    write_kernelspec,
+)
 
 
 def compile_checks(folder: Path) -> Path:
@@ -55,6 +62,15 @@ def _prepended(**paths: str):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _kernel_files() -> list[Path]:
+    """Where other kernels' connection files and sockets are: every grading kernel's folder, and Jupyter's
+    runtime folder (the instructor's own JupyterLab kernels). Hidden from every sandboxed kernel: with a key
+    and a socket, a submission could run code in another kernel, outside its sandbox."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return [p for p in (kernels_folder(), Path(jupyter_runtime_dir())) if p.is_dir()]
 
 
 class SandboxExecute(Execute):
@@ -96,20 +112,23 @@ class SandboxExecute(Execute):
         self._started = time.monotonic()
         if not self.isolate:
             return super().preprocess(nb, resources, km)
-        # a short folder: with the ipc transport the kernel's sockets live here (unix sockets allow ~100 chars)
-        with tempfile.TemporaryDirectory(prefix="peft-sandbox-") as tmp:
-            self._sockets = Path(tmp) / "k"
-            checks = self.checks or str(compile_checks(Path(tmp) / "compiled"))
-            write_kernelspec(
-                Path(tmp) / "jupyter",
-                writable=[],
-                hidden=[Path(p) for p in self.hidden or self._default_hidden()],
-                readable=[Path(p) for p in self.readable],
-                memory_mb=self.memory_mb,
-                warm=self.warm,
-            )
-            with _prepended(JUPYTER_PATH=str(Path(tmp) / "jupyter"), PYTHONPATH=checks):
-                return super().preprocess(nb, resources, km)
+        # The kernel's connection file and sockets in a folder of its own, which only this kernel sees.
+        self._kernel_folder = kernel_folder()
+        try:
+            with tempfile.TemporaryDirectory(prefix="peft-sandbox-") as tmp:
+                checks = self.checks or str(compile_checks(Path(tmp) / "compiled"))
+                write_kernelspec(
+                    Path(tmp) / "jupyter",
+                    writable=[],
+                    hidden=[Path(p) for p in [*(self.hidden or self._default_hidden()), *_kernel_files()]],
+                    readable=[Path(p) for p in self.readable],
+                    memory_mb=self.memory_mb,
+                    warm=self.warm,
+                )
+                with _prepended(JUPYTER_PATH=str(Path(tmp) / "jupyter"), PYTHONPATH=checks):
+                    return super().preprocess(nb, resources, km)
+        finally:
+            shutil.rmtree(self._kernel_folder, ignore_errors=True)
 
     def _default_hidden(self) -> list[str]:
         coursedir = CourseDirectory(config=self.config)
@@ -125,7 +144,8 @@ class SandboxExecute(Execute):
     def create_kernel_manager(self):
         km = super().create_kernel_manager()
         if self.isolate:  # the kernel has a network namespace of its own: unix sockets, not TCP
-            km.transport, km.ip = "ipc", str(self._sockets)
+            km.transport, km.ip = "ipc", str(self._kernel_folder / "k")
+            km.connection_file = str(self._kernel_folder / "kernel.json")
         return km
 
     def preprocess_cell(self, cell, resources, index):

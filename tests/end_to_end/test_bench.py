@@ -45,6 +45,22 @@ def test_grading_overhead_bench_compares_plain_cold_warm_and_parallel():
     assert re.search(r"parallel x\d+ scores identical to the cold run's", out)
 
 
+def test_grading_profile_bench_splits_one_submission_into_phases():
+    out = _run("bench/grading_profile.py", "--lab", "00_setup")
+    assert re.search(
+        r"^one 00_setup reference submission, warm kernels: [\d.]+ s in grade\(\), score (\d+)/\1$", out, re.M
+    ), out
+    for phase in (
+        "nbgrader start",
+        "kernel start",
+        "imports cell",
+        "learner's cells",
+        "hidden checks",
+        "outside checks",
+    ):
+        assert re.search(rf"^{re.escape(phase)}\s+[\d.]+\s+\d+%$", out, re.M), phase
+
+
 def test_big_llama_bench_trains_a_shrunk_model_on_the_cpu():
     out = _run(
         "bench/big_llama.py",

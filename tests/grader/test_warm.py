@@ -6,8 +6,10 @@ These start real kernels through the kernelspec that SandboxExecute writes, as n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,25 +54,37 @@ print(json.dumps(report))
 """
 
 
-def _run_kernel(spec_dir: Path, cwd: Path, code: str) -> dict:
+@contextlib.contextmanager
+def _kernel(spec_dir: Path, cwd: Path):
+    """A kernel started as SandboxExecute starts one: its connection file and sockets in a folder of its own."""
     from jupyter_client import KernelManager
 
+    folder = sandbox.kernel_folder()
     km = KernelManager(kernel_name="python3")
     km.kernel_spec_manager.kernel_dirs.insert(0, str(spec_dir.parent))
-    km.transport, km.ip = "ipc", str(cwd.parent / "k")
+    km.transport, km.ip = "ipc", str(folder / "k")
+    km.connection_file = str(folder / "kernel.json")
     km.start_kernel(cwd=str(cwd))
     kc = km.client()
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=60)
-        out = []
-        kc.execute_interactive(
-            code, timeout=60, output_hook=lambda m: out.append(m["content"].get("text", ""))
-        )
-        return json.loads("".join(out).strip().splitlines()[-1])
+        yield kc
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _execute(kc, code: str) -> dict:
+    out = []
+    kc.execute_interactive(code, timeout=60, output_hook=lambda m: out.append(m["content"].get("text", "")))
+    return json.loads("".join(out).strip().splitlines()[-1])
+
+
+def _run_kernel(spec_dir: Path, cwd: Path, code: str) -> dict:
+    with _kernel(spec_dir, cwd) as kc:
+        return _execute(kc, code)
 
 
 def _sleepers() -> list[str]:
@@ -94,7 +108,11 @@ def test_warm_kernels_are_isolated_and_leave_nothing_for_the_next(tmp_path):
     address = warm.zygote(1)
     assert warm.zygote(1) == address, "one zygote per process and thread count"
     spec = sandbox.write_kernelspec(
-        tmp_path / "jupyter", writable=[], hidden=[hidden, sibling], readable=[readable], warm=address
+        tmp_path / "jupyter",
+        writable=[],
+        hidden=[hidden, sibling, sandbox.kernels_folder()],
+        readable=[readable],
+        warm=address,
     )
     code = PROBE.replace("SIBLING", repr(str(sibling))).replace("HIDDEN", repr(str(hidden)))
     code = code.replace("READABLE", repr(str(readable)))
@@ -127,6 +145,60 @@ def test_warm_kernels_are_isolated_and_leave_nothing_for_the_next(tmp_path):
         time.sleep(0.2)
     assert _sleepers() == [], "a process a kernel started outlived it"
     print(f"zygote and two kernels: {time.perf_counter() - started:.1f} s")
+
+
+SNOOP = r"""
+import glob, json, os, socket
+found = {"kernels": os.listdir(KERNELS), "keys": [], "connected": []}
+for path in glob.glob("/tmp/**/*.json", recursive=True) + glob.glob(RUNTIME + "/*.json"):
+    try:
+        info = json.load(open(path))
+    except (OSError, ValueError):
+        continue
+    if isinstance(info, dict) and info.get("key") in VICTIMS:
+        found["keys"].append(path)
+for path in glob.glob("/tmp/**/k-*", recursive=True):
+    if path.startswith(VICTIM_SOCKETS):
+        try:
+            socket.socket(socket.AF_UNIX).connect(path)
+            found["connected"].append(path)
+        except OSError:
+            pass
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("kind", ["warm", "cold"])
+def test_a_kernel_sees_no_other_kernels_key_or_sockets(tmp_path, kind, monkeypatch):
+    """Graded at the same time, a submission must not find a classmate's kernel, nor the instructor's own
+    JupyterLab kernels: with a key and a socket it could run code in them, outside its sandbox (a unix
+    socket accepts connections even on a read-only file system)."""
+    from peft_grader.sandbox_execute import _kernel_files
+
+    if kind == "cold" and not shutil.which("bwrap"):
+        pytest.skip("cold kernels are confined by bubblewrap, which is not installed")
+    runtime = tmp_path / "runtime"  # Jupyter's runtime folder, where JupyterLab keeps its kernels' files
+    runtime.mkdir()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    instructor_key = f"instructor-{os.getpid()}-{time.time_ns()}"  # this run's: earlier runs leave theirs
+    (runtime / "kernel-instructor.json").write_text(json.dumps({"key": instructor_key, "ip": "127.0.0.1"}))
+    address = warm.zygote(1) if kind == "warm" else ""
+    spec = sandbox.write_kernelspec(
+        tmp_path / "jupyter", writable=[], hidden=_kernel_files(), readable=[], warm=address
+    )
+    for name in ("victim", "snoop"):
+        (tmp_path / name).mkdir()
+    with _kernel(spec, tmp_path / "victim") as victim:
+        assert _execute(victim, "import json\nprint(json.dumps(1))") == 1
+        info = json.loads(Path(victim.connection_file).read_text())
+        with _kernel(spec, tmp_path / "snoop") as snoop:
+            own = Path(json.loads(Path(snoop.connection_file).read_text())["ip"]).parent
+            code = SNOOP.replace("KERNELS", repr(str(sandbox.kernels_folder()))).replace(
+                "RUNTIME", repr(str(runtime))
+            )
+            code = code.replace("VICTIMS", repr([info["key"], instructor_key]))
+            found = _execute(snoop, code.replace("VICTIM_SOCKETS", repr(str(Path(info["ip"]).parent))))
+    assert found == {"kernels": [own.name], "keys": [], "connected": []}
 
 
 def test_without_a_zygote_the_kernel_starts_cold(tmp_path, capfd):
