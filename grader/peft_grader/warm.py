@@ -36,6 +36,7 @@ import json
 import os
 import secrets
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -204,6 +205,35 @@ def _isolate(request: dict, private_at: str) -> None:
     sandbox._limit(resource.RLIMIT_CORE, 0)
 
 
+def _exit_with(run) -> None:
+    """In a fork: run(), then end this process with its exit status (never returns, never goes back to the
+    zygote's loop). An exception is printed on stderr, which the caller reads or nbgrader logs."""
+    code = 1
+    try:
+        result = run()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        _libc.fflush(None)  # what C libraries printed (oneDNN's verbose lines, say): os._exit drops it
+        os._exit(code if code >= 0 else 128 - code)
+
+
+def _take_stdio(stdio: list[int]) -> None:
+    """The client's stdin, stdout and stderr as this process's; killed if its parent goes."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    for fd, target in zip(stdio, (0, 1, 2), strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
+
+
 def _init(request: dict, stdio: list[int], private_at: str) -> None:
     """The first process of the new PID namespace: isolate, start the kernel, reap, and exit with it.
 
@@ -211,74 +241,47 @@ def _init(request: dict, stdio: list[int], private_at: str) -> None:
     handler for, even its own (a segfault included), so a kernel there could not die as it should. When
     this one exits, every process left in the namespace is killed.
     """
-    code = 1
-    try:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        for fd, target in zip(stdio, (0, 1, 2), strict=True):
-            os.dup2(fd, target)
-            os.close(fd)
+
+    def run() -> int:
+        _take_stdio(stdio)
         _isolate(request, private_at)
         kernel = os.fork()
         if kernel == 0:
-            _kernel(request, private_at)
+            _exit_with(lambda: _kernel(request, private_at))
         while True:  # reap whatever is orphaned here, until the kernel itself ends
             pid, status = os.wait()
             if pid == kernel:
-                code = os.waitstatus_to_exitcode(status)
-                break
-    except BaseException:  # noqa: BLE001 - reported on the kernel's stderr, which nbgrader logs
-        import traceback
+                return os.waitstatus_to_exitcode(status)
 
-        traceback.print_exc()
-    finally:
-        os._exit(code if code >= 0 else 128 - code)
+    _exit_with(run)
 
 
 def _kernel(request: dict, private_at: str) -> None:
-    """Become the ipykernel, with the submission's environment and folder (never returns)."""
-    code = 1
-    try:
-        os.environ.clear()
-        os.environ.update(request["env"])
-        os.environ.update({var: f"{private_at}/{sub}" for var, sub in ENV_DIRS.items()})
-        os.environ.update({"HF_HUB_OFFLINE": "1", "NBGRADER_SANDBOX": "1"})
-        startup = Path(private_at, "ipython", "profile_default", "startup")
-        startup.mkdir(parents=True, exist_ok=True)
-        (startup / "00-grading-guard.py").write_text(sandbox.GUARD_STARTUP)
-        os.chdir(request["cwd"])
-        tempfile.tempdir = None
-        extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-        sys.path[1:1] = [p for p in extra if p not in sys.path]
-        _fresh_random_state()
-        from ipykernel import kernelapp
+    """Become the ipykernel, with the submission's environment and folder."""
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ.update({var: f"{private_at}/{sub}" for var, sub in ENV_DIRS.items()})
+    os.environ.update({"HF_HUB_OFFLINE": "1", "NBGRADER_SANDBOX": "1"})
+    startup = Path(private_at, "ipython", "profile_default", "startup")
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-grading-guard.py").write_text(sandbox.GUARD_STARTUP)
+    os.chdir(request["cwd"])
+    tempfile.tempdir = None
+    extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[1:1] = [p for p in extra if p not in sys.path]
+    _fresh_random_state()
+    from ipykernel import kernelapp
 
-        sys.argv = [sys.executable, "-f", request["connection_file"]]
-        kernelapp.launch_new_instance()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    except BaseException:  # noqa: BLE001 - reported on the kernel's stderr, which nbgrader logs
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        _libc.fflush(None)  # what C libraries printed (oneDNN's verbose lines, say): os._exit drops it
-        os._exit(code)
+    sys.argv = [sys.executable, "-f", request["connection_file"]]
+    kernelapp.launch_new_instance()
 
 
 def _module(request: dict, stdio: list[int], private_at: str) -> None:
     """Run a module of the grader as `python -m` would, in a process no learner code has touched."""
     import runpy
 
-    code = 1
-    try:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        for fd, target in zip(stdio, (0, 1, 2), strict=True):
-            os.dup2(fd, target)
-            os.close(fd)
+    def run() -> None:
+        _take_stdio(stdio)
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
@@ -286,19 +289,8 @@ def _module(request: dict, stdio: list[int], private_at: str) -> None:
         sys.argv = [request["module"], *request["argv"]]
         _fresh_random_state()
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    except BaseException:  # noqa: BLE001 - on stderr, which the caller reads
-        import traceback
 
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        _libc.fflush(None)  # what C libraries printed (oneDNN's verbose lines, say): os._exit drops it
-        os._exit(code)
+    _exit_with(run)
 
 
 def _fresh_random_state() -> None:
@@ -386,10 +378,12 @@ _lock = threading.Lock()
 
 
 def zygote(threads: int) -> str:
-    """The address of this process's zygote for kernels with `threads` torch threads, started once."""
+    """The address of this process's zygote for kernels with `threads` torch threads, started once; "" when
+    it cannot start (said once on stderr), and the kernels then start cold."""
     with _lock:
-        if threads in _zygotes and _zygotes[threads][0].poll() is None:
-            return _zygotes[threads][1]
+        known = _zygotes.get(threads)
+        if known and (not known[1] or known[0].poll() is None):  # running, or known not to start
+            return known[1]
         address = f"peft-warm-{os.getpid()}-{threads}-{secrets.token_hex(8)}"
         folder = Path(tempfile.mkdtemp(prefix="peft-warm-"))
         (folder / "private").mkdir()
@@ -401,18 +395,23 @@ def zygote(threads: int) -> str:
             "NBGRADER_SANDBOX": "1",
         }
         env |= {var: str(folder / "private" / sub) for var, sub in ENV_DIRS.items()}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "peft_grader.warm", "serve", "--address", address],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            cwd=folder,
-        )
-        line = proc.stdout.readline()
-        if line.strip() != b"ready":
+        log = folder / "zygote.log"  # the libraries' import warnings, and any handler's traceback
+        with open(log, "wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "peft_grader.warm", "serve", "--address", address],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                cwd=folder,
+            )
+        atexit.register(_stop, proc, folder)
+        if proc.stdout.readline().strip() != b"ready":
             proc.kill()
-            raise RuntimeError("the warm-kernel zygote did not start")
-        atexit.register(_stop, proc)
+            last = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
+            print(f"warning: warm kernels unavailable ({last[:200]}); starting kernels cold", file=sys.stderr)
+            _zygotes[threads] = (proc, "")
+            return ""
         _zygotes[threads] = (proc, address)
         return address
 
@@ -465,12 +464,13 @@ def run_module(
     return subprocess.CompletedProcess([module, *argv], answer.get("exit", 1), stdout, stderr)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, folder: Path) -> None:
     with contextlib.suppress(OSError):
         proc.stdin.close()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(10)
     proc.kill()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def client(argv: list[str]) -> None:

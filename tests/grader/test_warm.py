@@ -265,3 +265,12 @@ def test_settings_read_on_first_use_are_the_kernels_not_the_zygotes(tmp_path):
         forked = warm.run_module(address, "bf16_linear", [], env, [str(tmp_path)], timeout=60)
         assert forked.returncode == 0, forked.stderr
         assert onednn(forked.stdout) == onednn(alone.stdout), extra
+
+
+def test_a_zygote_that_cannot_start_means_cold_kernels_said_once(tmp_path, monkeypatch, capsys):
+    (tmp_path / "numpy.py").write_text("raise ImportError('numpy is broken here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert warm.zygote(7) == ""
+    assert "numpy is broken here" in capsys.readouterr().err
+    assert warm.zygote(7) == ""
+    assert capsys.readouterr().err == ""
