@@ -79,6 +79,11 @@ def grade(
     if sandbox and not quiet:
         for warning in sandboxing.capabilities()["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
+        if kernels == "auto" and warm.available():
+            print(
+                f"note: {warm.available()}; each kernel starts cold (slower, the same isolation)",
+                file=sys.stderr,
+            )
     if current_profile() == "tiny":
         from labutils.models import build_all
 

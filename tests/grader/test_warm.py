@@ -274,3 +274,14 @@ def test_a_zygote_that_cannot_start_means_cold_kernels_said_once(tmp_path, monke
     assert "numpy is broken here" in capsys.readouterr().err
     assert warm.zygote(7) == ""
     assert capsys.readouterr().err == ""
+
+
+def test_asking_for_warm_kernels_where_they_cannot_run_is_a_readable_error(tmp_path, monkeypatch):
+    from labutils.errors import CourseError
+    from peft_grader import grading
+
+    with pytest.raises(CourseError, match="give auto, warm or cold"):
+        grading.grade(tmp_path, tmp_path / "out", kernels="hot")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(CourseError, match="need root.*--cold-kernels"):
+        grading.grade(tmp_path, tmp_path / "out", kernels="warm")
