@@ -136,21 +136,21 @@ def _kernel_start(kernels: str, threads: int) -> float:
 
     from peft_grader import sandbox
 
-    with tempfile.TemporaryDirectory(prefix="peft-kernel-") as tmp:
+    folder = sandbox.kernel_folder()  # as SandboxExecute starts a kernel
+    try:
         spec = sandbox.write_kernelspec(
-            Path(tmp) / "jupyter",
-            [],
+            folder / "jupyter",
+            [folder / "s"],
             [sandbox.kernels_folder()],
-            [],
+            [folder],
             warm=warm.zygote(threads) if kernels == "warm" else "",
         )
-        folder = sandbox.kernel_folder()  # as SandboxExecute starts a kernel
         km = KernelManager(kernel_name="python3")
         km.kernel_spec_manager.kernel_dirs.insert(0, str(spec.parent))
-        km.transport, km.ip = "ipc", str(folder / "k")
+        km.transport, km.ip = "ipc", str(folder / "s" / "k")
         km.connection_file = str(folder / "kernel.json")
         start = time.perf_counter()
-        km.start_kernel(cwd=tmp)
+        km.start_kernel(cwd=str(folder / "s"))
         kc = km.client()
         kc.start_channels()
         kc.wait_for_ready(timeout=120)
@@ -158,6 +158,7 @@ def _kernel_start(kernels: str, threads: int) -> float:
         seconds = time.perf_counter() - start
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
     return seconds
 

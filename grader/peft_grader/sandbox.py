@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +34,68 @@ del _kernel_guard
 """
 
 
+# Caches and temporary files go inside the submission's own folder, the only writable place.
+PRIVATE_DIRS = {
+    "TMPDIR": "tmp",
+    "HF_DATASETS_CACHE": "hf-datasets",
+    "MPLCONFIGDIR": "mpl",
+    "HF_HOME": "hf",
+    "TRITON_CACHE_DIR": "triton",
+    "IPYTHONDIR": "ipython",
+}
+
+
+def private_folder(cwd: Path) -> int:
+    """A fresh `<cwd>/.sandbox` (the kernel's caches and temporary files, and the kernel guard's start-up
+    file), made without following links: an earlier kernel of the same notebook, restarted, may have
+    left a link there to anywhere, and this runs with the grader's rights. Returns a descriptor of it.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    root = os.open(cwd, flags)
+    try:
+        try:
+            found = os.lstat(".sandbox", dir_fd=root)
+        except FileNotFoundError:
+            found = None
+        if found and stat.S_ISDIR(found.st_mode):
+            shutil.rmtree(".sandbox", dir_fd=root)  # rmtree never follows the links inside
+        elif found:
+            os.unlink(".sandbox", dir_fd=root)  # a link or a file where the folder goes
+        os.mkdir(".sandbox", dir_fd=root)
+        private = os.open(".sandbox", flags, dir_fd=root)
+    finally:
+        os.close(root)
+    for sub in PRIVATE_DIRS.values():
+        os.mkdir(sub, dir_fd=private)
+    startup = _folders_at(private, ("ipython", "profile_default", "startup"))
+    try:
+        guard = os.open(
+            "00-grading-guard.py", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=startup
+        )
+        with os.fdopen(guard, "w") as file:
+            file.write(GUARD_STARTUP)
+    finally:
+        os.close(startup)
+    return private
+
+
+def _folders_at(fd: int, parts: tuple[str, ...]) -> int:
+    """Each of `parts` inside the one before, under the folder open as `fd`, made where missing and opened
+    without following a link; returns a descriptor of the last."""
+    current = os.dup(fd)
+    for part in parts:
+        try:
+            os.mkdir(part, dir_fd=current)
+        except FileExistsError:
+            pass
+        try:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+        finally:
+            os.close(current)
+        current = inner
+    return current
+
+
 def kernels_folder() -> Path:
     """The parent of every sandboxed kernel's own folder (its connection file and its sockets).
 
@@ -45,9 +108,11 @@ def kernels_folder() -> Path:
 
 
 def kernel_folder() -> Path:
-    """A new folder for one kernel's connection file and sockets (a short path: unix sockets allow ~100
-    characters), inside kernels_folder()."""
-    return Path(tempfile.mkdtemp(dir=kernels_folder()))
+    """A new folder for one kernel's connection file (read-only to the kernel) and, in its `s/`, its sockets
+    (a short path: unix sockets allow ~100 characters), inside kernels_folder()."""
+    folder = Path(tempfile.mkdtemp(dir=kernels_folder()))
+    (folder / "s").mkdir()
+    return folder
 
 
 def _can_unshare_net() -> bool:
@@ -129,31 +194,12 @@ def launch(argv: list[str] | None = None) -> None:
     args = parse(argv)
     command = args.command
     cwd = Path.cwd()
-    # With the ipc transport the kernel's sockets are files beside this path: the one place besides its
-    # own folder where the kernel must write.
-    connection = json.loads(Path(command[command.index("-f") + 1]).read_text())
-    socket_dir = Path(connection["ip"]).parent
 
     _limit(resource.RLIMIT_AS, args.memory_mb * 2**20)
     _limit(resource.RLIMIT_FSIZE, args.file_mb * 2**20)
     _limit(resource.RLIMIT_CORE, 0)
-    # Caches and temporary files go inside the submission's own folder, the only writable place.
-    private = cwd / ".sandbox"
-    private.mkdir(exist_ok=True)
-    for var, sub in (
-        ("TMPDIR", "tmp"),
-        ("HF_DATASETS_CACHE", "hf-datasets"),
-        ("MPLCONFIGDIR", "mpl"),
-        ("HF_HOME", "hf"),
-        ("TRITON_CACHE_DIR", "triton"),
-        ("IPYTHONDIR", "ipython"),
-    ):
-        (private / sub).mkdir(exist_ok=True)
-        os.environ[var] = str(private / sub)
-    # The kernel guard (peft_grader.kernel_guard) starts before the first cell, from IPython's startup folder.
-    startup = private / "ipython" / "profile_default" / "startup"
-    startup.mkdir(parents=True, exist_ok=True)
-    (startup / "00-grading-guard.py").write_text(GUARD_STARTUP)
+    os.close(private_folder(cwd))
+    os.environ.update({var: str(cwd / ".sandbox" / sub) for var, sub in PRIVATE_DIRS.items()})
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["NBGRADER_SANDBOX"] = "1"
 
@@ -164,7 +210,7 @@ def launch(argv: list[str] | None = None) -> None:
             prefix += ["--tmpfs", path]
         for path in args.readable:  # put back what a hidden folder holds that the kernel needs
             prefix += ["--ro-bind", path, path]
-        for path in [*args.writable, str(cwd), str(socket_dir)]:
+        for path in [*args.writable, str(cwd)]:  # the kernel's socket folder is among args.writable
             prefix += ["--bind", path, path]
         # A PID namespace of its own: a process the kernel leaves behind, detached or not, ends with it.
         # In it the kernel's parent is bubblewrap's init, so ipykernel must not watch for a parent PID.

@@ -119,9 +119,9 @@ class SandboxExecute(Execute):
                 checks = self.checks or str(compile_checks(Path(tmp) / "compiled"))
                 write_kernelspec(
                     Path(tmp) / "jupyter",
-                    writable=[],
+                    writable=[self._kernel_folder / "s"],  # its sockets; the connection file stays read-only
                     hidden=[Path(p) for p in [*(self.hidden or self._default_hidden()), *_kernel_files()]],
-                    readable=[Path(p) for p in self.readable],
+                    readable=[*(Path(p) for p in self.readable), self._kernel_folder],
                     memory_mb=self.memory_mb,
                     warm=self.warm,
                 )
@@ -144,7 +144,7 @@ class SandboxExecute(Execute):
     def create_kernel_manager(self):
         km = super().create_kernel_manager()
         if self.isolate:  # the kernel has a network namespace of its own: unix sockets, not TCP
-            km.transport, km.ip = "ipc", str(self._kernel_folder / "k")
+            km.transport, km.ip = "ipc", str(self._kernel_folder / "s" / "k")
             km.connection_file = str(self._kernel_folder / "kernel.json")
         return km
 

@@ -4,6 +4,7 @@ learner's kernel cannot reach (`checks.outside`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import subprocess
@@ -49,13 +50,15 @@ def outside_verdicts(lab: str, folder: Path, zygote: str = "") -> dict[str, str]
         return {}
     env = grading_env() | {"PYTHONPATH": str(GRADER), "PEFT_COURSE_HARDWARE": hardware_json()}
     try:
+        proc = None
         if zygote:
             from peft_grader import warm
 
-            proc = warm.run_module(
-                zygote, "checks.outside", [lab, str(folder)], env, [str(GRADER)], OUTSIDE_TIMEOUT_S
-            )
-        else:
+            with contextlib.suppress(OSError):  # the zygote gone: a fresh process as without one
+                proc = warm.run_module(
+                    zygote, "checks.outside", [lab, str(folder)], env, [str(GRADER)], OUTSIDE_TIMEOUT_S
+                )
+        if proc is None:
             proc = subprocess.run(
                 [sys.executable, "-m", "checks.outside", lab, str(folder)],
                 env=env,
@@ -71,8 +74,6 @@ def outside_verdicts(lab: str, folder: Path, zygote: str = "") -> dict[str, str]
         )
     except subprocess.TimeoutExpired:
         found, why = None, f"timed out after {OUTSIDE_TIMEOUT_S} s"
-    except OSError as err:  # the zygote is gone
-        found, why = None, f"could not start the outside checks ({err})"
     except (json.JSONDecodeError, IndexError) as err:
         found, why = None, f"unreadable answer ({err})"
     unverified = (

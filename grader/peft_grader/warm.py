@@ -8,8 +8,9 @@ namespaces of its own before any learner code runs, as bubblewrap does for a col
 - a mount namespace: the whole file system read-only, the grader's folders and the other submissions
   hidden under empty read-only tmpfs, only the submission's own folder and the kernel's socket folder
   writable, a /dev of its own with the harmless devices only, and a /proc that shows this kernel only;
-- a network and an IPC namespace of its own (loopback only);
-- no capabilities (bounding set, ambient and securebits included) and the same resource limits.
+- a network and an IPC namespace of its own (loopback only), and a session of its own;
+- /proc's writable-by-root parts (sys, sysrq-trigger, irq, bus) read-only, none of the zygote's file
+  descriptors, no capabilities (bounding set, ambient and securebits included) and the same limits.
 
 A fork shares nothing writable with the zygote or with the kernel before it: what a submission changes in
 an imported module, a thread it starts or a file it writes stay in its own process and folder.
@@ -39,6 +40,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,7 +58,9 @@ PRELOAD = (
     "bitsandbytes",
     "accelerate",
     "datasets",
-    "matplotlib.pyplot",
+    "matplotlib",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",  # not matplotlib_inline: it hooks into IPython when first imported
     "IPython",
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",
@@ -80,16 +84,7 @@ PRELOAD_ATTRIBUTES = (
     ("peft", "get_peft_model"),
     ("peft", "PeftModel"),
 )
-PRIVATE = ("tmp", "hf-datasets", "mpl", "hf", "triton", "ipython")
-ENV_DIRS = {
-    "TMPDIR": "tmp",
-    "HF_DATASETS_CACHE": "hf-datasets",
-    "MPLCONFIGDIR": "mpl",
-    "HF_HOME": "hf",
-    "TRITON_CACHE_DIR": "triton",
-    "IPYTHONDIR": "ipython",
-}
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEVICES = ("null", "zero", "full", "random", "urandom")
 
 # Linux constants (linux/sched.h, linux/mount.h, linux/prctl.h, linux/capability.h)
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x08000000, 0x20000000, 0x40000000
@@ -157,11 +152,9 @@ def _isolate(request: dict, private_at: str) -> None:
 
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Open every source first: a tmpfs laid over a hidden folder covers what the binds bring back.
-    private = Path(request["cwd"]) / ".sandbox"
-    for sub in PRIVATE:
-        (private / sub).mkdir(parents=True, exist_ok=True)
+    private = sandbox.private_folder(Path(request["cwd"]))  # made afresh, links never followed
     sources = {}
-    for path in [*request["readable"], *request["writable"], str(private)]:
+    for path in [*request["readable"], *request["writable"]]:
         sources[path] = os.open(path, os.O_PATH)
     devices = {name: os.open(f"/dev/{name}", os.O_PATH) for name in DEVICES if os.path.exists(f"/dev/{name}")}
     _readonly("/", recursive=True)
@@ -172,7 +165,7 @@ def _isolate(request: dict, private_at: str) -> None:
         _bind(sources[path], path, writable=False)
     for path in request["writable"]:
         _bind(sources[path], path, writable=True)
-    _bind(sources[str(private)], private_at, writable=True)
+    _bind(private, private_at, writable=True)
     for path in request["hidden"]:  # populated: now read-only too
         if os.path.isdir(path):
             _readonly(path)
@@ -187,7 +180,12 @@ def _isolate(request: dict, private_at: str) -> None:
     os.symlink("/proc/self/fd/2", "/dev/stderr")
     _readonly("/dev")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for fd in [*sources.values(), *devices.values()]:
+    # As bubblewrap leaves it: what root may write in /proc without any capability (core_pattern, sysrq)
+    for name in ("sys", "sysrq-trigger", "irq", "bus"):
+        if os.path.exists(f"/proc/{name}"):
+            _mount(f"/proc/{name}", f"/proc/{name}", None, MS_BIND | MS_REC)
+            _readonly(f"/proc/{name}", recursive=True)
+    for fd in [*sources.values(), *devices.values(), private]:
         os.close(fd)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # bubblewrap brings loopback up too
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
@@ -205,6 +203,13 @@ def _isolate(request: dict, private_at: str) -> None:
     sandbox._limit(resource.RLIMIT_CORE, 0)
 
 
+def _die_with_parent() -> None:
+    parent = os.getppid()
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it went before the request took effect
+        os._exit(1)
+
+
 def _exit_with(run) -> None:
     """In a fork: run(), then end this process with its exit status (never returns, never goes back to the
     zygote's loop). An exception is printed on stderr, which the caller reads or nbgrader logs."""
@@ -213,7 +218,7 @@ def _exit_with(run) -> None:
         result = run()
         code = result if isinstance(result, int) else 0
     except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except BaseException:  # noqa: BLE001
         import traceback
 
@@ -228,7 +233,7 @@ def _exit_with(run) -> None:
 
 def _take_stdio(stdio: list[int]) -> None:
     """The client's stdin, stdout and stderr as this process's; killed if its parent goes."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _die_with_parent()
     for fd, target in zip(stdio, (0, 1, 2), strict=True):
         os.dup2(fd, target)
         os.close(fd)
@@ -244,6 +249,8 @@ def _init(request: dict, stdio: list[int], private_at: str) -> None:
 
     def run() -> int:
         _take_stdio(stdio)
+        os.setsid()  # a session and process group of its own: kill(0, ...) reaches only this kernel
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # nothing of the zygote's or the handler's
         _isolate(request, private_at)
         kernel = os.fork()
         if kernel == 0:
@@ -260,20 +267,26 @@ def _kernel(request: dict, private_at: str) -> None:
     """Become the ipykernel, with the submission's environment and folder."""
     os.environ.clear()
     os.environ.update(request["env"])
-    os.environ.update({var: f"{private_at}/{sub}" for var, sub in ENV_DIRS.items()})
+    os.environ.update({var: f"{private_at}/{sub}" for var, sub in sandbox.PRIVATE_DIRS.items()})
     os.environ.update({"HF_HUB_OFFLINE": "1", "NBGRADER_SANDBOX": "1"})
-    startup = Path(private_at, "ipython", "profile_default", "startup")
-    startup.mkdir(parents=True, exist_ok=True)
-    (startup / "00-grading-guard.py").write_text(sandbox.GUARD_STARTUP)
     os.chdir(request["cwd"])
     tempfile.tempdir = None
     extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[1:1] = [p for p in extra if p not in sys.path]
     _fresh_random_state()
+    # matplotlib read MPLBACKEND when the zygote imported it; ipykernel's default (inline figures) is set now
+    import matplotlib
     from ipykernel import kernelapp
 
+    matplotlib.rcParams["backend"] = os.environ.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     sys.argv = [sys.executable, "-f", request["connection_file"]]
     kernelapp.launch_new_instance()
+    # What a normal exit would do before the process ends: IPython's atexit clears the learner's namespace,
+    # so files a cell left open are flushed and closed before the grader reads them.
+    atexit._run_exitfuncs()
+    import gc
+
+    gc.collect()
 
 
 def _module(request: dict, stdio: list[int], private_at: str) -> None:
@@ -310,6 +323,10 @@ def _serve_one(conn: socket.socket, listener: socket.socket, private_at: str) ->
     code = 1
     try:
         listener.close()
+        # The abstract socket's name is listed in /proc/net/unix: only the zygote's own user may ask.
+        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+        if uid != os.geteuid():
+            raise PermissionError(f"a request from uid {uid}")
         # the zygote ignores SIGCHLD; this process and the kernel wait for their children
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
@@ -343,18 +360,52 @@ def _serve_one(conn: socket.socket, listener: socket.socket, private_at: str) ->
         os._exit(code)
 
 
+def _self_test(private_at: str) -> str:
+    """Isolate one throwaway fork as a kernel would be; "" when that works here, else why not."""
+    folder = Path(private_at).parent / "self-test"
+    folder.mkdir(exist_ok=True)
+    request = {
+        "cwd": str(folder),
+        "readable": [],
+        "writable": [],
+        "hidden": [],
+        "memory_mb": 1024,
+        "file_mb": 1,
+    }
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+
+        def run() -> int:
+            _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET), "unshare")
+            inner = os.fork()
+            if inner == 0:
+                _exit_with(lambda: _isolate(request, private_at))
+            return os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1])
+
+        os.dup2(write, 2)  # what went wrong, for the warning
+        _exit_with(run)
+    os.close(write)
+    with os.fdopen(read, errors="replace") as errors:
+        said = errors.read().strip().splitlines()
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    shutil.rmtree(folder, ignore_errors=True)
+    return "" if code == 0 else (said[-1] if said else f"exit {code}")
+
+
 def serve(address: str) -> None:
     """The zygote: import everything, listen, fork one handler per kernel; ends when its stdin closes."""
     import importlib
 
-    import matplotlib
-
-    matplotlib.use("Agg")
     for name in PRELOAD:
         importlib.import_module(name)
     for module, attribute in PRELOAD_ATTRIBUTES:
         getattr(importlib.import_module(module), attribute)
     private_at = os.environ["PEFT_WARM_PRIVATE"]
+    if why := _self_test(private_at):  # e.g. a container without the right to make namespaces
+        print(f"unavailable: {why}", flush=True)
+        return
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind("\0" + address)
@@ -367,12 +418,13 @@ def serve(address: str) -> None:
         if listener in ready:
             conn, _ = listener.accept()
             if os.fork() == 0:
-                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                _die_with_parent()
                 _serve_one(conn, listener, private_at)
             conn.close()
 
 
 # ---------------------------------------------------------------- the grading process's side
+ZYGOTE_START_S = 300  # the imports, on a loaded machine
 _zygotes: dict[int, tuple[subprocess.Popen, str]] = {}
 _lock = threading.Lock()
 
@@ -393,8 +445,11 @@ def zygote(threads: int) -> str:
             "PEFT_WARM_PRIVATE": str(folder / "private"),
             "HF_HUB_OFFLINE": "1",
             "NBGRADER_SANDBOX": "1",
+            # Grading kernels have no GPU (a cold kernel's /dev has none), and CUDA set up in the zygote
+            # would be unusable in its forks.
+            "CUDA_VISIBLE_DEVICES": "",
         }
-        env |= {var: str(folder / "private" / sub) for var, sub in ENV_DIRS.items()}
+        env |= {var: str(folder / "private" / sub) for var, sub in sandbox.PRIVATE_DIRS.items()}
         log = folder / "zygote.log"  # the libraries' import warnings, and any handler's traceback
         with open(log, "wb") as stderr:
             proc = subprocess.Popen(
@@ -404,16 +459,37 @@ def zygote(threads: int) -> str:
                 stderr=stderr,
                 env=env,
                 cwd=folder,
+                start_new_session=True,
             )
         atexit.register(_stop, proc, folder)
-        if proc.stdout.readline().strip() != b"ready":
+        said = _first_word(proc, deadline=ZYGOTE_START_S)
+        if said != "ready":
             proc.kill()
             last = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
-            print(f"warning: warm kernels unavailable ({last[:200]}); starting kernels cold", file=sys.stderr)
+            why = said.removeprefix("unavailable: ") if said.startswith("unavailable") else last
+            print(f"warning: warm kernels unavailable ({why[:200]}); starting kernels cold", file=sys.stderr)
             _zygotes[threads] = (proc, "")
             return ""
         _zygotes[threads] = (proc, address)
         return address
+
+
+def _first_word(proc: subprocess.Popen, deadline: float) -> str:
+    """The zygote's "ready" or "unavailable: why", skipping what a library printed first; "" past `deadline`
+    seconds or when it ended."""
+    import time
+
+    end, pending = time.monotonic() + deadline, b""
+    fd = proc.stdout.fileno()
+    while (left := end - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        pending += chunk
+        for line in pending.decode(errors="replace").splitlines():
+            if line == "ready" or line.startswith("unavailable: "):
+                return line
+    return ""
 
 
 def run_module(
@@ -452,15 +528,15 @@ def run_module(
                     else:
                         selector.unregister(key.fd)
         conn.settimeout(max(deadline - time.monotonic(), 1))
-        answer = json.loads(conn.recv(1 << 16) or b'{"exit": 1}')
+        answer = json.loads(conn.recv(1 << 16) or b'{"error": "no answer"}')
     finally:
         conn.close()  # a process still running is killed by its handler
         for fd in (out_r, err_r, out_w, err_w):
             if fd >= 0:
                 os.close(fd)
+    if "error" in answer:  # the zygote's side failed, not the module: the caller may run it another way
+        raise OSError(f"the zygote could not run {module}: {answer['error']}")
     stdout, stderr = (b"".join(chunks[fd]).decode(errors="replace") for fd in (out_r, err_r))
-    if "error" in answer:
-        stderr += f"\npeft_grader.warm: could not run {module}: {answer['error']}"
     return subprocess.CompletedProcess([module, *argv], answer.get("exit", 1), stdout, stderr)
 
 
@@ -479,13 +555,13 @@ def client(argv: list[str]) -> None:
     parser.add_argument("--server", required=True)
     options, rest = parser.parse_known_args(argv)
     args = sandbox.parse(rest)
-    connection_file = args.command[args.command.index("-f") + 1]
-    connection = json.loads(Path(connection_file).read_text())
     request = {
         "cwd": os.getcwd(),
         "env": dict(os.environ),
-        "connection_file": connection_file,
-        "writable": [*args.writable, os.getcwd(), str(Path(connection["ip"]).parent)],
+        "connection_file": args.command[args.command.index("-f") + 1],
+        # the kernel's socket folder is among args.writable (never read from the connection file, which an
+        # earlier kernel of the same notebook could have changed)
+        "writable": [*args.writable, os.getcwd()],
         "hidden": args.hide,
         "readable": args.readable,
         "memory_mb": args.memory_mb,

@@ -209,3 +209,17 @@ def test_the_outside_checks_read_each_labs_folders_from_its_master(hidden_check)
         paths = outside.lab_paths(lab)
         assert paths["ADAPTER_DIR"].parent == paths["OUTPUT_DIR"], lab  # ADAPTER_DIR = OUTPUT_DIR / "adapter"
     assert outside.lab_paths("05_save_load_merge")["DEPLOY_DIR"] == Path("lab05-output/deploy")
+
+
+def test_outside_verification_without_its_zygote_runs_in_a_fresh_process(monkeypatch, tmp_path):
+    """A zygote that has gone (or fails to run the checks) costs nothing: the checks run as without one."""
+    ran = []
+
+    def run(*args, **kwargs):
+        ran.append(args[0])
+        return subprocess.CompletedProcess(args[0], 0, '{"test_adapter_only": ""}', "")
+
+    monkeypatch.setattr(verify.subprocess, "run", run)
+    found = verify.outside_verdicts("05_save_load_merge", tmp_path, zygote="peft-warm-gone")
+    assert ran and ran[0][-3:] == ["checks.outside", "05_save_load_merge", str(tmp_path)]
+    assert found["test_adapter_only"] == ""

@@ -35,6 +35,9 @@ for name, path in [("cwd", os.getcwd() + "/ok.txt"), ("tmp_root", "/tmp/warm-pro
     except OSError:
         writes[name] = False
 report["writes"] = writes
+report["proc_writable"] = [p for p in ("/proc/sys/kernel/core_pattern", "/proc/sysrq-trigger")
+                          if os.path.exists(p) and os.access(p, os.W_OK)]
+report["session_leader"] = os.getsid(0) == os.getppid()
 report["hidden"] = os.listdir(HIDDEN)
 report["readable"] = os.listdir(READABLE)
 report["cap_eff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
@@ -55,14 +58,22 @@ print(json.dumps(report))
 
 
 @contextlib.contextmanager
-def _kernel(spec_dir: Path, cwd: Path):
-    """A kernel started as SandboxExecute starts one: its connection file and sockets in a folder of its own."""
+def _kernel(spec: dict, cwd: Path):
+    """A kernel started as SandboxExecute starts one (`spec`: write_kernelspec's hidden, readable and warm):
+    its connection file in a folder of its own, read-only to it, and its sockets in that folder's s/."""
     from jupyter_client import KernelManager
 
     folder = sandbox.kernel_folder()
+    spec_dir = sandbox.write_kernelspec(
+        folder / "jupyter",
+        writable=[folder / "s"],
+        hidden=spec.get("hidden", []),
+        readable=[*spec.get("readable", []), folder],
+        warm=spec.get("warm", ""),
+    )
     km = KernelManager(kernel_name="python3")
     km.kernel_spec_manager.kernel_dirs.insert(0, str(spec_dir.parent))
-    km.transport, km.ip = "ipc", str(folder / "k")
+    km.transport, km.ip = "ipc", str(folder / "s" / "k")
     km.connection_file = str(folder / "kernel.json")
     km.start_kernel(cwd=str(cwd))
     kc = km.client()
@@ -78,12 +89,23 @@ def _kernel(spec_dir: Path, cwd: Path):
 
 def _execute(kc, code: str) -> dict:
     out = []
-    kc.execute_interactive(code, timeout=60, output_hook=lambda m: out.append(m["content"].get("text", "")))
-    return json.loads("".join(out).strip().splitlines()[-1])
+
+    def hook(msg):  # a cell's error would otherwise vanish from the test's report
+        content = msg["content"]
+        out.append(
+            content.get("text", "")
+            or (f"{content['ename']}: {content['evalue']}\n" if "ename" in content else "")
+        )
+
+    kc.execute_interactive(code, timeout=60, output_hook=hook)
+    for line in reversed("".join(out).splitlines()):  # IPython may print a complaint after the answer
+        with contextlib.suppress(ValueError):
+            return json.loads(line)
+    raise AssertionError(f"the cell printed no JSON: {out}")
 
 
-def _run_kernel(spec_dir: Path, cwd: Path, code: str) -> dict:
-    with _kernel(spec_dir, cwd) as kc:
+def _run_kernel(spec: dict, cwd: Path, code: str) -> dict:
+    with _kernel(spec, cwd) as kc:
         return _execute(kc, code)
 
 
@@ -107,13 +129,7 @@ def test_warm_kernels_are_isolated_and_leave_nothing_for_the_next(tmp_path):
     started = time.perf_counter()
     address = warm.zygote(1)
     assert warm.zygote(1) == address, "one zygote per process and thread count"
-    spec = sandbox.write_kernelspec(
-        tmp_path / "jupyter",
-        writable=[],
-        hidden=[hidden, sibling, sandbox.kernels_folder()],
-        readable=[readable],
-        warm=address,
-    )
+    spec = {"hidden": [hidden, sibling, sandbox.kernels_folder()], "readable": [readable], "warm": address}
     code = PROBE.replace("SIBLING", repr(str(sibling))).replace("HIDDEN", repr(str(hidden)))
     code = code.replace("READABLE", repr(str(readable)))
     reports = []
@@ -133,6 +149,8 @@ def test_warm_kernels_are_isolated_and_leave_nothing_for_the_next(tmp_path):
             "repo": False,
         }
         assert report["hidden"] == ["cache"] and report["readable"] == ["model.txt"]
+        assert report["proc_writable"] == [], "root without capabilities may still write these in /proc"
+        assert report["session_leader"], "the kernel's init leads a session of its own"
         assert int(report["cap_eff"], 16) == 0 and report["network"] is False
         assert report["threads"] == 1
     assert second["config_init_patched"] is False, (
@@ -183,29 +201,77 @@ def test_a_kernel_sees_no_other_kernels_key_or_sockets(tmp_path, kind, monkeypat
     instructor_key = f"instructor-{os.getpid()}-{time.time_ns()}"  # this run's: earlier runs leave theirs
     (runtime / "kernel-instructor.json").write_text(json.dumps({"key": instructor_key, "ip": "127.0.0.1"}))
     address = warm.zygote(1) if kind == "warm" else ""
-    spec = sandbox.write_kernelspec(
-        tmp_path / "jupyter", writable=[], hidden=_kernel_files(), readable=[], warm=address
-    )
+    spec = {"hidden": _kernel_files(), "warm": address}
     for name in ("victim", "snoop"):
         (tmp_path / name).mkdir()
     with _kernel(spec, tmp_path / "victim") as victim:
         assert _execute(victim, "import json\nprint(json.dumps(1))") == 1
         info = json.loads(Path(victim.connection_file).read_text())
         with _kernel(spec, tmp_path / "snoop") as snoop:
-            own = Path(json.loads(Path(snoop.connection_file).read_text())["ip"]).parent
+            own = Path(snoop.connection_file).parent
             code = SNOOP.replace("KERNELS", repr(str(sandbox.kernels_folder()))).replace(
                 "RUNTIME", repr(str(runtime))
             )
             code = code.replace("VICTIMS", repr([info["key"], instructor_key]))
-            found = _execute(snoop, code.replace("VICTIM_SOCKETS", repr(str(Path(info["ip"]).parent))))
+            found = _execute(
+                snoop, code.replace("VICTIM_SOCKETS", repr(str(Path(victim.connection_file).parent)))
+            )
     assert found == {"kernels": [own.name], "keys": [], "connected": []}
+
+
+TRAP = r"""
+import json, os
+from ipykernel import get_connection_file
+try:
+    open(get_connection_file(), "a").write(" ")
+    changed = True
+except OSError:
+    changed = False
+os.rename(".sandbox", "old-sandbox")  # IPython's history is open in it
+os.symlink(OUTSIDE, ".sandbox")  # where a careless restart would put the next kernel's private folder
+print(json.dumps({"connection_file_changed": changed}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["warm", "cold"])
+def test_a_kernel_cannot_lay_a_trap_for_its_restart(tmp_path, kind):
+    """A kernel of the same notebook starts again after a crash: what the first left in its folder must not
+    steer the second (its connection file, or a link where the private folder goes)."""
+    if kind == "cold" and not shutil.which("bwrap"):
+        pytest.skip("cold kernels are confined by bubblewrap, which is not installed")
+    outside, cwd = tmp_path / "outside", tmp_path / "notebook"
+    outside.mkdir()
+    cwd.mkdir()
+    spec = {"hidden": [sandbox.kernels_folder()], "warm": warm.zygote(1) if kind == "warm" else ""}
+    assert _run_kernel(spec, cwd, TRAP.replace("OUTSIDE", repr(str(outside)))) == {
+        "connection_file_changed": False
+    }
+    assert (cwd / ".sandbox").is_symlink()
+    code = "import json, os\nopen(os.environ['TMPDIR'] + '/x', 'w').write('x')\nprint(json.dumps(1))"
+    assert _run_kernel(spec, cwd, code) == 1
+    assert list(outside.iterdir()) == [], "the restarted kernel's private folder went through the link"
+    assert (cwd / ".sandbox").is_dir() and not (cwd / ".sandbox").is_symlink()
+
+
+@pytest.mark.parametrize("kind", ["warm", "cold"])
+def test_figures_show_inline_as_in_any_kernel(tmp_path, kind):
+    """The zygote imported matplotlib before ipykernel chose its inline backend: the fork must choose it."""
+    if kind == "cold" and not shutil.which("bwrap"):
+        pytest.skip("cold kernels are confined by bubblewrap, which is not installed")
+    spec = {"hidden": [sandbox.kernels_folder()], "warm": warm.zygote(1) if kind == "warm" else ""}
+    with _kernel(spec, tmp_path) as kc:
+        shown = []
+        kc.execute_interactive(
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()",
+            timeout=60,
+            output_hook=lambda m: shown.extend(m["content"].get("data", {})),
+        )
+    assert "image/png" in shown
 
 
 def test_without_a_zygote_the_kernel_starts_cold(tmp_path, capfd):
     """A kernelspec whose zygote is gone (the grading process ended) still gives a sandboxed kernel."""
-    spec = sandbox.write_kernelspec(
-        tmp_path / "jupyter", writable=[], hidden=[], readable=[], warm="peft-warm-gone"
-    )
+    spec = {"hidden": [], "warm": "peft-warm-gone"}
     cwd = tmp_path / "submission"
     cwd.mkdir()
     report = _run_kernel(
