@@ -414,7 +414,9 @@ def serve(address: str) -> None:
     while True:
         ready, _, _ = select.select([listener, sys.stdin], [], [])
         if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
-            return  # the grading process ended
+            # The grading process ended: at once, so that the handlers (and their kernels) die with it now,
+            # not after an interpreter's shutdown with torch loaded.
+            os._exit(0)
         if listener in ready:
             conn, _ = listener.accept()
             if os.fork() == 0:
@@ -459,7 +461,6 @@ def zygote(threads: int) -> str:
                 stderr=stderr,
                 env=env,
                 cwd=folder,
-                start_new_session=True,
             )
         atexit.register(_stop, proc, folder)
         said = _first_word(proc, deadline=ZYGOTE_START_S)
