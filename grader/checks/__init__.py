@@ -52,7 +52,7 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
 # What each lab leaves on disk, re-checked outside the kernel (checks/outside.py): per test cell the on-disk
 # check ("module.function" of this package), given the paths the lab's locked set-up cell defines
 # (lab_paths: read from the master, so the folders are written once). Most use the standard library only;
-# deploy_verify (lab 05) and capstone.validation_improved (lab 07) load torch to merge or evaluate the
+# deploy_verify (lab 05), capstone.validation_improved (lab 07) and chat_files.generation_stops (lab 09) load torch to merge or evaluate the
 # saved adapter themselves.
 ON_DISK = {
     "04_qlora": {
@@ -69,6 +69,10 @@ ON_DISK = {
         "test_adapter_only": "adapter_files.adapter_only_saved",
         "test_adapter_trained": "adapter_files.adapter_trained",
         "test_val_improved": "capstone.validation_improved",
+    },
+    "09_chat_sft": {
+        "test_adapter_saved": "chat_files.adapter_saved",
+        "test_stops": "chat_files.generation_stops",
     },
 }
 MASTERS = Path(__file__).resolve().parents[1] / "source"
@@ -148,5 +152,12 @@ FROM_EVIDENCE = {
         "test_multi": "adapter_set",
         "test_base_only": "base_only_outputs",
         "test_blend": "weighted_blend",
+    },
+    "09_chat_sft": {
+        "test_tokens": "chat_tokens",
+        "test_template": "chat_template_mask",
+        "test_lora_config": "chat_lora",
+        "test_labels": "sft_labels",
+        "test_precision": "precision_flags",
     },
 }

@@ -198,8 +198,9 @@ def _adapter_dir(ns: dict) -> Path:
     return adapter_dir
 
 
-def adapter_only_saved(ns: dict) -> None:
-    """ADAPTER_DIR holds the adapter only, and no full model weights lie anywhere in OUTPUT_DIR."""
+def adapter_only_saved(ns: dict, allowed: tuple[str, ...] = ("lora_",)) -> None:
+    """ADAPTER_DIR holds the adapter only, and no full model weights lie anywhere in OUTPUT_DIR. An adapter
+    tensor's name holds one of `allowed` (lab 09 adds the new tokens' trained rows)."""
     adapter_dir = _adapter_dir(ns)
     output_dir = Path(ns.get("OUTPUT_DIR", adapter_dir))
     adapter_folder_clean(adapter_dir)
@@ -222,7 +223,7 @@ def adapter_only_saved(ns: dict) -> None:
         tensors = adapter_tensors_nonzero(adapter_dir)
     except FileNotFoundError:
         fail(4, f"{adapter_dir} has no {ADAPTER_WEIGHTS}.", "model.save_pretrained(ADAPTER_DIR).")
-    not_lora = [k for k in tensors if "lora_" not in k]
+    not_lora = [k for k in tensors if not any(mark in k for mark in allowed)]
     if not_lora:
         fail(
             4,
