@@ -1,8 +1,8 @@
 """No verdict depends on the CPU, the thread count or the matmul path.
 
 The catalogue entries whose checks compare numbers (lab 05's merge and reload, lab 07's validation loss
-and its slow unprepared training, lab 08's logits and blended updates) are graded again here under other numeric conditions, on this machine,
-and must score check for check exactly as in the class run, which used the machine's own defaults
+and its slow unprepared training, lab 08's logits and blended updates, lab 09's generations from the saved
+adapter) are graded again here under other numeric conditions, on this machine, and must score check for check exactly as in the class run, which used the machine's own defaults
 (tests/conftest.py: graded_class). A CPU without native bf16 is simulated by limiting oneDNN to AVX2:
 its bf16 matmuls then take torch's slow fallback path, with its own rounding, as on an AMD EPYC of the
 Zen 2 or 3 generations. The 4x timeout margin must hold there too.
@@ -21,6 +21,8 @@ AFFECTED = {
     # the reference's checks compare logits (a reload against its saved reference, the bare base) and
     # adapter updates (the blend), all computed in one kernel
     "08_adapter_life": ["reference"],
+    # the saved adapter's greedy generations, recomputed outside the kernel: stopping, and not stopping
+    "09_chat_sft": ["reference", "eos_outside_generation"],
 }
 # Each condition with the workers that give its thread count honestly on 2 cores (2 threads: 1 worker).
 CONDITIONS = {
