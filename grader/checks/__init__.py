@@ -160,4 +160,11 @@ FROM_EVIDENCE = {
         "test_labels": "sft_labels",
         "test_precision": "precision_flags",
     },
+    "10_variants_precision": {
+        "test_variants": "lora_variants",
+        "test_choice": "variant_choice",
+        "test_memory": "memory_formula",
+        "test_fp16": "fp16_ready",
+        "test_merge": "merge_fidelity",
+    },
 }

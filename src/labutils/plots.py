@@ -41,3 +41,18 @@ def loss_curve(losses: Sequence[float], title: str = "Training loss", label: str
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def points(values: Mapping[str, tuple[float, float]], title: str, xlabel: str, ylabel: str):
+    """One labelled point per entry, e.g. (trainable parameters, final loss) per LoRA variant."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, (x, y) in values.items():
+        ax.scatter([x], [y], s=40)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4))
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
