@@ -6,6 +6,7 @@ loading, kbit preparation, LoRA, training, adapter-only saving, reloading onto a
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ def train_causal_lm(
     import torch
     from tqdm.auto import tqdm
 
+    if tokenizer.pad_token_id is None:  # Llama-2-family hub tokenizers have none; padding gets no loss below
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     model.train()
     losses = []

@@ -90,3 +90,26 @@ def test_lora_fine_tune_lowers_the_loss_clearly():
 
     last5 = sum(losses[-5:]) / 5
     assert losses[0] - last5 >= 2.0, f"first {losses[0]:.3f}, mean of last 5 {last5:.3f}"
+
+
+def test_training_pads_a_tokenizer_without_a_pad_token_and_leaves_it_alone():
+    """Hub Llama-2-family tokenizers have no pad token: the loop pads with another token (not the EOS) and
+    does not change the learner's tokenizer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labutils import smoke
+    from labutils.models import ensure_tiny_model
+
+    path = ensure_tiny_model("causal_lm")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.pad_token = None
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=4, target_modules=["q_proj"])
+    )
+    losses = smoke.train_causal_lm(
+        model, tokenizer, ["a b c", "a much longer text to pad against"], 2, 1e-3, 2
+    )
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert tokenizer.pad_token is None
