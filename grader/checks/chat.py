@@ -13,7 +13,7 @@ import copy
 
 import torch
 
-from checks import fail, judges, need
+from checks import chat_files, fail, judges, need
 from checks.evidence import publish
 
 # A conversation of two exchanges: the template must treat every assistant turn alike.
@@ -95,17 +95,6 @@ def template_masks(ns: dict) -> None:
     judges.chat_template_mask(publish("chat_template_mask", record))
 
 
-def _fresh_base(ns: dict, tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        need(ns, "MODEL", str, where="the set-up cell"), dtype=torch.float32
-    )
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
-    return model
-
-
 def lora_applied(ns: dict) -> None:
     """lora_config on a fresh base: what it wraps, which token rows train, what trains whole."""
     from peft import LoraConfig, get_peft_model
@@ -115,7 +104,8 @@ def lora_applied(ns: dict) -> None:
 
     config = need(ns, "lora_config", LoraConfig, where="the exercise cell")
     tokenizer = _tokenizer(ns)
-    model = get_peft_model(_fresh_base(ns, tokenizer), copy.deepcopy(config))
+    base = chat_files.base_for(need(ns, "MODEL", str, where="the set-up cell"), tokenizer)
+    model = get_peft_model(base, copy.deepcopy(config))
     rows: set[int] = set()  # the input embedding's rows that train
     for module in model.modules():
         if isinstance(module, TrainableTokensLayer) and isinstance(module.base_layer, torch.nn.Embedding):

@@ -61,6 +61,17 @@ def adapter_saved(ns: dict) -> None:
     judges.chat_adapter_files(record)
 
 
+def base_for(model_id: str, tokenizer):
+    """A fresh fp32 base with an embedding row for every token of `tokenizer`, as the lab's fresh_base() makes it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
+    if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # no spare rows for the new tokens
+        base.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    return base
+
+
 VALIDATION_PROMPTS = 10
 MAX_NEW_TOKENS = 16
 
@@ -70,7 +81,7 @@ def generation_stops(ns: dict) -> None:
     prompts end with EOS, and EOS is the top prediction after the reference replies."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     import labutils
     from labutils.data import load_instructions
@@ -93,10 +104,9 @@ def generation_stops(ns: dict) -> None:
             f"{(str(err).splitlines() or [''])[0][:120]}).",
             "tokenizer.save_pretrained(ADAPTER_DIR) after setting its chat template.",
         )
-    base = AutoModelForCausalLM.from_pretrained(labutils.course_model("causal_lm"), dtype=torch.float32)
-    if len(tokenizer) > base.get_input_embeddings().num_embeddings:
-        base.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
-    model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    model = PeftModel.from_pretrained(
+        base_for(labutils.course_model("causal_lm"), tokenizer), adapter_dir
+    ).eval()
     eos = tokenizer.eos_token_id
     examples = list(load_instructions()["validation"])
     stopped, example, eos_after = 0, "", 0
