@@ -47,9 +47,9 @@ c.SandboxExecute.budget = 900  # wall seconds per notebook (`labutils grade --bu
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
-from peft_grader.feedback import VerdictsOnly  # noqa: E402
+from peft_grader.feedback import TutorNote, VerdictsOnly  # noqa: E402
 
-c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, VerdictsOnly]
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, VerdictsOnly, TutorNote]
 
 # Hidden test cells `from checks import ...`: the kernel inherits this process's environment.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH")) if p)

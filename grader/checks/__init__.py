@@ -10,6 +10,7 @@ the check again outside the learner's kernel (outside.py).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # The correction guide's five common mistakes (shared/seed), numbered as the guide numbers them.
@@ -34,6 +35,15 @@ def fail(rule: int | str, found: str, fix: str) -> None:
     """Raise a PeftMistake: which guide rule, what we found, and what to do instead."""
     title = f"Mistake {rule}: {GUIDE_MISTAKES[rule]}" if isinstance(rule, int) else rule
     raise PeftMistake(f"[{title}] {found} Fix: {fix}")
+
+
+_SET_OF_NAMES = re.compile(r"\{'[^{}']*'(?:, '[^{}']*')*\}")
+
+
+def error_text(err: Exception) -> str:
+    """An exception's text with the sets of names it quotes in sorted order: peft's "Target modules {'query',
+    'key'} not found" prints a set, whose order changes from one Python process to the next."""
+    return _SET_OF_NAMES.sub(lambda m: "{" + ", ".join(sorted(m.group(0)[1:-1].split(", "))) + "}", str(err))
 
 
 def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "the exercise cell"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
-from checks import fail, judges, need
+from checks import error_text, fail, judges, need
 from checks.evidence import publish
 
 BLEND_WEIGHTS = {"instruct": 0.7, "concise": 0.3}  # exercise 5's blend
@@ -79,7 +79,7 @@ def _verdict(function, base, adapter_dir) -> dict:
     try:
         problems = function(base, adapter_dir)
     except Exception as err:  # noqa: BLE001 - the learner's function failing is a verdict too
-        return {"verdict": "error", "detail": f"{type(err).__name__}: {str(err)[:200]}"}
+        return {"verdict": "error", "detail": f"{type(err).__name__}: {error_text(err)[:200]}"}
     if isinstance(problems, (list, tuple, set)):
         return {"verdict": "flagged" if problems else "belongs", "detail": str(list(problems))[:300]}
     return {"verdict": "not a list", "detail": f"returned a {type(problems).__name__}: {str(problems)[:100]}"}

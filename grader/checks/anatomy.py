@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, PeftModel
 
-from checks import TRAINABLE_SHARE, fail, judges, need
+from checks import TRAINABLE_SHARE, error_text, fail, judges, need
 from checks.evidence import publish
 from checks.inspect_model import manifest
 from checks.judges import LLAMA_ATTENTION
@@ -212,7 +212,7 @@ def _call_watched(fn, model, config, case: Case) -> tuple[object, bool]:
     except Exception as err:  # the learner's bug: report it as a verdict with a fix
         fail(
             LORA_SHAPES,
-            f"{FN} raised {type(err).__name__}: {str(err)[:80]} ({case.describe()}).",
+            f"{FN} raised {type(err).__name__}: {error_text(err)[:80]} ({case.describe()}).",
             "nn.Linear (Linear4bit too): in_features/out_features; Conv1D: nx/nf; skip other modules.",
         )
     finally:

@@ -13,7 +13,7 @@ import copy
 
 import torch
 
-from checks import chat_files, fail, judges, need
+from checks import chat_files, error_text, fail, judges, need
 from checks.evidence import publish
 
 # A conversation of two exchanges: the template must treat every assistant turn alike.
@@ -75,7 +75,7 @@ def template_masks(ns: dict) -> None:
         prompt = tokenizer.apply_chat_template(CONVERSATION[:1], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(CONVERSATION[:2], tokenize=False)
     except Exception as err:  # noqa: BLE001 - a template that does not render is the verdict
-        record["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        record["error"] = f"{type(err).__name__}: {error_text(err)[:200]}"
         judges.chat_template_mask(publish("chat_template_mask", record))
         return
     masked = [i for i, m in zip(ids, mask, strict=True) if m]

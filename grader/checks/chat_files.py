@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from checks import TRAINED_ADAPTER, fail, judges, need
+from checks import TRAINED_ADAPTER, error_text, fail, judges, need
 from checks.adapter_files import ADAPTER_WEIGHTS, _adapter_dir, adapter_only_saved, safetensors_header
 
 ADAPTER_TENSOR_MARKS = ("lora_", "trainable_tokens")  # LoRA matrices and the new tokens' trained rows
@@ -101,7 +101,7 @@ def generation_stops(ns: dict) -> None:
         fail(
             judges.TOKENS_RULE,
             f"the tokenizer saved in {adapter_dir} cannot render a chat ({type(err).__name__}: "
-            f"{(str(err).splitlines() or [''])[0][:120]}).",
+            f"{(error_text(err).splitlines() or [''])[0][:120]}).",
             "tokenizer.save_pretrained(ADAPTER_DIR) after setting its chat template.",
         )
     model = PeftModel.from_pretrained(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from checks import fail
+from checks import error_text, fail
 from checks.deploy_files import DEPLOY_RULE
 
 # Error of the deployment copy, relative to the size of the merged update ||merge - base||. Measured on
@@ -50,7 +50,7 @@ def deploy_matches_adapter(paths: dict[str, Path]) -> None:
     except (OSError, ValueError, RuntimeError) as err:
         fail(
             DEPLOY_RULE,
-            f"{deploy_dir} does not load ({type(err).__name__}: {str(err)[:200]}).",
+            f"{deploy_dir} does not load ({type(err).__name__}: {error_text(err)[:200]}).",
             "merged.save_pretrained(DEPLOY_DIR), with the model merged from a 16-bit base.",
         )
     missing = sorted(set(trusted) - set(deployed))

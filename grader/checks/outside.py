@@ -18,14 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-from checks import FROM_EVIDENCE, ON_DISK, PeftMistake, judges, lab_paths
+from checks import FROM_EVIDENCE, ON_DISK, PeftMistake, error_text, judges, lab_paths
 from checks.evidence import records
 
 UNVERIFIED = "could not be verified outside the notebook"
 
 
 def _unverified(err: Exception, fix: str) -> str:
-    return f"{UNVERIFIED} ({type(err).__name__}: {str(err)[:300]}). Fix: {fix}"
+    return f"{UNVERIFIED} ({type(err).__name__}: {error_text(err)[:300]}). Fix: {fix}"
 
 
 def _decide(check, fix: str) -> str:
@@ -34,7 +34,7 @@ def _decide(check, fix: str) -> str:
         check()
         return ""
     except PeftMistake as err:
-        return str(err)
+        return error_text(err)
     except Exception as err:  # noqa: BLE001 - fail closed: an unverifiable check does not pass
         return _unverified(err, fix)
 
@@ -46,16 +46,10 @@ def _function(target: str):
 
 def verdicts(lab: str, folder: Path) -> dict[str, str]:
     found, folder = {}, folder.resolve()
-    on_disk = ON_DISK.get(lab, {})
-    if on_disk:
+    if ON_DISK.get(lab):
         os.chdir(folder)
-        args = lab_paths(lab)
-        for grade_id, target in on_disk.items():
-            found[grade_id] = _decide(
-                lambda t=target: _function(t)(args),
-                "save what the exercise asks for, in the folder it names, with save_pretrained; then run the "
-                "notebook again.",
-            )
+        for grade_id in ON_DISK[lab]:
+            found[grade_id] = on_disk_verdict(lab, grade_id)
     from_evidence = FROM_EVIDENCE.get(lab, {})
     if from_evidence:
         cells = _test_cells(folder / f"{lab}.ipynb")
@@ -65,6 +59,15 @@ def verdicts(lab: str, folder: Path) -> dict[str, str]:
                 "run the notebook top to bottom without errors, then submit it again.",
             )
     return found
+
+
+def on_disk_verdict(lab: str, grade_id: str) -> str:
+    """The on-disk check of one test cell, on the lab's paths under the current folder (the notebook's)."""
+    return _decide(
+        lambda: _function(ON_DISK[lab][grade_id])(lab_paths(lab)),
+        "save what the exercise asks for, in the folder it names, with save_pretrained; then run the "
+        "notebook again.",
+    )
 
 
 def _test_cells(notebook: Path) -> dict | Exception:

@@ -15,7 +15,7 @@ from numbers import Integral, Real
 
 from peft import LoraConfig
 
-from checks import fail, judges, need
+from checks import error_text, fail, judges, need
 from checks.evidence import publish
 from checks.inspect_model import leaf, lora_wrapped
 from checks.judges import LLAMA_ATTENTION
@@ -178,5 +178,5 @@ def chosen_targets(ns: dict) -> None:
         record["wrapped"] = sorted(lora_wrapped(model))
         record["candidates"] = sorted(n for n, _ in model.named_modules() if leaf(n) in LLAMA_ATTENTION)
     except ValueError as err:  # NoMatchingPeftModuleError is a ValueError
-        record["error"] = str(err)[:160]
+        record["error"] = error_text(err)[:160]
     judges.chosen_targets(publish("chosen_targets", record))

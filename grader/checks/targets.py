@@ -15,7 +15,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 
-from checks import fail, judges, need
+from checks import error_text, fail, judges, need
 from checks.evidence import publish
 from checks.inspect_model import base_model, lora_wrapped, manifest
 
@@ -174,7 +174,7 @@ def problem(role: str, title: str, attention_targets) -> str:
     try:
         returned = attention_targets(model)
     except Exception as err:  # any learner error is a verdict on this architecture
-        return f"on {where} attention_targets raised {type(err).__name__}: {str(err)[:60]}"
+        return f"on {where} attention_targets raised {type(err).__name__}: {error_text(err)[:60]}"
     targets = _as_targets(returned)
     if targets is None:
         return (
@@ -184,9 +184,9 @@ def problem(role: str, title: str, attention_targets) -> str:
     try:
         peft_model, wrapped = wrap_with(model, targets)
     except Exception as err:
-        if "not found in the base model" in str(err):
+        if "not found in the base model" in error_text(err):
             return f"on {where} target_modules={_short(targets)} match nothing: 'not found in the base model'"
-        first = str(err).splitlines()[0] if str(err) else ""
+        first = error_text(err).splitlines()[0] if error_text(err) else ""
         return f"on {where} target_modules={_short(targets)} made get_peft_model raise {type(err).__name__}: {first[:80]}"
     report = compare(peft_model, wrapped)
     found = []

@@ -13,7 +13,7 @@ import copy
 
 import torch
 
-from checks import fail, judges, need
+from checks import error_text, fail, judges, need
 from checks.evidence import publish
 
 
@@ -125,7 +125,7 @@ def memory(ns: dict) -> None:
             got = function(*args)
             case["got"] = {k: int(round(float(v))) for k, v in dict(got).items()}
         except Exception as err:  # noqa: BLE001 - the learner's function failing is a verdict too
-            case["got"], case["error"] = {}, f"{type(err).__name__}: {str(err)[:120]}"
+            case["got"], case["error"] = {}, f"{type(err).__name__}: {error_text(err)[:120]}"
         cases.append(case)
     held, parts, args = _held_after_one_step(ns)
     try:
@@ -162,7 +162,7 @@ def fp16(ns: dict) -> None:
         scaler.unscale_(optimizer)
         scaler.step(optimizer)
     except Exception as err:  # noqa: BLE001 - the step failing is the verdict
-        record["step_error"] = f"{type(err).__name__}: {str(err)[:150]}"
+        record["step_error"] = f"{type(err).__name__}: {error_text(err)[:150]}"
     judges.fp16_ready(publish("fp16_ready", record))
 
 

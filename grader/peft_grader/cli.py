@@ -8,7 +8,7 @@ from pathlib import Path
 from peft_grader.grading import grade, self_check
 from peft_grader.nbcourse import NOTEBOOKS, REPO
 from peft_grader.release import release
-from peft_grader.report import summary_table
+from peft_grader.report import REPORT, summary_table
 
 
 def release_cmd(args: argparse.Namespace) -> int:
@@ -48,7 +48,8 @@ def grade_cmd(args: argparse.Namespace) -> int:
         kernels="cold" if args.cold_kernels else "auto",
     )
     print(summary_table(results))
-    print(f"\nfeedback: {Path(args.out) / 'feedback'}\ngrades:   {Path(args.out) / 'grades.csv'}")
+    out = Path(args.out)
+    print(f"\nfeedback: {out / 'feedback'}\ngrades:   {out / 'grades.csv'}\nreport:   {out / REPORT}")
     return 0
 
 

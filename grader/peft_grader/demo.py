@@ -57,6 +57,7 @@ def main(out_dir: Path = Path("out/demo")) -> int:
     problems = catalogue.unexpected(results, students)
     print(
         f"\nfeedback HTML: {out_dir / 'grading' / 'feedback'}\ngrades CSV:    {out_dir / 'grading' / 'grades.csv'}"
+        f"\nclass report:  {out_dir / 'grading' / report.REPORT}"
     )
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     if problems:

@@ -55,3 +55,97 @@ class VerdictsOnly(Preprocessor):
             elif "data" in output and "text/plain" in output["data"]:
                 output["data"]["text/plain"] = scrub_paths(str(output["data"]["text/plain"]))
         return cell, resources
+
+
+# A check's message: "[rule] what was found. Fix: what to do", after the error's class name.
+MESSAGE_PARTS = re.compile(
+    r"^(?:\w+: )?(?:\[verified outside the notebook\] )?(?:\[([^\]]+)\] )?(.*?)(?:\s*Fix: (.*))?$", re.DOTALL
+)
+NOTE_ID = "tutor-note"
+
+
+class TutorNote(Preprocessor):
+    """A note from a tutor at the top of nbgrader's feedback: the lab's score, then one line per lost point,
+    the mistake and the fix, linked to the section of the lab that teaches it.
+
+    It runs after nbgrader's GetGrades (the scores, from the gradebook) and VerdictsOnly. The messages come
+    from the grade's results (`labutils grade` writes results/<lab>/<student>.json, with the checks the
+    grader decided outside the notebook), else from the test cells' errors. nbgrader's own feedback file
+    stays what it is, with this note as its first cell."""
+
+    enabled = Bool(True, help="nbconvert applies a preprocessor only when it is enabled").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        import html
+
+        from nbformat.v4 import new_markdown_cell
+
+        meta = resources.get("nbgrader", {})
+        saved = self._saved_messages(meta)
+        lines, headed = [], None
+        for index, cell in enumerate(nb.cells):
+            grade = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "markdown" and re.match(r"^#{1,4} ", cell.source):
+                headed = index  # the section the following exercise and its test belong to
+            if cell.cell_type != "code" or not grade.get("grade") or grade.get("solution"):
+                continue
+            lost = float(grade.get("points", 0)) - float(grade.get("score") or 0)
+            if lost <= 0:
+                continue
+            message = (
+                saved.get(grade["grade_id"]) or _error_of(cell) or "this check did not pass (no message)"
+            )
+            rule, found, fix = MESSAGE_PARTS.match(scrub_paths(message)).groups()
+            anchor = f"learn-{grade['grade_id']}"
+            if headed is not None:
+                nb.cells[headed].source = f'<a id="{anchor}"></a>\n\n' + nb.cells[headed].source
+            title = html.escape(rule or grade["grade_id"])
+            link = f'<a href="#{anchor}">{title}</a>' if headed is not None else title
+            lines.append(
+                f"<li><b>-{lost:g}</b> on <code>{html.escape(grade['grade_id'])}</code>: {link}. "
+                f"{html.escape(found.strip())}"
+                + (f"<br><b>Fix:</b> {html.escape(fix.strip())}" if fix else "")
+                + "</li>"
+            )
+        score, total = meta.get("score"), meta.get("max_score")
+        head = (
+            f"<h2>Your score: {score:g} of {total:g} points</h2>"
+            if score is not None and total
+            else "<h2>Your work</h2>"
+        )
+        body = (
+            f"<p>What cost you points, in the order the lab teaches it, each with its fix (the link opens the "
+            f"section that teaches it):</p><ul>{''.join(lines)}</ul>"
+            if lines
+            else "<p>Every autograded check passed: nothing to fix. Well done.</p>"
+        )
+        nb.cells.insert(0, new_markdown_cell(f'<div id="{NOTE_ID}">\n\n{head}\n\n{body}\n\n</div>'))
+        return nb, resources
+
+    def _saved_messages(self, meta: dict) -> dict[str, str]:
+        import json
+        from pathlib import Path
+
+        from nbgrader.coursedir import CourseDirectory
+
+        if not {"assignment", "student"} <= set(meta):
+            return {}
+        saved = (
+            Path(CourseDirectory(config=self.config).root)
+            / "results"
+            / meta["assignment"]
+            / f"{meta['student']}.json"
+        )
+        try:
+            return {
+                c["name"]: c["message"] for c in json.loads(saved.read_text())["checks"] if c.get("message")
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+
+def _error_of(cell) -> str:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
+    return ""

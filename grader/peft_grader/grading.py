@@ -155,6 +155,9 @@ def grade(
         nbgrader(course, "generate_feedback", lab, "--force", check=False)
     nbgrader(course, "export", "--to", str(out_dir / "grades.csv"), check=False)
     write_atomically(out_dir / "summary.json", json.dumps([asdict(r) for r in results], indent=2))
+    from peft_grader.report import write_html
+
+    write_html(results, out_dir)
     return results
 
 

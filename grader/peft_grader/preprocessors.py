@@ -18,6 +18,9 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 
 REVIEW_KEY = "peft_course_review"  # notebook metadata: {"removed": [...], "flagged": [...]}
+TIMEOUT_KEY = (
+    "peft_course_timeout"  # a master's locked cell: the seconds it may take, past the course's timeout
+)
 
 
 def master_of(preprocessor, resources: dict):
@@ -56,6 +59,21 @@ def locked_ids(master) -> set[str]:
         c.metadata["nbgrader"]["grade_id"]
         for c in master.cells
         if c.metadata.get("nbgrader", {}).get("locked")
+    }
+
+
+def declared_timeouts(master) -> dict[str, int]:
+    """grade_id -> seconds, for the master's locked cells that declare a longer timeout than the course's.
+
+    A lab declares one for a cell that trains, where a mistake makes the training slow on some CPUs
+    (the unprepared k-bit model of labs 04 and 07 trains its bf16 layers through torch's slow bf16 matmul
+    on a CPU without native bf16). Only locked cells count: nbgrader restores their source, so a
+    learner cannot give their own code more time.
+    """
+    return {
+        c.metadata["nbgrader"]["grade_id"]: int(c.metadata[TIMEOUT_KEY])
+        for c in master.cells
+        if c.metadata.get("nbgrader", {}).get("locked") and TIMEOUT_KEY in c.metadata
     }
 
 

@@ -46,6 +46,28 @@ def sync_setup_cells(slug: str, only: list[str] | None = None) -> list[str]:
     return changed
 
 
+LIVE_CHECK = (
+    '# the hidden check of the test above, on your live objects\nlabutils.check("{test}", lab="{lab}")'
+)
+
+
+def offer_live_checks(nb: nbformat.NotebookNode, lab: str) -> nbformat.NotebookNode:
+    """After each test cell of a learner release, a cell that runs its hidden check live (labutils.check).
+
+    Plain cells, not nbgrader's: a learner may run, edit or delete them; in a graded run they do nothing."""
+    cells = []
+    for cell in nb.cells:
+        cells.append(cell)
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            test = meta["grade_id"]
+            cells.append(
+                nbformat.v4.new_code_cell(LIVE_CHECK.format(test=test, lab=lab), id=f"live-{test}"[:64])
+            )
+    nb.cells = cells
+    return nb
+
+
 def release(
     out_dir: Path = NOTEBOOKS, only: list[str] | None = None, repository: str | None = None
 ) -> list[Path]:
@@ -62,6 +84,9 @@ def release(
             nbgrader(course, "generate_assignment", lab, "--force")
             target = Path(out_dir) / f"{lab}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(point_links((course / "release" / lab / f"{lab}.ipynb").read_text(), slug))
+            nb = offer_live_checks(
+                nbformat.read(course / "release" / lab / f"{lab}.ipynb", as_version=4), lab
+            )
+            target.write_text(point_links(nbformat.writes(nb) + "\n", slug))
             written.append(target)
     return written

@@ -24,6 +24,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Int, List, Unicode
 
 from peft_grader.nbcourse import GRADER, SOURCE
+from peft_grader.preprocessors import declared_timeouts, master_of
 from peft_grader.sandbox import (
     DEFAULT_MEMORY_MB,
     INTERRUPT_GRACE_S,
@@ -110,6 +111,12 @@ class SandboxExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):
         self._started = time.monotonic()
+        nbgrader = (resources or {}).get("nbgrader", {})
+        self._declared = (
+            declared_timeouts(master_of(self, resources))
+            if {"assignment", "notebook"} <= set(nbgrader)
+            else {}
+        )
         if not self.isolate:
             return super().preprocess(nb, resources, km)
         # The kernel's connection file and sockets in a folder of its own, which only this kernel sees.
@@ -174,6 +181,12 @@ class SandboxExecute(Execute):
             )
             run_sync(self._restart_kernel)()
             return cell, resources
+
+    def _get_timeout(self, cell):
+        """The course's timeout, or the longer one the master declares for this locked cell."""
+        timeout = super()._get_timeout(cell)
+        declared = self._declared.get(cell.metadata.get("nbgrader", {}).get("grade_id")) if cell else None
+        return max(timeout, declared) if timeout and declared else timeout
 
     async def _async_handle_timeout(self, timeout, cell=None):
         reply = await super()._async_handle_timeout(timeout, cell)

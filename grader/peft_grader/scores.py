@@ -90,6 +90,19 @@ def cell_seconds(notebook: Path) -> dict[str, float]:
     return found
 
 
+def nearest_timeout(notebook: Path, lab: str, timeout: int) -> tuple[str, float, int]:
+    """The executed cell that came nearest its timeout: (name, seconds, that cell's timeout), where a cell's
+    timeout is the course's or the longer one the lab's master declares for it (preprocessors.declared_timeouts)."""
+    from peft_grader.nbcourse import SOURCE
+    from peft_grader.preprocessors import declared_timeouts
+
+    declared = declared_timeouts(nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4))
+    seconds = cell_seconds(notebook)
+    limits = {name: max(timeout, declared.get(name, 0)) for name in seconds}
+    name = max(seconds, key=lambda n: seconds[n] / limits[n])
+    return name, seconds[name], limits[name]
+
+
 def read_gradebook(course: Path, lab: str, student: str, result: LabResult) -> None:
     """The autograded cells' scores; markdown answer cells wait for manual grading in formgrader."""
     from nbgrader.api import MissingEntry

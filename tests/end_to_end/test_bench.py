@@ -123,3 +123,9 @@ def test_hub_memory_predicts_the_weights_held_at_hub_size():
     per_weight = {name: per for name, _, per in hub_memory.held_models([four_bit])[0]["params"]}
     assert per_weight["model.layers.0.self_attn.q_proj.weight"] == 0.5  # packed: two weights per byte
     assert per_weight["model.embed_tokens.weight"] == 2  # not quantized: bfloat16
+
+
+def test_live_check_bench_times_each_check():
+    out = _run("bench/live_check.py", "00_setup")
+    assert re.search(r"^00_setup\s+test_bnb_config\s+[\d.]+\s+pass", out, re.M), out
+    assert re.search(r"live checks; the slowest that does not train or generate took [\d.]+ s", out), out

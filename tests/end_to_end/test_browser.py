@@ -36,6 +36,8 @@ from browser_helpers import (
 )
 from playwright.sync_api import expect
 
+from peft_grader import report
+
 # The learner journey's lab: the fastest lab that exists, the catalogue entry it types in (one that fails
 # a VISIBLE test: `nbgrader validate` runs no hidden test) and the words of that visible test's hint.
 LEARNER = {
@@ -242,3 +244,24 @@ def test_instructor_grades_in_formgrader(capsys, browser_page, tmp_path):
     assert float(after[MANUAL_STUDENT]["score"]) == reference.score + given, after[MANUAL_STUDENT]
     mistaken = f"{MANUAL_LAB}--{entry.name}"
     assert float(after[mistaken]["score"]) == results[mistaken].score == entry.score
+
+
+def test_instructor_reads_the_class_report(capsys, browser_page, graded_class):
+    """report.html of the graded catalogue class, offline in Chromium: every chart renders, and the
+    sections an instructor looks for are there."""
+    shots = _shots(capsys, "report")
+    page = browser_page
+    page.route(
+        "**/*", lambda route: route.abort() if route.request.url.startswith("http") else route.continue_()
+    )
+    page.goto((graded_class.course / report.REPORT).resolve().as_uri())
+    widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+    graded_labs = {r.lab for r in graded_class.results if not r.reason}
+    assert len(widths) == len(graded_labs) and all(w > 0 for w in widths), widths
+    for section in ("#most-failed", "#not-graded", "#lab-04_qlora"):
+        assert page.locator(section).is_visible()
+    assert page.locator("#not-graded + table tr").count() > 1  # the hostile class's ungradeable submissions
+    page.set_viewport_size({"width": 1300, "height": 1000})
+    page.evaluate("document.getElementById('lab-04_qlora').scrollIntoView()")
+    page.screenshot(path=shots / "1-qlora-lab.png")
+    _publish(shots / "1-qlora-lab.png", "class_report.png")

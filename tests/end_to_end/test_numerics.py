@@ -1,12 +1,12 @@
 """No verdict depends on the CPU, the thread count or the matmul path.
 
-The catalogue entries whose checks compare numbers (lab 05's merge and reload, lab 07's validation loss
-and its slow unprepared training, lab 08's logits and blended updates, lab 09's generations from the saved
+The catalogue entries whose checks compare numbers or whose training is slow on such a CPU (lab 04's and
+lab 07's unprepared k-bit training, lab 05's merge and reload, lab 07's validation loss, lab 08's logits and blended updates, lab 09's generations from the saved
 adapter, lab 10's merge gaps and measured choice) are graded again here under other numeric conditions, on
 this machine, and must score check for check exactly as in the class run, which used the machine's own
 defaults (tests/conftest.py: graded_class). A CPU without native bf16 is simulated by limiting oneDNN to AVX2:
 its bf16 matmuls then take torch's slow fallback path, with its own rounding, as on an AMD EPYC of the
-Zen 2 or 3 generations. The 4x timeout margin must hold there too.
+Zen 2 or 3 generations. The 4x margin under each cell's timeout must hold there too.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import pytest
 from peft_grader import catalogue, grading, scores
 
 AFFECTED = {
+    # training an unprepared k-bit model: its bf16 lm_head's backward takes torch's slow bf16 matmul where
+    # the CPU has no native bf16 (a declared 600 s timeout for the training cell, preprocessors.declared_timeouts)
+    "04_qlora": ["no_kbit_prep"],
     "05_save_load_merge": ["reference", "correct_autopeft_str_paths", "deploys_unmerged_base"],
     "07_capstone": ["reference", "no_kbit_prep"],
     # the reference's checks compare logits (a reload against its saved reference, the bare base) and
@@ -77,8 +80,6 @@ def test_verdicts_do_not_depend_on_numerics(graded_class, tmp_path, monkeypatch,
     for r in graded:
         assert [(c.name, c.score) for c in r.checks] == baseline[r.student, r.lab], f"{r.student} ({r.lab})"
     for r in graded:
-        seconds = scores.cell_seconds(
-            tmp_path / "course" / "autograded" / r.student / r.lab / f"{r.lab}.ipynb"
-        )
-        cell, longest = max(seconds.items(), key=lambda item: item[1])
-        assert longest * 4 <= graded_class.timeout, f"{r.student} ({r.lab}): {cell} took {longest:.0f} s"
+        notebook = tmp_path / "course" / "autograded" / r.student / r.lab / f"{r.lab}.ipynb"
+        cell, longest, limit = scores.nearest_timeout(notebook, r.lab, graded_class.timeout)
+        assert longest * 4 <= limit, f"{r.student} ({r.lab}): {cell} took {longest:.0f} of its {limit} s"

@@ -85,3 +85,43 @@ def test_the_graders_records_stay_out_of_the_feedback(hidden_check):
     ]
     [shown] = _feedback([cell]).cells
     assert [o.output_type for o in shown.outputs] == ["stream"]
+
+
+def test_the_tutor_note_opens_with_the_score_and_one_linked_line_per_lost_point():
+    from peft_grader.feedback import TutorNote
+
+    def graded(source, grade_id, points, score, outputs=()):
+        meta = {"grade": True, "solution": False, "grade_id": grade_id, "points": points, "score": score}
+        return nbformat.v4.new_code_cell(source, metadata={"nbgrader": meta}, outputs=list(outputs))
+
+    error = nbformat.v4.new_output(
+        "error",
+        ename="PeftMistake",
+        evalue="[Mistake 3: Not using prepare_model_for_kbit_training() with quantization] the embeddings are "
+        "bf16 in /tmp/x/y/model. Fix: model = prepare_model_for_kbit_training(model)",
+        traceback=[],
+    )
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("## Exercise 1: the config"),
+        graded("assert bnb_config", "test_bnb_config", 2, 2),
+        nbformat.v4.new_markdown_cell("## Exercise 2: prepare the model"),
+        nbformat.v4.new_code_cell("model = 1"),
+        graded("assert model", "test_kbit_prepared", 3, 0, [error]),
+    ]
+    nb, _ = TutorNote().preprocess(nb, {"nbgrader": {"score": 2, "max_score": 5}})
+    note = nb.cells[0].source
+    assert "Your score: 2 of 5 points" in note
+    assert note.count("<li>") == 1 and "test_kbit_prepared" in note and "test_bnb_config" not in note
+    assert '<a href="#learn-test_kbit_prepared">Mistake 3: Not using' in note
+    assert "<b>Fix:</b> model = prepare_model_for_kbit_training(model)" in note and "/tmp/x" not in note
+    assert nb.cells[3].source.startswith(
+        '<a id="learn-test_kbit_prepared"></a>'
+    )  # the section that teaches it
+
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("## Exercise 1"),
+        graded("assert bnb_config", "test_bnb_config", 2, 2),
+    ]
+    nb, _ = TutorNote().preprocess(nb, {"nbgrader": {"score": 2, "max_score": 2}})
+    assert "Every autograded check passed" in nb.cells[0].source

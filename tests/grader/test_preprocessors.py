@@ -16,7 +16,15 @@ from nbformat.v4 import new_code_cell, new_notebook
 from traitlets.config import Config
 
 from peft_grader.nbcourse import GRADER
-from peft_grader.preprocessors import REVIEW_KEY, RepairOrder, ReviewTampering, repair_order
+from peft_grader.preprocessors import (
+    REVIEW_KEY,
+    TIMEOUT_KEY,
+    RepairOrder,
+    ReviewTampering,
+    declared_timeouts,
+    repair_order,
+)
+from peft_grader.sandbox_execute import SandboxExecute
 
 CHECKS_INIT = GRADER / "checks" / "__init__.py"
 
@@ -137,3 +145,34 @@ def test_plain_nbgrader_autograde_applies_the_repair_the_review_and_the_sandbox(
         assert "checks visible: False" in printed  # and the grader's checks were hidden from it
     test_outputs = graded.cells[3].outputs
     assert not any(o.output_type == "error" for o in test_outputs), test_outputs  # scored: the order held
+
+
+def test_a_locked_training_cell_gets_the_longer_timeout_its_master_declares(tmp_path):
+    """A master may give a locked cell that trains more time than the course's timeout; a learner's own cell
+    claiming the same in its metadata does not get it."""
+    train = _cell("import time\ntime.sleep(3)\ntrained = True", "train", locked=True)
+    train.metadata[TIMEOUT_KEY] = 30
+    master = new_notebook(
+        cells=[train, _cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "answer", solution=True)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
+    assert declared_timeouts(master) == {"train": 30}
+    (tmp_path / "source" / "t1").mkdir(parents=True)
+    nbformat.write(master, tmp_path / "source" / "t1" / "t1.ipynb")
+    submission = nbformat.from_dict(master)
+    submission.cells[1].source = "import time\ntime.sleep(3)\nx = 1"
+    submission.cells[1].metadata[TIMEOUT_KEY] = 30  # the learner's claim: not honoured
+
+    config = Config()
+    config.CourseDirectory.root = str(tmp_path)
+    config.CourseDirectory.source_directory = "source"
+    config.SandboxExecute.isolate = False
+    config.SandboxExecute.timeout = 1
+    resources = {
+        "nbgrader": {"assignment": "t1", "notebook": "t1", "student": "s1"},
+        "metadata": {"path": str(tmp_path)},
+    }
+    nb, _ = SandboxExecute(config=config).preprocess(submission, resources)
+    errors = [[o.ename for o in c.outputs if o.output_type == "error"] for c in nb.cells]
+    assert errors[0] == []  # 3 s, inside its declared 30 s
+    assert errors[1], nb.cells[1].outputs  # 3 s, past the course's 1 s

@@ -186,3 +186,16 @@ def test_the_instructor_guide_lists_every_lab_with_its_graded_cells_and_catalogu
         entries = catalogue.entries(lab)
         wrong = sum(not e.correct for e in entries)
         assert sizes == f"{wrong} + {len(entries) - wrong}", lab
+
+
+@pytest.mark.parametrize("path", RELEASED, ids=lambda p: p.stem)
+def test_every_test_is_followed_by_its_live_check(path):
+    released = nbformat.read(path, as_version=4)
+    for cell, after in zip(released.cells, released.cells[1:] + [None], strict=True):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            call = f'labutils.check("{meta["grade_id"]}", lab="{path.stem}")'
+            assert after is not None and call in after.source, (
+                f"{path.name}: no live check after {meta['grade_id']}"
+            )
+            assert "nbgrader" not in after.metadata  # a plain cell: graded runs skip it
