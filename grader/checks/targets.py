@@ -184,9 +184,10 @@ def problem(role: str, title: str, attention_targets) -> str:
     try:
         peft_model, wrapped = wrap_with(model, targets)
     except Exception as err:
-        if "not found in the base model" in error_text(err):
+        text = error_text(err)
+        if "not found in the base model" in text:
             return f"on {where} target_modules={_short(targets)} match nothing: 'not found in the base model'"
-        first = error_text(err).splitlines()[0] if error_text(err) else ""
+        first = text.splitlines()[0] if text else ""
         return f"on {where} target_modules={_short(targets)} made get_peft_model raise {type(err).__name__}: {first[:80]}"
     report = compare(peft_model, wrapped)
     found = []

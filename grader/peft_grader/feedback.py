@@ -96,7 +96,7 @@ class TutorNote(Preprocessor):
                 saved.get(grade["grade_id"]) or _error_of(cell) or "this check did not pass (no message)"
             )
             rule, found, fix = MESSAGE_PARTS.match(scrub_paths(message)).groups()
-            anchor = f"learn-{grade['grade_id']}"
+            anchor = html.escape(f"learn-{grade['grade_id']}", quote=True)
             if headed is not None:
                 nb.cells[headed].source = f'<a id="{anchor}"></a>\n\n' + nb.cells[headed].source
             title = html.escape(rule or grade["grade_id"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 
 from labutils.errors import CourseError
-from peft_grader.nbcourse import GRADER, SOURCE, labs
+from peft_grader.nbcourse import GRADER, SOURCE, labs, master_notebook
 from peft_grader.scores import MESSAGE_CHARS
 
 CHECKS = GRADER / "checks"
@@ -41,10 +41,9 @@ def installed() -> str:
 
 
 def _test_cells(lab: str) -> dict[str, nbformat.NotebookNode]:
-    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
     return {
         c.metadata["nbgrader"]["grade_id"]: c
-        for c in master.cells
+        for c in master_notebook(lab).cells
         if c.cell_type == "code"
         and c.metadata.get("nbgrader", {}).get("grade")
         and not c.metadata["nbgrader"].get("solution")
@@ -78,8 +77,17 @@ def verdict(test: str, ns: dict, lab: str | None = None) -> Verdict:
     if test not in cells:
         raise CourseError(f"lab {lab} has no test {test!r}. Fix: one of {', '.join(cells)}.")
     cell = cells[test]
-    if str(GRADER) not in sys.path:  # the hidden test cells `from checks import ...`, as in the sandbox
-        sys.path.append(str(GRADER))
+    # The hidden test cells `from checks import ...`: the course's checks, first on the path as in the sandbox
+    # (PYTHONPATH), so that no checks.py of the learner's stands in for them.
+    if sys.path[:1] != [str(GRADER)]:
+        sys.path.insert(0, str(GRADER))
+    if (loaded := sys.modules.get("checks")) and not str(getattr(loaded, "__file__", "")).startswith(
+        str(CHECKS)
+    ):
+        raise CourseError(
+            f"this kernel imported another module named checks ({getattr(loaded, '__file__', None)}). "
+            "Fix: rename it, restart the kernel and run the notebook again."
+        )
     from IPython.utils.capture import capture_output
 
     started, message = time.perf_counter(), ""

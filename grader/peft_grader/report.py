@@ -3,6 +3,7 @@ report.html, the class at a glance for the instructor."""
 
 from __future__ import annotations
 
+import functools
 import re
 import textwrap
 from pathlib import Path
@@ -58,12 +59,11 @@ def rule_of(message: str) -> str | None:
 
 
 def _check_order(lab: str) -> list[str]:
-    import nbformat
+    from peft_grader.nbcourse import master_notebook
 
-    from peft_grader.nbcourse import SOURCE
-
-    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
-    return [c.metadata["nbgrader"]["grade_id"] for c in master.cells if "nbgrader" in c.metadata]
+    return [
+        c.metadata["nbgrader"]["grade_id"] for c in master_notebook(lab).cells if "nbgrader" in c.metadata
+    ]
 
 
 def mistakes_by_lab(results: list[LabResult]) -> dict[str, dict[str, list[list[str]]]]:
@@ -75,7 +75,9 @@ def mistakes_by_lab(results: list[LabResult]) -> dict[str, dict[str, list[list[s
     for r in results:
         if r.reason:
             continue
-        order = orders.setdefault(r.lab, _check_order(r.lab))
+        if r.lab not in orders:
+            orders[r.lab] = _check_order(r.lab)
+        order = orders[r.lab]
         lost = sorted(
             (c for c in r.checks if c.score < c.max_score),
             key=lambda c: order.index(c.name) if c.name in order else len(order),
@@ -99,7 +101,8 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def guide_mistakes() -> list[str]:
+@functools.cache
+def guide_mistakes() -> tuple[str, ...]:
     """The correction guide's five mistakes as the checks name them ("Mistake 3: Not using ..."), read from
     grader/checks/__init__.py without importing the checks package (as peft_grader.verify does)."""
     import importlib.util
@@ -109,18 +112,16 @@ def guide_mistakes() -> list[str]:
     spec = importlib.util.spec_from_file_location("_course_checks", GRADER / "checks" / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return [f"Mistake {n}: {text}" for n, text in module.GUIDE_MISTAKES.items()]
+    return tuple(f"Mistake {n}: {text}" for n, text in module.GUIDE_MISTAKES.items())
 
 
 def _lab_chart(lab: str, rules: dict[str, list[list[str]]], percents: list[float]) -> str:
     """Two panels: students per rule (the mistake they made first; points lost under it later), and the
     spread of scores. The guide's five mistakes are always shown, so a zero reads as a zero."""
-    import textwrap
-
     from labutils.plots import _plt
 
     plt = _plt()
-    shown = guide_mistakes() + sorted(r for r in rules if not r.startswith("Mistake "))
+    shown = [*guide_mistakes(), *sorted(r for r in rules if not r.startswith("Mistake "))]
     first = [len(rules.get(r, [[], []])[0]) for r in shown]
     later = [len(rules.get(r, [[], []])[1]) for r in shown]
     labels = [textwrap.shorten(r, 60, placeholder="…") for r in shown]

@@ -65,6 +65,12 @@ def check(test: str, lab: str | None = None) -> None:
     except CourseError as err:
         print(f"labutils.check({test!r}): {err}")
         return
+    except Exception as err:  # noqa: BLE001 - the learner's failures are verdicts; this is the check's own machinery
+        print(
+            f"labutils.check({test!r}): the check could not run here ({type(err).__name__}: {err}). "
+            f"Fix: run the notebook from the top; `labutils check` runs it again with every check."
+        )
+        return
     points = f"{found.points:g} point{'s' if found.points != 1 else ''}"
     if found.passed:
         text = f"✓ {found.test} ({found.lab}): passes its hidden check, {points} ({found.seconds:.1f} s)"

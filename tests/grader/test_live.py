@@ -84,3 +84,26 @@ def test_the_front_door_prints_the_verdict_without_a_traceback(capsys):
     assert "fp4" in out and "Fix:" in out and "Traceback" not in out and "PeftMistake" not in out
     labutils.check("test_nothing", lab="04_qlora")
     assert "has no test" in capsys.readouterr().out
+
+
+def test_a_learners_own_checks_module_cannot_stand_in_for_the_courses(monkeypatch, tmp_path, capsys):
+    import types
+
+    theirs = types.ModuleType("checks")
+    theirs.__file__ = str(tmp_path / "checks.py")  # e.g. a checks.py of the learner's beside the notebook
+    monkeypatch.setitem(sys.modules, "checks", theirs)
+    with pytest.raises(CourseError, match="another module named checks"):
+        live.verdict("test_bnb_config", _namespace(_config("nf4")), lab="04_qlora")
+    labutils.check("test_bnb_config", lab="04_qlora")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "rename it" in out and "Traceback" not in out
+
+
+def test_a_failure_of_the_checks_own_machinery_is_one_line(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(live, "verdict", broken)
+    labutils.check("test_bnb_config", lab="04_qlora")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "could not run here (OSError: disk gone)" in out
