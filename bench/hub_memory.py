@@ -217,8 +217,9 @@ def seed_float32_cache(cache: Path, work: Path) -> None:
     import transformers
     from transformers import AutoTokenizer
 
-    from labutils.models import RECIPES, ensure_tiny_model, seed_hub_cache
+    from labutils.models import RECIPES, ensure_tiny_model
     from labutils.notebook import quiet
+    from peft_grader.hub_cache import seed_hub_cache
 
     quiet()
     sources = {}
@@ -238,8 +239,9 @@ def seed_hub_size_cache(cache: Path, work: Path) -> None:
     import transformers
     from transformers import AutoTokenizer
 
-    from labutils.models import RECIPES, ensure_tiny_model, seed_hub_cache
+    from labutils.models import RECIPES, ensure_tiny_model
     from labutils.notebook import quiet
+    from peft_grader.hub_cache import seed_hub_cache
 
     quiet()
     sources = {}

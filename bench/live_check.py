@@ -22,7 +22,7 @@ from labutils.livecheck import MIME
 from peft_grader import catalogue, nbcourse
 
 TARGET_S = 2.0
-# checks that train, evaluate or generate from the saved adapter on purpose (checks.ON_DISK's heavy ones)
+# checks that train, evaluate or generate from the saved adapter on purpose (the heavy "files." checks of the labs' OUTSIDE)
 HEAVY = {
     ("05_save_load_merge", "test_merged_outputs"): "merges and compares the saved deployment",
     ("07_capstone", "test_val_improved"): "evaluates the saved adapter on the validation set",

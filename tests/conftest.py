@@ -52,6 +52,36 @@ def hidden_check(monkeypatch):
     return lambda name: importlib.import_module(f"checks.{name}")
 
 
+@pytest.fixture
+def verdict(hidden_check):
+    """verdict(check, arg) -> the PeftMistake message `check(arg)` raises, or "" where it passes."""
+    hidden_check("evidence")  # grader/ on sys.path, as the hidden cells find it
+
+    def run(check, arg) -> str:
+        from checks import PeftMistake
+
+        try:
+            check(arg)
+        except PeftMistake as err:
+            return str(err)
+        return ""
+
+    return run
+
+
+@pytest.fixture
+def on(monkeypatch):
+    """on(hardware): pretend the grading machine is `hardware` (what labutils.doctor.detect_hardware reports)."""
+    import labutils.doctor
+
+    monkeypatch.delenv("PEFT_COURSE_HARDWARE", raising=False)
+
+    def simulate(hardware):
+        monkeypatch.setattr(labutils.doctor, "detect_hardware", lambda: dict(hardware))
+
+    return simulate
+
+
 def borrowed_venv(venv: Path) -> Path:
     """A fresh virtual environment that borrows this one's third-party libraries (pip included) through a
     .pth file: their folder joins sys.path, but none of its own .pth files run, so this checkout's editable

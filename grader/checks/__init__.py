@@ -1,11 +1,19 @@
-"""Hidden checks of the PEFT course (instructor side).
+"""Hidden checks of the PEFT course (instructor side): the shared core, and one folder per lab.
 
-Hidden test cells import these functions, so nbgrader feedback shows the verdict and its message,
-not the logic. Each check takes the notebook's namespace (`globals()`), inspects the real objects
-and files the learner produced, and raises `PeftMistake` naming the correction-guide mistake and
-the fix. One function per mistake, named after it. Where the evidence is on disk (ON_DISK) or can be
-recorded as plain data (FROM_EVIDENCE: evidence.py records it, judges.py decides), the grader decides
-the check again outside the learner's kernel (outside.py).
+Hidden test cells import a lab's checks (`from checks.lab04_qlora import kernel as lab04_checks`), so
+nbgrader feedback shows the verdict and its message, not the logic. Each check takes the notebook's
+namespace (`globals()`), inspects the real objects and files the learner produced, and raises
+`PeftMistake` naming the correction-guide mistake and the fix.
+
+A lab's folder, `lab<lab id>/` (`lab04_qlora/` for lab 04_qlora), holds all of its checks:
+- `kernel.py`: what the hidden test cells call, in the learner's kernel;
+- `judges.py`: plain data in, verdict out, with the lab's rule titles; no torch at import;
+- `files.py`: the checks that read what the lab saved on disk (a function of the lab's folders);
+- `__init__.py`: `OUTSIDE`, the test cells the grader decides again outside the kernel (checks.outside).
+The shared core is this module (the failure and the guide's rules), `evidence` (records as plain data),
+`inspect_model` (a live model's manifest and the readers of it), `adapter_files` (the safetensors
+reader and the adapter folder's rules), `hardware` (the dtype rule for the machine grading runs on)
+and `outside` (the runner). Facts the labs state and the checks enforce live in `labutils.facts`.
 """
 
 from __future__ import annotations
@@ -59,32 +67,30 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
     return value
 
 
-# What each lab leaves on disk, re-checked outside the kernel (checks/outside.py): per test cell the on-disk
-# check ("module.function" of this package), given the paths the lab's locked set-up cell defines
-# (lab_paths: read from the master, so the folders are written once). Most use the standard library only;
-# deploy_verify (lab 05), capstone.validation_improved (lab 07) and chat_files.generation_stops (lab 09) load torch to merge or evaluate the
-# saved adapter themselves.
-ON_DISK = {
-    "04_qlora": {
-        "test_adapter_only": "adapter_files.adapter_only_saved",
-        "test_adapter_trained": "adapter_files.adapter_trained",
-    },
-    "05_save_load_merge": {
-        "test_adapter_only": "deploy_files.adapter_only_saved",
-        "test_deploy_copy": "deploy_files.deploy_copy_saved",
-        "test_merged_outputs": "deploy_verify.deploy_matches_adapter",
-    },
-    "06_task_heads": {"test_head_saved": "head_files.head_saved"},
-    "07_capstone": {
-        "test_adapter_only": "adapter_files.adapter_only_saved",
-        "test_adapter_trained": "adapter_files.adapter_trained",
-        "test_val_improved": "capstone.validation_improved",
-    },
-    "09_chat_sft": {
-        "test_adapter_saved": "chat_files.adapter_saved",
-        "test_stops": "chat_files.generation_stops",
-    },
-}
+# "judges.NAME": the judge NAME of the lab's judges.py, on the one record named NAME that the test cell published
+# (checks.evidence); "files.NAME": the check NAME of the lab's files.py, on the folders the lab's locked cells
+# define (lab_paths). A lab's OUTSIDE maps its test cells' grade ids to these.
+OUTSIDE_KINDS = ("judges", "files")
+
+
+def lab_package(lab: str) -> str:
+    """The package of a lab's checks: 04_qlora -> checks.lab04_qlora."""
+    return f"checks.lab{lab}"
+
+
+def outside_targets(lab: str) -> dict[str, str]:
+    """The lab's test cells that the grader decides again outside the kernel: grade id -> "judges.NAME" or
+    "files.NAME" (the lab package's OUTSIDE; {} for a lab without checks)."""
+    import importlib
+
+    try:
+        return dict(importlib.import_module(lab_package(lab)).OUTSIDE)
+    except ModuleNotFoundError as err:
+        if err.name != lab_package(lab):
+            raise
+        return {}
+
+
 MASTERS = Path(__file__).resolve().parents[1] / "source"
 
 
@@ -127,54 +133,3 @@ def lab_paths(lab: str) -> dict[str, Path]:
                 if name.endswith("_DIR") and (path := value(node.value, known)) is not None:
                     known[name] = path
     return known
-
-
-# The in-memory checks decided again outside the kernel, from the plain-data record their test cell
-# published (checks.evidence): grade_id -> the record's name, which is also its judge's in checks.judges.
-FROM_EVIDENCE = {
-    "00_setup": {"test_bnb_config": "bnb_config_here"},
-    "01_lora_anatomy": {"test_wrapped": "course_model_wrapped", "test_trainable_share": "course_model_share"},
-    "02_target_modules": {"test_lora_model": "bert_lora_model"},
-    "03_rank_alpha": {
-        "test_chosen_rank": "chosen_rank",
-        "test_chosen_alpha": "chosen_alpha",
-        "test_chosen_targets": "chosen_targets",
-    },
-    "04_qlora": {
-        "test_bnb_config": "quantization_config",
-        "test_loaded_4bit": "loaded_in_4bit",
-        "test_kbit_prepared": "kbit_prepared",
-        "test_lora_config": "llama_lora_config",
-        "test_trainable_share": "trainable_share",
-    },
-    "06_task_heads": {"test_lora_config": "bert_lora_config", "test_head_wrapped": "head_wrapped"},
-    "07_capstone": {
-        "test_bnb_config": "quantization_config",
-        "test_loaded_4bit": "loaded_in_4bit",
-        "test_kbit_prepared": "kbit_prepared",
-        "test_lora_config": "llama_lora_config",
-        "test_trainable_share": "trainable_share",
-        "test_precision": "precision_flags",
-    },
-    "08_adapter_life": {
-        "test_resume": "resumed_adapter",
-        "test_belongs": "base_match",
-        "test_multi": "adapter_set",
-        "test_base_only": "base_only_outputs",
-        "test_blend": "weighted_blend",
-    },
-    "09_chat_sft": {
-        "test_tokens": "chat_tokens",
-        "test_template": "chat_template_mask",
-        "test_lora_config": "chat_lora",
-        "test_labels": "sft_labels",
-        "test_precision": "precision_flags",
-    },
-    "10_variants_precision": {
-        "test_variants": "lora_variants",
-        "test_choice": "variant_choice",
-        "test_memory": "memory_formula",
-        "test_fp16": "fp16_ready",
-        "test_merge": "merge_fidelity",
-    },
-}

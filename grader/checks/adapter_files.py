@@ -191,17 +191,27 @@ def adapter_tensors_nonzero(adapter_dir: Path) -> dict[str, bool]:
     }
 
 
-def _adapter_dir(ns: dict) -> Path:
+def adapter_folder(ns: dict) -> Path:
+    """ADAPTER_DIR (from a notebook's namespace or a lab's paths), or a failure where nothing was saved there."""
     adapter_dir = Path(need(ns, "ADAPTER_DIR", (str, Path)))
     if not adapter_dir.is_dir():
         fail(TRAINED_ADAPTER, f"nothing was saved in {adapter_dir}.", "model.save_pretrained(ADAPTER_DIR).")
     return adapter_dir
 
 
+def saved_adapter_dir(ns: dict, rule: int | str, found: str, fix: str) -> Path:
+    """ADAPTER_DIR, or `rule`'s failure where no adapter_config.json was saved there (`found` names the folder as
+    {adapter_dir}): the guard of every check that loads or reads the saved adapter."""
+    adapter_dir = Path(need(ns, "ADAPTER_DIR", (str, Path)))
+    if not (adapter_dir / "adapter_config.json").is_file():
+        fail(rule, found.format(adapter_dir=adapter_dir), fix)
+    return adapter_dir
+
+
 def adapter_only_saved(ns: dict, allowed: tuple[str, ...] = ("lora_",)) -> None:
     """ADAPTER_DIR holds the adapter only, and no full model weights lie anywhere in OUTPUT_DIR. An adapter
     tensor's name holds one of `allowed` (lab 09 adds the new tokens' trained rows)."""
-    adapter_dir = _adapter_dir(ns)
+    adapter_dir = adapter_folder(ns)
     output_dir = Path(ns.get("OUTPUT_DIR", adapter_dir))
     adapter_folder_clean(adapter_dir)
     full = full_weight_files(output_dir) + full_weight_files(adapter_dir)
@@ -235,7 +245,7 @@ def adapter_only_saved(ns: dict, allowed: tuple[str, ...] = ("lora_",)) -> None:
 
 def adapter_trained(ns: dict) -> None:
     """The saved adapter is the trained one: a LoRA config and at least one non-zero lora_B."""
-    adapter_dir = _adapter_dir(ns)
+    adapter_dir = adapter_folder(ns)
     try:
         tensors = adapter_tensors_nonzero(adapter_dir)
         saved = read_adapter_config(adapter_dir)

@@ -1,7 +1,14 @@
-"""Reading real model state: quantized layers, LoRA layers, and a model's manifest as plain data (checks.evidence,
-judged by checks.judges). Saved adapters: checks.adapter_files."""
+"""A model as plain data, and the readers of it: live model state (quantized layers, LoRA layers) turned into a
+manifest (checks.evidence), which the labs' judges read through the functions at the end of this module, standard
+library only (torch and the libraries are imported inside the functions that read a live model). Saved adapters:
+checks.adapter_files.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Collection
+
+from checks import fail
 
 
 def base_model(model):
@@ -29,10 +36,6 @@ def lora_wrapped(model) -> set[str]:
     from peft.tuners.lora import LoraLayer
 
     return {n for n, m in model.named_modules() if isinstance(m, LoraLayer)}
-
-
-def leaf(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
 
 
 def model_record(ns: dict, check: str, kinds: tuple, where: str = "the exercise cell") -> dict:
@@ -99,3 +102,62 @@ def manifest(model, lora_config=None) -> dict:
         "peft_config": {k: v.to_dict() for k, v in model.peft_config.items()} if peft else {},
         "lora_config_targets": getattr(lora_config, "target_modules", None),
     }
+
+
+# ---- reading a manifest (plain data) ----------------------------------------------------------------
+def leaf(name: str) -> str:
+    """A module's own name, without its parents: model.layers.0.self_attn.q_proj -> q_proj."""
+    return name.rsplit(".", 1)[-1]
+
+
+def active_config(record: dict) -> dict:
+    """The active adapter's config, from a PeftModel's manifest."""
+    active = record["active_adapter"]
+    active = active[0] if isinstance(active, list) else active
+    return record["peft_config"].get(active) or next(iter(record["peft_config"].values()))
+
+
+def lora_names(record: dict) -> set[str]:
+    """Full names of the modules that carry a LoRA adapter, from a manifest."""
+    return {n for n, kind in record["modules"].items() if kind == "lora"}
+
+
+def require_lora_model(
+    record: dict, arch: str, fix: str, foreign: tuple[str, Collection[str]] = ("", ())
+) -> None:
+    """Mistake 1 unless the manifest is a PeftModel's; says so where target_modules match nothing in
+    `arch` (and where they are the names of the `foreign` architecture: its name and module names)."""
+    if record["peft"]:
+        return
+    targets = record["lora_config_targets"]
+    names = {leaf(n) for n in record["modules"]}
+    if targets and not isinstance(targets, str) and not set(targets) & names:
+        other = f" (those are {foreign[0]} names)" if set(targets) & set(foreign[1]) else ""
+        fail(
+            1,
+            f"target_modules {sorted(targets)} match no module of this {arch} model{other}, so get_peft_model "
+            "raised 'not found in the base model' and nothing was wrapped.",
+            fix,
+        )
+    fail(
+        1,
+        "`model` is not a PeftModel, so no LoRA adapter is attached.",
+        "model = get_peft_model(model, lora_config).",
+    )
+
+
+def require_adapters_on(record: dict, wanted: Collection[str], arch: str, fix: str) -> set[str]:
+    """The LoRA-wrapped module names; Mistake 1 if a module named in `wanted` carries no adapter (a
+    partly wrong target list is accepted silently)."""
+    wrapped = lora_names(record)
+    missing = sorted({n for n in record["modules"] if leaf(n) in wanted} - wrapped)
+    if missing:
+        names = ", ".join(sorted({leaf(n) for n in missing}))
+        targets = active_config(record)["target_modules"]
+        fail(
+            1,
+            f"{len(missing)} {arch} attention projections carry no adapter ({names} missing; target_modules "
+            f"was {targets!r}). A partly wrong list is accepted silently.",
+            fix,
+        )
+    return wrapped

@@ -1,11 +1,11 @@
 """Re-decide a lab's checks in a fresh process, outside the learner's kernel.
 
-`python -m checks.outside LAB FOLDER` prints {grade_id: failure message or ""} as JSON. A learner
-cell can monkeypatch anything inside its own kernel, but not what the kernel left behind, read here by
-code the kernel never touched:
-- the files on disk (ON_DISK), at the lab's own paths, not the learner's variables;
-- the plain-data records that the test cells published into the autograded notebook (FROM_EVIDENCE,
-  checks.evidence), judged by the same judge as in the kernel.
+`python -m checks.outside LAB FOLDER` prints {grade_id: failure message or ""} as JSON for each test cell in
+the lab's OUTSIDE (checks.outside_targets). A learner cell can monkeypatch anything inside its own kernel,
+but not what the kernel left behind, read here by code the kernel never touched:
+- "files.NAME": the files on disk, at the lab's own paths, not the learner's variables;
+- "judges.NAME": the plain-data record that the test cell published into the autograded notebook
+  (checks.evidence), judged by the same judge as in the kernel.
 A check that crashes here, or finds no single record, gives its reason as "could not be verified": the
 grader scores it 0.
 """
@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from checks import FROM_EVIDENCE, ON_DISK, PeftMistake, error_text, judges, lab_paths
+from checks import PeftMistake, error_text, lab_package, lab_paths, outside_targets
 from checks.evidence import records
 
 UNVERIFIED = "could not be verified outside the notebook"
@@ -39,32 +39,38 @@ def _decide(check, fix: str) -> str:
         return _unverified(err, fix)
 
 
-def _function(target: str):
-    module, function = target.rsplit(".", 1)
-    return getattr(importlib.import_module(f"checks.{module}"), function)
+def _function(lab: str, target: str):
+    """The function a lab's OUTSIDE names: "judges.NAME" or "files.NAME" of the lab's package."""
+    module, name = target.split(".")
+    return getattr(importlib.import_module(f"{lab_package(lab)}.{module}"), name)
 
 
 def verdicts(lab: str, folder: Path) -> dict[str, str]:
-    found, folder = {}, folder.resolve()
-    if ON_DISK.get(lab):
+    targets, found, folder = outside_targets(lab), {}, folder.resolve()
+    if any(t.startswith("files.") for t in targets.values()):
         os.chdir(folder)
-        for grade_id in ON_DISK[lab]:
+    cells = (
+        _test_cells(folder / f"{lab}.ipynb") if any(t.startswith("judges.") for t in targets.values()) else {}
+    )
+    for grade_id, target in targets.items():
+        if target.startswith("files."):
             found[grade_id] = on_disk_verdict(lab, grade_id)
-    from_evidence = FROM_EVIDENCE.get(lab, {})
-    if from_evidence:
-        cells = _test_cells(folder / f"{lab}.ipynb")
-        for grade_id, record in from_evidence.items():
+        else:
             found[grade_id] = _decide(
-                lambda r=record, g=grade_id: _judge_record(r, cells, g),
+                lambda t=target, g=grade_id: _judge_record(lab, t, cells, g),
                 "run the notebook top to bottom without errors, then submit it again.",
             )
     return found
 
 
 def on_disk_verdict(lab: str, grade_id: str) -> str:
-    """The on-disk check of one test cell, on the lab's paths under the current folder (the notebook's)."""
+    """The on-disk check of one test cell, on the lab's paths under the current folder (the notebook's); ""
+    where the cell has none."""
+    target = outside_targets(lab).get(grade_id, "")
+    if not target.startswith("files."):
+        return ""
     return _decide(
-        lambda: _function(ON_DISK[lab][grade_id])(lab_paths(lab)),
+        lambda: _function(lab, target)(lab_paths(lab)),
         "save what the exercise asks for, in the folder it names, with save_pretrained; then run the "
         "notebook again.",
     )
@@ -79,19 +85,19 @@ def _test_cells(notebook: Path) -> dict | Exception:
         return err
 
 
-def _judge_record(record: str, cells: dict | Exception, grade_id: str) -> None:
-    """Judge the one record that the check's test cell published, with checks.judges.<record>."""
+def _judge_record(lab: str, target: str, cells: dict | Exception, grade_id: str) -> None:
+    """Judge the one record that the check's test cell published (named as its judge) with that judge."""
     if isinstance(cells, Exception):
         raise cells
-    found = records(cells.get(grade_id, {}), record)
+    found = records(cells.get(grade_id, {}), target.removeprefix("judges."))
     if len(found) != 1:
         raise LookupError(f"the test cell holds {len(found)} records of its check, not one")
-    getattr(judges, record)(found[0])
+    _function(lab, target)(found[0])
 
 
 if __name__ == "__main__":
     if os.environ.get("PEFT_COURSE_NUMERICS"):
-        from labutils.numerics import apply
+        from peft_grader.numerics import apply
 
         apply()
     print(json.dumps(verdicts(sys.argv[1], Path(sys.argv[2]))))

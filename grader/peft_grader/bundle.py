@@ -13,14 +13,14 @@ import re
 import shutil
 from pathlib import Path
 
-from labutils.course import repository as course_repository
 from labutils.errors import CourseError
+from peft_grader.course import repository as course_repository
 from peft_grader.nbcourse import REPO
 from peft_grader.release import release
 
 # What a bundle must never hold: solutions and hidden tests (their markers), the checks' code (imported
 # by hidden tests), and the grader's folders.
-FORBIDDEN = re.compile(r"BEGIN SOLUTION|BEGIN HIDDEN TESTS|from checks import|import checks\b")
+FORBIDDEN = re.compile(r"BEGIN SOLUTION|BEGIN HIDDEN TESTS|from checks\b|import checks\b")
 GRADER_FOLDERS = {"peft_grader", "checks", "source", "mistakes", "adversarial", "grader"}
 
 PYPROJECT = """\

@@ -12,7 +12,7 @@ from peft_grader.report import REPORT, summary_table
 
 
 def release_cmd(args: argparse.Namespace) -> int:
-    from labutils.course import point_links, repository, set_repository
+    from peft_grader.course import point_links, repository, set_repository
 
     if args.bundle:  # the class repository's own setting; the course's stays as it is
         from peft_grader.bundle import bundle

@@ -195,7 +195,7 @@ def _labs(names: list[str]) -> list[str]:
 def release(root: Path, names: list[str]) -> list[str]:
     """Release labs to the exchange: nbgrader generates the student copy (links pointing at the course's
     repository, as in notebooks/), and release_assignment puts it where students fetch it."""
-    from labutils.course import point_links, repository
+    from peft_grader.course import point_links, repository
 
     course = _course(root)
     for lab in _labs(names):

@@ -242,8 +242,8 @@ def install(shell=None) -> None:
     shell = shell or builtins.get_ipython()  # type: ignore[attr-defined]  # IPython puts it there
     guard = _Guard(shell)
     shell.events.register("post_run_cell", guard.restore)
-    if os.environ.get("PEFT_COURSE_NUMERICS"):  # rehearsing another machine's numerics (labutils.numerics)
-        from labutils.numerics import apply
+    if os.environ.get("PEFT_COURSE_NUMERICS"):  # rehearsing another machine's numerics (peft_grader.numerics)
+        from peft_grader.numerics import apply
 
         apply()
     guard.restore()

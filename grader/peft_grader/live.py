@@ -2,7 +2,7 @@
 
 `labutils.check("test_bnb_config")` (the learner's front door, src/labutils/livecheck.py) calls `verdict`
 here. It runs the master's whole test cell (the hidden part and the visible asserts) in the notebook's
-namespace, as the graded run does, then, for a check the grader decides again from disk (checks.ON_DISK),
+namespace, as the graded run does, then, for a check the grader decides again from disk (a "files." check of the lab's OUTSIDE),
 that on-disk check too, so the verdict and its message are the ones the graded run would give. Nothing is
 recorded and no notebook is run again: grading still executes the whole submission in the sandbox.
 """
@@ -105,10 +105,7 @@ def verdict(test: str, ns: dict, lab: str | None = None) -> Verdict:
 def _on_disk(lab: str, test: str) -> str:
     """The graded run's second verdict for a check it decides from the files (checks.outside), here, as
     peft_grader.pipeline words it."""
-    from checks import ON_DISK
     from checks.outside import on_disk_verdict
 
-    if test not in ON_DISK.get(lab, {}):
-        return ""
     found = on_disk_verdict(lab, test)
     return f"[verified outside the notebook] {found}" if found else ""

@@ -58,6 +58,26 @@ def make_course(course_dir: Path, timeout: int | None = None, settings: dict | N
     return course_dir
 
 
+def checks_data(relative: str) -> dict:
+    """The names a standard-library file of grader/checks defines (`__init__.py`, a lab's `lab04_qlora/__init__.py`),
+    read by executing that file alone: the checks package is never imported into the grading process, whose
+    threads share sys.path and sys.modules."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_course_checks", GRADER / "checks" / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return vars(module)
+
+
+def outside_targets(lab: str) -> dict[str, str]:
+    """The lab's test cells that checks.outside decides again outside the kernel: grade id -> "judges.NAME" or
+    "files.NAME" (the OUTSIDE of grader/checks/lab<lab>/__init__.py; {} for a lab without one)."""
+    if not (GRADER / "checks" / f"lab{lab}" / "__init__.py").is_file():
+        return {}
+    return dict(checks_data(f"lab{lab}/__init__.py")["OUTSIDE"])
+
+
 @functools.cache
 def grader_version() -> str:
     """A short digest of the grading engine, the checks and the masters: what a grade depends on."""

@@ -27,7 +27,7 @@ if "google.colab" in sys.modules:
 
 
 def setup_cell(slug: str) -> str:
-    from labutils.course import point_links
+    from peft_grader.course import point_links
 
     return point_links(COLAB_SETUP, slug)
 
@@ -73,8 +73,8 @@ def release(
 ) -> list[Path]:
     """Generate the learner notebooks (no solutions, no hidden tests) into out_dir, their Colab badges
     and set-up cells pointing at `repository` (OWNER/NAME; default: the course's setting)."""
-    from labutils.course import point_links
-    from labutils.course import repository as setting
+    from peft_grader.course import point_links
+    from peft_grader.course import repository as setting
 
     slug, written = repository or setting(), []
     sync_setup_cells(setting(), only)  # the masters follow the course's own setting

@@ -104,15 +104,10 @@ def _png(fig) -> str:
 @functools.cache
 def guide_mistakes() -> tuple[str, ...]:
     """The correction guide's five mistakes as the checks name them ("Mistake 3: Not using ..."), read from
-    grader/checks/__init__.py without importing the checks package (as peft_grader.verify does)."""
-    import importlib.util
+    grader/checks/__init__.py without importing the checks package (nbcourse.checks_data)."""
+    from peft_grader.nbcourse import checks_data
 
-    from peft_grader.nbcourse import GRADER
-
-    spec = importlib.util.spec_from_file_location("_course_checks", GRADER / "checks" / "__init__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return tuple(f"Mistake {n}: {text}" for n, text in module.GUIDE_MISTAKES.items())
+    return tuple(f"Mistake {n}: {text}" for n, text in checks_data("__init__.py")["GUIDE_MISTAKES"].items())
 
 
 def _lab_chart(lab: str, rules: dict[str, list[list[str]]], percents: list[float]) -> str:

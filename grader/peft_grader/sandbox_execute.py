@@ -42,10 +42,11 @@ def compile_checks(folder: Path) -> Path:
     """
     import py_compile
 
-    target = Path(folder) / "checks"
-    target.mkdir(parents=True)
-    for source in sorted((GRADER / "checks").glob("*.py")):
-        py_compile.compile(str(source), cfile=str(target / f"{source.stem}.pyc"), doraise=True)
+    checks = GRADER / "checks"
+    for source in sorted(checks.rglob("*.py")):  # the shared core and every lab's folder
+        compiled = Path(folder) / "checks" / source.relative_to(checks).with_suffix(".pyc")
+        compiled.parent.mkdir(parents=True, exist_ok=True)
+        py_compile.compile(str(source), cfile=str(compiled), doraise=True)
     return Path(folder)
 
 

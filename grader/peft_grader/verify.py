@@ -11,27 +11,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from peft_grader.nbcourse import GRADER, grading_env
+from peft_grader.nbcourse import GRADER, grading_env, outside_targets
 
 OUTSIDE_TIMEOUT_S = 300
 
 
 @functools.cache
 def outside_checks(lab: str) -> frozenset[str]:
-    """The grade ids of `lab` that checks.outside decides (checks.ON_DISK and checks.FROM_EVIDENCE), read
-    from grader/checks/__init__.py (standard library only) without importing the checks package into
-    this process or touching sys.path, which the grading threads share."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_course_checks", GRADER / "checks" / "__init__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return frozenset(module.ON_DISK.get(lab, {})) | frozenset(module.FROM_EVIDENCE.get(lab, {}))
+    """The grade ids of `lab` that checks.outside decides (the lab's OUTSIDE, read without importing the checks)."""
+    return frozenset(outside_targets(lab))
 
 
 @functools.cache
 def hardware_json() -> str:
-    """The grading machine's hardware for the outside checks (checks.judges.HARDWARE_VAR), detected once."""
+    """The grading machine's hardware for the outside checks (checks.hardware.HARDWARE_VAR), detected once."""
     from labutils.doctor import detect_hardware
 
     hw = detect_hardware()

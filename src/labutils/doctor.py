@@ -21,6 +21,7 @@ from typing import Any
 
 from labutils import profiles
 from labutils.errors import CourseError
+from labutils.facts import compute_dtype_name
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 _STATUS_LABEL = {OK: "ok", WARN: "WARN", FAIL: "FAIL"}
@@ -141,21 +142,11 @@ def _proxy_version() -> str | None:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
-def recommended_compute_dtype_name(cuda_available: bool, bf16_supported: bool) -> str:
-    """The compute dtype the course uses, by name ("bfloat16" or "float16").
-
-    bfloat16 on a GPU that has it (Ampere+, same range as fp32, no loss scaling); float16 on an older
-    GPU such as a T4 (compute capability 7.5), where bf16 is only emulated; bfloat16 on CPU too:
-    emulated there but it works, and it is what the correction guide uses.
-    """
-    return "float16" if cuda_available and not bf16_supported else "bfloat16"
-
-
 def recommended_compute_dtype(cuda_available: bool, bf16_supported: bool):
-    """`recommended_compute_dtype_name` as a torch.dtype."""
+    """The course's compute dtype for the hardware (labutils.facts.compute_dtype_name) as a torch.dtype."""
     import torch
 
-    return getattr(torch, recommended_compute_dtype_name(cuda_available, bf16_supported))
+    return getattr(torch, compute_dtype_name(cuda_available, bf16_supported))
 
 
 def _cuda_bf16_native(torch_module) -> bool:

@@ -54,10 +54,20 @@ class Recipe:
 # Small configs share this vocabulary size: an upper bound for the course tokenizer, whose BPE trainer
 # stops at about a thousand tokens on the small corpus (the rest of the rows are never used).
 _SMALL = dict(vocab_size=TOKENIZER_VOCAB)
+# Mistral and Qwen2 name their modules as Llama does: one small config of that family serves both.
+_LLAMA_FAMILY = dict(
+    _SMALL,
+    hidden_size=64,
+    intermediate_size=176,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
 
 RECIPES: dict[str, Recipe] = {
     # Llama proportions with a realistic vocabulary, so r=16 on q/k/v/o trains ~0.3% as on 7-8B models
-    # (FACTS.md: a small hidden size only reaches a realistic share through a real-sized vocabulary).
+    # (a small hidden size only reaches a realistic share through a real-sized vocabulary).
     "causal_lm": Recipe(
         "LlamaForCausalLM",
         "LlamaConfig",
@@ -91,32 +101,8 @@ RECIPES: dict[str, Recipe] = {
     "gpt2": Recipe(
         "GPT2LMHeadModel", "GPT2Config", dict(_SMALL, n_embd=64, n_layer=2, n_head=2, n_positions=256)
     ),
-    "mistral": Recipe(
-        "MistralForCausalLM",
-        "MistralConfig",
-        dict(
-            _SMALL,
-            hidden_size=64,
-            intermediate_size=176,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        ),
-    ),
-    "qwen2": Recipe(
-        "Qwen2ForCausalLM",
-        "Qwen2Config",
-        dict(
-            _SMALL,
-            hidden_size=64,
-            intermediate_size=176,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        ),
-    ),
+    "mistral": Recipe("MistralForCausalLM", "MistralConfig", _LLAMA_FAMILY),
+    "qwen2": Recipe("Qwen2ForCausalLM", "Qwen2Config", _LLAMA_FAMILY),
     "gpt_neox": Recipe(
         "GPTNeoXForCausalLM",
         "GPTNeoXConfig",
@@ -247,7 +233,8 @@ def _build(role: str, target: Path) -> None:
     torch.manual_seed(recipe.seed)
     model = getattr(transformers, recipe.model_class)(config).eval()
     # bf16 on disk, as real checkpoints ship: prepare_model_for_kbit_training's fp32 upcast is then
-    # visible evidence (FACTS.md), and the memory comparisons are honest.
+    # visible evidence (peft casts non-quantized fp16/bf16 parameters to fp32), and the memory comparisons are
+    # honest.
     model.to(torch.bfloat16).save_pretrained(target)
     build_tokenizer().save_pretrained(target)
     (target / "course_recipe.json").write_text(
@@ -294,41 +281,3 @@ def build_all(roles: list[str] | None = None, quiet: bool = False) -> dict[str, 
         if not quiet:
             print(f"{role:<11} {path}")
     return built
-
-
-def seed_hub_cache(
-    hub_cache: Path, roles: list[str] | None = None, sources: dict[str, Path] | None = None
-) -> dict[str, str]:
-    """Store each role's tiny model in a Hugging Face cache under the role's hub id, so the hub profile
-    runs offline (HF_HUB_CACHE=hub_cache, HF_HUB_OFFLINE=1): a rehearsal of the workshop path.
-
-    Written in the cache's own layout by huggingface_hub's own functions (blobs named by content, snapshot
-    pointers, refs/main), as a download would leave it. `sources` stores other checkpoints of some roles
-    (bench/hub_memory.py: the same models in float32). Returns {hub id: commit}.
-    """
-    import hashlib
-
-    from huggingface_hub import file_download
-
-    from labutils.profiles import ROLES, hub_model_id
-
-    seeded = {}
-    sources = sources or {}
-    for role in roles or list(sources) or list(ROLES):
-        repo_id, source = hub_model_id(role), sources.get(role) or ensure_tiny_model(role)
-        storage = Path(hub_cache) / file_download.repo_folder_name(repo_id=repo_id, repo_type="model")
-        files = sorted(p for p in source.rglob("*") if p.is_file())
-        commit = hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()  # a 40-hex revision
-        for path in files:
-            blob = storage / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            if not blob.exists():
-                shutil.copyfile(path, blob)
-            pointer = Path(
-                file_download._get_pointer_path(str(storage), commit, str(path.relative_to(source)))
-            )
-            pointer.parent.mkdir(parents=True, exist_ok=True)
-            file_download._create_symlink(str(blob), str(pointer))
-        file_download._cache_commit_hash_for_specific_revision(str(storage), "main", commit)
-        seeded[repo_id] = commit
-    return seeded

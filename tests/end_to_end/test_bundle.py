@@ -33,7 +33,7 @@ def learner(tmp_path_factory):
 
 def test_the_bundle_holds_no_solution_no_hidden_test_and_no_check_code(learner):
     folder, _ = learner
-    markers = re.compile(r"BEGIN SOLUTION|BEGIN HIDDEN TESTS|from checks import|import checks\b|def judge")
+    markers = re.compile(r"BEGIN SOLUTION|BEGIN HIDDEN TESTS|from checks\b|import checks\b|def judge")
     for path in (p for p in folder.rglob("*") if p.is_file() and p.name != "test_course.py"):
         assert not markers.search(path.read_text(errors="replace")), path
     assert not {"grader", "checks", "peft_grader", "source", "mistakes"} & {p.name for p in folder.rglob("*")}

@@ -7,7 +7,7 @@ What Colab's runtime has and lacks, set up for one kernel per lab:
 - `nbgrader` and `jupyterlab`, which that install leaves out, cannot be imported;
 - the profile is not set beforehand: the set-up cell switches to `hub`;
 - the hub ids are served from a Hugging Face cache seeded with the course's own models under those ids
-  (`labutils.models.seed_hub_cache`, in the cache layout, by huggingface_hub's own functions), with
+  (`peft_grader.hub_cache.seed_hub_cache`, in the cache layout, by huggingface_hub's own functions), with
   `HF_HUB_OFFLINE=1`: model ids, tokenizers from the hub cache, `device_map` and the profile switch all
   take the hub code path.
 Each lab runs as its master: the reference solutions with the hidden tests inline, so every hidden
@@ -58,7 +58,7 @@ print("shell commands:", len(SHELL_COMMANDS))
 @pytest.fixture(scope="module")
 def colab(tmp_path_factory):
     """The environment of a Colab kernel: IPython startup, the google.colab stand-in, the seeded hub cache."""
-    from labutils.models import seed_hub_cache
+    from peft_grader.hub_cache import seed_hub_cache
 
     root = tmp_path_factory.mktemp("colab")
     startup = root / "ipython" / "profile_default" / "startup"

@@ -7,16 +7,16 @@ import nbformat
 from peft_grader.feedback import EVIDENCE_MIME, VerdictsOnly, scrub_paths
 
 TEST_CELL = """### BEGIN HIDDEN TESTS
-from checks import qlora
+from checks.lab04_qlora import kernel as lab04_checks
 
-qlora.kbit_prepared(globals())
+lab04_checks.kbit_prepared(globals())
 ### END HIDDEN TESTS
 assert model is not None, "define model"
 """
 TRACEBACK = [
     "\x1b[0;31m---------------------------------------------------------------------------\x1b[0m",
     "Traceback (most recent call last)",
-    'File /work/main/grader/checks/qlora.py:88, in kbit_prepared(ns)\n---> 88     fail(3, "...")',
+    'File /work/main/grader/checks/lab04_qlora/kernel.py:88, in kbit_prepared(ns)\n---> 88     fail(3, "...")',
     "PeftMistake: [Mistake 3] ... Fix: prepare_model_for_kbit_training(model)",
 ]
 
@@ -42,7 +42,7 @@ def test_a_failing_check_shows_its_message_only():
         )
     ]
     [shown] = _feedback([cell]).cells
-    assert "BEGIN HIDDEN TESTS" not in shown.source and "qlora.kbit_prepared" not in shown.source
+    assert "BEGIN HIDDEN TESTS" not in shown.source and "lab04_checks.kbit_prepared" not in shown.source
     assert 'assert model is not None, "define model"' in shown.source  # the visible part stays
     assert shown.outputs[0].traceback == [
         "PeftMistake: [Mistake 3] …/qlora-output is not prepared. Fix: call it."

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from labutils import cli
-from peft_grader import catalogue, grading, report, scores, verify
+from peft_grader import catalogue, grading, nbcourse, report, scores, verify
 
 
 def _bad_input(tmp_path, case):
@@ -104,7 +104,7 @@ def test_self_check_names_the_mistake_and_fails(tmp_path, capsys):
     assert f"score: {entry.score:g}/20" in out
 
 
-def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path):
+def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path, outside):
     """The fresh-process re-check of lab 04's files: a trained adapter passes, a zeroed one and a
     merged save fail with the guide's messages, and the checker never imports torch. (With no notebook
     beside the files, the checks judged from its records fail closed.)"""
@@ -122,9 +122,7 @@ def test_outside_verification_reads_the_saved_adapter_without_torch(tmp_path):
     adapter = tmp_path / "qlora-output" / "adapter"
 
     def verdicts() -> dict:
-        from conftest import outside_verdicts
-
-        found, imported_torch = outside_verdicts("04_qlora", tmp_path)
+        found, imported_torch = outside("04_qlora", tmp_path)
         assert not imported_torch
         from_records = {
             k: v for k, v in found.items() if k not in ("test_adapter_only", "test_adapter_trained")
@@ -205,7 +203,13 @@ def test_the_outside_checks_read_each_labs_folders_from_its_master(hidden_check)
     from pathlib import Path
 
     outside = hidden_check("outside")  # it passes checks.lab_paths(lab) to each on-disk check
-    for lab in outside.ON_DISK:
+    labs = [
+        lab
+        for lab in nbcourse.labs()
+        if any(t.startswith("files.") for t in outside.outside_targets(lab).values())
+    ]
+    assert labs == ["04_qlora", "05_save_load_merge", "06_task_heads", "07_capstone", "09_chat_sft"]
+    for lab in labs:
         paths = outside.lab_paths(lab)
         assert paths["ADAPTER_DIR"].parent == paths["OUTPUT_DIR"], lab  # ADAPTER_DIR = OUTPUT_DIR / "adapter"
     assert outside.lab_paths("05_save_load_merge")["DEPLOY_DIR"] == Path("lab05-output/deploy")

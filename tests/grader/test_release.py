@@ -8,11 +8,18 @@ import re
 import nbformat
 import pytest
 
-from labutils.course import colab_url
 from peft_grader import nbcourse, release
+from peft_grader.course import colab_url
 
 RELEASED = sorted(nbcourse.NOTEBOOKS.glob("*.ipynb"))
-LEAKS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "from checks import")
+LEAKS = (
+    "BEGIN SOLUTION",
+    "END SOLUTION",
+    "BEGIN HIDDEN TESTS",
+    "END HIDDEN TESTS",
+    "from checks",
+    "import checks",
+)
 
 
 def test_every_lab_is_released():
@@ -20,7 +27,7 @@ def test_every_lab_is_released():
 
 
 def test_every_master_has_the_one_colab_setup_cell():
-    from labutils.course import repository
+    from peft_grader.course import repository
 
     for lab in nbcourse.labs():
         nb = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
@@ -111,7 +118,7 @@ FORK = "a-facilitator/peft-course-fork"
 @pytest.mark.slow
 def test_releasing_for_a_fork_points_every_link_at_it(tmp_path):
     """One setting moves every badge, set-up cell and WORKSHOP.md link; nothing points at the old place."""
-    from labutils.course import point_links, repository
+    from peft_grader.course import point_links, repository
 
     [fresh] = release.release(tmp_path, ["00_setup"], repository=FORK)
     texts = {fresh.name: fresh.read_text()}
@@ -129,15 +136,15 @@ def test_releasing_for_a_fork_points_every_link_at_it(tmp_path):
 
 
 def test_links_that_are_not_the_courses_are_left_alone():
-    from labutils.course import point_links
+    from peft_grader.course import point_links
 
     other = "see https://github.com/huggingface/peft/issues/1 and https://colab.research.google.com/notebooks/intro.ipynb"
     assert point_links(other, FORK) == other
 
 
 def test_the_repository_setting_is_read_written_and_checked(tmp_path):
-    from labutils import course
     from labutils.errors import CourseError
+    from peft_grader import course
 
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text((nbcourse.REPO / "pyproject.toml").read_text())

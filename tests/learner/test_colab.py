@@ -16,8 +16,8 @@ import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from labutils.course import colab_url, repository
 from peft_grader import nbcourse
+from peft_grader.course import colab_url, repository
 
 RELEASED = sorted(nbcourse.NOTEBOOKS.glob("*.ipynb"))
 CONSTRAINTS = Path(nbcourse.REPO / "src" / "labutils" / "constraints.txt")

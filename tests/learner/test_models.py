@@ -39,7 +39,7 @@ AUTO_CLASS = {
     "roberta": AutoModelForSequenceClassification,
 }
 
-# FACTS.md "Target modules": the Linear (gpt2: Conv1D) leaf names of each architecture, heads excluded.
+# The Linear (gpt2: Conv1D) leaf names of each architecture, heads excluded.
 LLAMA_LIKE = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 LEAF_NAMES = {
     "causal_lm": LLAMA_LIKE,

@@ -1,0 +1,91 @@
+"""Lab 01's judges: the wrapped course model and its trainable share, from its manifest (checks.inspect_model)."""
+
+from __future__ import annotations
+
+from checks import TRAINABLE_SHARE, PeftMistake, fail
+from checks.inspect_model import active_config, leaf, lora_names
+from labutils.facts import LLAMA_ATTENTION
+
+# Rules of this lab that are not among the guide's five numbered mistakes (the counting checks: kernel.py).
+LORA_SHAPES = "LoRA anatomy: each targeted layer adds A (r x in) + B (out x r)"
+SHAPES_ONLY = "Count from module shapes alone"
+
+
+EXPECTED_R, EXPECTED_ALPHA = 16, 32  # lab 01 asks for the guide's r=16, alpha=2r
+
+
+def course_model_wrapped(record: dict) -> None:
+    """The course model carries LoRA (r=16, alpha=32) on exactly q/k/v/o_proj."""
+    cfg = active_config(record)
+    wrapped = lora_names(record)
+    candidates = {n for n in record["modules"] if leaf(n) in LLAMA_ATTENTION}
+    missing, stray = sorted(candidates - wrapped), sorted(wrapped - candidates)
+    if missing or stray:
+        found = []
+        if missing:
+            names = ", ".join(sorted({leaf(n) for n in missing}))
+            found.append(f"{len(missing)} attention projections carry no adapter ({names})")
+        if stray:
+            found.append(
+                f"{len(stray)} other modules are wrapped ({', '.join(sorted({leaf(n) for n in stray}))})"
+            )
+        fail(
+            1,
+            "; ".join(found) + f" (target_modules was {cfg['target_modules']!r}).",
+            "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for this Llama-family model.",
+        )
+    if cfg["r"] != EXPECTED_R or cfg["lora_alpha"] != EXPECTED_ALPHA:
+        fail(
+            2,
+            f"r={cfg['r']}, lora_alpha={cfg['lora_alpha']}: the update is scaled by alpha/r = "
+            f"{cfg['lora_alpha'] / cfg['r']:g}; the exercise asks for the guide's r=16, alpha=2r=32.",
+            "LoraConfig(r=16, lora_alpha=32, ...).",
+        )
+
+
+def course_model_share(record: dict) -> None:
+    """Only LoRA trains (base frozen), well under 1% by peft's counter, and trainable_percent says so."""
+    from labutils.profiles import current_profile
+
+    others = [n for n, (_, grad, _, _) in record["parameters"].items() if grad and "lora_" not in n]
+    if others:
+        fail(
+            TRAINABLE_SHARE,
+            f"{len(others)} base-model parameters are trainable (e.g. {others[0]}): the base must stay frozen, "
+            "only A and B train.",
+            "leave the freezing to get_peft_model; do not set requires_grad on base weights.",
+        )
+    trainable, total = record["trainable_total"]
+    if trainable == 0:
+        fail(
+            TRAINABLE_SHARE,
+            "no parameter is trainable, not even the LoRA matrices.",
+            "model = get_peft_model(model, lora_config) on a freshly loaded model; do not freeze afterwards.",
+        )
+    share = 100 * trainable / total
+    # The guide's "< 1%" holds for real-sized models and for the tiny course model (0.30%); the hub profile's
+    # 135M stand-in has a small hidden size (576), where r=16 on q/k/v/o is about 1.4%: the frozen-base check
+    # above is what catches the real mistake there.
+    if share >= 1.0 and current_profile() == "tiny":
+        fail(
+            TRAINABLE_SHARE,
+            f"{share:.2f}% of parameters train; LoRA should train well under 1%.",
+            "r=16 on the four attention projections; check print_trainable_parameters().",
+        )
+    given = record["trainable_percent"]
+    if not given["defined"]:
+        raise PeftMistake(
+            "`trainable_percent` is not defined. Fix: define `trainable_percent` in the exercise 2 cell and run it."
+        )
+    value = given["value"]
+    if value is None:
+        raise PeftMistake(
+            f"`trainable_percent` is a {given['type']}, not a Real. Fix: assign the real object to `trainable_percent`."
+        )
+    if isinstance(value, bool) or abs(float(value) - share) > 0.01:
+        hint = " (that is a fraction, not a percentage)" if abs(100 * float(value) - share) < 0.01 else ""
+        fail(
+            TRAINABLE_SHARE,
+            f"trainable_percent is {value!r}{hint}; peft's own counter says {share:.3f}%.",
+            "trainable, total = model.get_nb_trainable_parameters(); trainable_percent = 100 * trainable / total.",
+        )

@@ -1,0 +1,16 @@
+"""Lab 04, QLoRA: the BitsAndBytesConfig, the 4-bit model, prepare_model_for_kbit_training, the LoRA config and
+the trainable share (judges.py, from the records kernel.py publishes), and the saved adapter (files.py).
+
+Plain data only: the grader reads OUTSIDE without importing the checks (checks.outside_targets).
+"""
+
+# Test cells decided again outside the kernel (checks.OUTSIDE_KINDS).
+OUTSIDE = {
+    "test_bnb_config": "judges.quantization_config",
+    "test_loaded_4bit": "judges.loaded_in_4bit",
+    "test_kbit_prepared": "judges.kbit_prepared",
+    "test_lora_config": "judges.llama_lora_config",
+    "test_trainable_share": "judges.trainable_share",
+    "test_adapter_only": "files.adapter_only_saved",
+    "test_adapter_trained": "files.adapter_trained",
+}

@@ -1,0 +1,12 @@
+"""Lab 06, task heads and modules_to_save: the LoRA config and the wrapped head (judges.py), training, accuracy
+and the reload (kernel.py), and the head saved in the adapter (files.py).
+
+Plain data only: the grader reads OUTSIDE without importing the checks (checks.outside_targets).
+"""
+
+# Test cells decided again outside the kernel (checks.OUTSIDE_KINDS).
+OUTSIDE = {
+    "test_lora_config": "judges.bert_lora_config",
+    "test_head_wrapped": "judges.head_wrapped",
+    "test_head_saved": "files.head_saved",
+}

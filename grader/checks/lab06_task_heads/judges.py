@@ -1,0 +1,97 @@
+"""Lab 06's judges: the LoRA config on BERT and the classification head in modules_to_save, from the model's
+manifest (checks.inspect_model); the lab's rule titles.
+"""
+
+from __future__ import annotations
+
+from checks import fail
+from checks.inspect_model import active_config, leaf, require_adapters_on, require_lora_model
+from labutils.facts import LLAMA_NAMES
+
+# Rules of this lab that are not among the guide's five numbered mistakes.
+TRAIN_HEAD = "Train the adapter and the head before saving"
+BEATS_CHANCE = "A trained classifier beats chance on held-out data"
+RELOAD_SAME = "A saved adapter reloads onto a fresh base with identical predictions"
+
+# What transformers calls a sequence-classification head: BERT/RoBERTa `classifier`, decoder models `score`.
+HEAD_NAMES = ("classifier", "score")
+SAVE_HEAD_FIX = (
+    "task_type='SEQ_CLS' (or TaskType.SEQ_CLS), which adds the head to modules_to_save, or "
+    "modules_to_save=['classifier']; then model.save_pretrained(ADAPTER_DIR) saves it with the adapter."
+)
+
+
+BERT_TARGETS = ("query", "value")  # lab 06's targets; key and dense are accepted too
+
+
+BERT_LINEAR = ("query", "key", "value", "dense")
+
+
+BERT_FIX = "target_modules=['query', 'value'] for BERT (q_proj/v_proj is Llama)."
+
+
+def _head_name(record: dict) -> str:
+    """The attribute name of the classification head, from a manifest."""
+    for name in HEAD_NAMES:
+        if name in record["base_children"]:
+            return name
+    fail(
+        5,
+        f"{record['type'].rsplit('.', 1)[-1]} has no classification head (no `classifier` or `score`).",
+        "load the model with AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=...).",
+    )
+
+
+def bert_lora_config(record: dict) -> None:
+    """`model` is a PeftModel whose LoRA layers sit on BERT's query and value projections."""
+    require_lora_model(record, "BERT", BERT_FIX, foreign=("Llama", LLAMA_NAMES))
+    wrapped = require_adapters_on(record, BERT_TARGETS, "BERT", BERT_FIX)
+    head_name = _head_name(record)
+    on_head = sorted(n for n in wrapped if head_name in n.split("."))
+    if on_head:
+        fail(
+            5,
+            f"LoRA wraps the head ({on_head[0]}): a low-rank update on a random head is not a trained head, and "
+            "the random base head is not saved with the adapter.",
+            "train the head whole: " + SAVE_HEAD_FIX,
+        )
+    stray = sorted(n for n in wrapped if leaf(n) not in BERT_LINEAR)
+    if stray:
+        fail(
+            1,
+            f"LoRA also wraps {', '.join(stray[:3])}, which are not BERT's linear projections.",
+            "target_modules=['query', 'value'] (key and dense are optional).",
+        )
+
+
+def head_wrapped(record: dict) -> None:
+    """The classification head is in modules_to_save: wrapped, with a trainable copy."""
+    if not record["peft"]:
+        fail(5, "`model` is not a PeftModel, so nothing decides what happens to the head.", SAVE_HEAD_FIX)
+    name = _head_name(record)
+    head = record["base_prefix"] + name
+    if record["modules"].get(head) != "modules_to_save":
+        task = active_config(record).get("task_type")
+        why = (
+            f"task_type={task!r} adds no head to modules_to_save"
+            if task and task != "SEQ_CLS"
+            else "the config sets no task_type and no modules_to_save"
+        )
+        fail(
+            5,
+            f"the classification head `{name}` is not in modules_to_save ({why}). get_peft_model froze it: "
+            "it stays random, is not saved with the adapter, and a reload gets a different random head.",
+            SAVE_HEAD_FIX,
+        )
+    copies = f"{head}.modules_to_save."
+    frozen = [
+        n.removeprefix(copies).split(".", 1)[-1]
+        for n, (_, grad, _, _) in record["parameters"].items()
+        if n.startswith(copies) and not grad
+    ]
+    if frozen:
+        fail(
+            5,
+            f"the head's trainable copy has frozen parameters ({', '.join(frozen)}).",
+            "leave requires_grad as get_peft_model sets it.",
+        )

@@ -1,0 +1,18 @@
+"""Lab 07, the capstone: lab 04's QLoRA rules and the Trainer's precision (judges.py), the reload (kernel.py),
+and the saved adapter and its validation loss, recomputed from the files (files.py).
+
+Plain data only: the grader reads OUTSIDE without importing the checks (checks.outside_targets).
+"""
+
+# Test cells decided again outside the kernel (checks.OUTSIDE_KINDS).
+OUTSIDE = {
+    "test_bnb_config": "judges.quantization_config",
+    "test_loaded_4bit": "judges.loaded_in_4bit",
+    "test_kbit_prepared": "judges.kbit_prepared",
+    "test_lora_config": "judges.llama_lora_config",
+    "test_trainable_share": "judges.trainable_share",
+    "test_precision": "judges.precision_flags",
+    "test_adapter_only": "files.adapter_only_saved",
+    "test_adapter_trained": "files.adapter_trained",
+    "test_val_improved": "files.validation_improved",
+}

@@ -1,0 +1,14 @@
+"""Lab 10, LoRA's variants and precision: each recorded in the kernel (kernel.py) and judged from its record
+(judges.py).
+
+Plain data only: the grader reads OUTSIDE without importing the checks (checks.outside_targets).
+"""
+
+# Test cells decided again outside the kernel (checks.OUTSIDE_KINDS).
+OUTSIDE = {
+    "test_variants": "judges.lora_variants",
+    "test_choice": "judges.variant_choice",
+    "test_memory": "judges.memory_formula",
+    "test_fp16": "judges.fp16_ready",
+    "test_merge": "judges.merge_fidelity",
+}

@@ -1,0 +1,107 @@
+"""Checks decided from plain-data records (grader/checks/evidence.py), outside the kernel (grader/checks/outside.py).
+
+A test cell publishes its record as a display_data output; the grader judges the one record in that cell
+again, in a fresh process, with the same judge. These tests write the autograded notebook by hand.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import PurePosixPath
+
+import nbformat
+import pytest
+
+WRAPPED = {
+    "peft": True,
+    "active_adapter": "default",
+    "base_prefix": "base_model.model.",
+    "base_children": ["bert", "classifier"],
+    "modules": {"base_model.model.classifier": "modules_to_save"},
+    "parameters": {
+        "base_model.model.classifier.modules_to_save.default.weight": ["float32", True, 64, False]
+    },
+    "peft_config": {"default": {"task_type": "SEQ_CLS"}},
+}
+FROZEN_HEAD = {**WRAPPED, "modules": {"base_model.model.classifier": ""}}
+
+
+@pytest.fixture
+def evidence(hidden_check):
+    return hidden_check("evidence")
+
+
+def _notebook(folder, outputs_by_cell: dict[str, list]) -> None:
+    nb = nbformat.v4.new_notebook()
+    for grade_id, outputs in outputs_by_cell.items():
+        cell = nbformat.v4.new_code_cell("", metadata={"nbgrader": {"grade": True, "grade_id": grade_id}})
+        cell.outputs = outputs
+        nb.cells.append(cell)
+    nbformat.write(nb, folder / "06_task_heads.ipynb")
+
+
+def _record(evidence, check: str, record: dict):
+    return nbformat.v4.new_output("display_data", data={evidence.MIME: {"check": check, "record": record}})
+
+
+def _outside(outside, folder) -> dict[str, str]:
+    return outside("06_task_heads", folder)[0]
+
+
+def test_records_are_plain_json(evidence):
+    import numpy as np
+    import torch
+
+    class Kind(str, enum.Enum):
+        SEQ_CLS = "SEQ_CLS"
+
+    data = {
+        "task": Kind.SEQ_CLS,
+        "targets": {"value", "query"},
+        "dtype": torch.bfloat16,
+        "dir": PurePosixPath("a/b"),
+    }
+    assert evidence.plain(data) == {
+        "task": "SEQ_CLS",
+        "targets": ["query", "value"],
+        "dtype": "bfloat16",
+        "dir": "a/b",
+    }
+    assert evidence.plain({"r": np.int64(16), "share": np.float32(0.5)}) == {"r": 16, "share": 0.5}
+    assert evidence.publish("t", {"shape": (2, 3)}) == {"shape": [2, 3]}  # what the judge reads is JSON's
+
+
+def test_outside_the_kernel_the_record_decides(evidence, tmp_path, outside):
+    _notebook(
+        tmp_path,
+        {
+            "test_head_wrapped": [_record(evidence, "head_wrapped", FROZEN_HEAD)],
+            # a pass recorded in another cell (or for another check) does not count for this one
+            "test_lora_config": [_record(evidence, "head_wrapped", WRAPPED)],
+        },
+    )
+    found = _outside(outside, tmp_path)
+    assert "Mistake 5" in found["test_head_wrapped"] and "modules_to_save" in found["test_head_wrapped"]
+    assert (
+        found["test_lora_config"].startswith("could not be verified")
+        and "0 records" in found["test_lora_config"]
+    )
+
+
+def test_a_correct_record_passes_and_a_second_record_fails_closed(evidence, tmp_path, outside):
+    _notebook(tmp_path, {"test_head_wrapped": [_record(evidence, "head_wrapped", WRAPPED)]})
+    assert _outside(outside, tmp_path)["test_head_wrapped"] == ""
+    forged = [_record(evidence, "head_wrapped", WRAPPED), _record(evidence, "head_wrapped", WRAPPED)]
+    _notebook(tmp_path, {"test_head_wrapped": forged})
+    verdict = _outside(outside, tmp_path)["test_head_wrapped"]
+    assert verdict.startswith("could not be verified") and "2 records" in verdict and "Fix:" in verdict
+
+
+def test_in_the_kernel_and_outside_the_same_judge_decides(evidence, hidden_check):
+    """The in-kernel half judges exactly what it published: the JSON form of the record."""
+    judges = hidden_check("lab06_task_heads.judges")
+    from checks import PeftMistake
+
+    judges.head_wrapped(evidence.publish("head_wrapped", WRAPPED))
+    with pytest.raises(PeftMistake, match="Mistake 5"):
+        judges.head_wrapped(evidence.publish("head_wrapped", FROZEN_HEAD))

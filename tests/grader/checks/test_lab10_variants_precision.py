@@ -1,0 +1,105 @@
+"""Lab 10's checks (grader/checks/lab10_variants_precision/): the judges on hand-made records, and the records made from
+real models for the memory rule and fp16 training (the graded catalogue proves them end to end)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def judges(hidden_check):
+    return hidden_check("lab10_variants_precision.judges")
+
+
+ALL = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+PLAIN = {
+    "leaves": ALL,
+    "r": 8,
+    "alpha": 16,
+    "scaling": 2.0,
+    "dora": False,
+    "b_zero": True,
+    "base_changed": False,
+}
+VARIANTS = {
+    "attention": PLAIN | {"leaves": ["k_proj", "o_proj", "q_proj", "v_proj"]},
+    "all_linear": PLAIN,
+    "rslora": PLAIN | {"scaling": 16 / 8**0.5},
+    "dora": PLAIN | {"dora": True},
+    "pissa": PLAIN | {"b_zero": False, "base_changed": True},
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "words"),
+    [
+        ("rslora", {"scaling": 2.0}, "alpha/sqrt"),
+        ("all_linear", {"scaling": 16 / 8**0.5}, "alpha/r"),
+        ("dora", {"dora": False}, "has no DoRA"),
+        ("pissa", {"b_zero": True, "base_changed": False}, "starts like plain LoRA"),
+        ("dora", {"r": 16, "alpha": 32}, "one rank and alpha"),
+        ("attention", {"leaves": ALL}, "wraps"),
+        ("all_linear", {"leaves": ["q_proj", "v_proj"]}, "Mistake 1"),
+    ],
+)
+def test_variants_judge_names_what_a_config_really_is(judges, name, change, words):
+    judges.lora_variants({"variants": VARIANTS})
+    with pytest.raises(AssertionError, match=words):
+        judges.lora_variants({"variants": VARIANTS | {name: VARIANTS[name] | change}})
+    with pytest.raises(AssertionError, match="has no"):
+        judges.lora_variants({"variants": {k: v for k, v in VARIANTS.items() if k != "pissa"}})
+
+
+def test_choice_judge_follows_the_learners_own_numbers(judges):
+    losses = {"attention": 8.9, "rslora": 8.0, "dora": 8.4}
+    judges.variant_choice({"losses": losses, "chosen": "rslora"})
+    judges.variant_choice({"losses": losses | {"dora": 7.9}, "chosen": "dora"})  # another machine's ranking
+    with pytest.raises(AssertionError, match="puts 'rslora' lowest"):
+        judges.variant_choice({"losses": losses, "chosen": "attention"})
+
+
+def test_fp16_and_merge_judges(judges):
+    good = {"trainable_dtypes": ["float32"], "frozen_dtypes": ["float16"], "step_error": ""}
+    judges.fp16_ready(good)
+    with pytest.raises(AssertionError, match="unscale FP16"):
+        judges.fp16_ready(good | {"trainable_dtypes": ["float16"]})
+    with pytest.raises(AssertionError, match="doubles"):
+        judges.fp16_ready(good | {"frozen_dtypes": ["float32"]})
+    merge = {"got": {"bf16": 0.02, "nf4": 0.5}, "want": {"bf16": 0.025, "nf4": 0.45}, "deploy_from": "bf16"}
+    judges.merge_fidelity(merge)
+    with pytest.raises(AssertionError, match="deploy_from is 'nf4'"):
+        judges.merge_fidelity(merge | {"deploy_from": "nf4"})
+    with pytest.raises(AssertionError, match="gap of 0"):
+        judges.merge_fidelity(merge | {"got": {"bf16": 0.0, "nf4": 0.5}})
+    with pytest.raises(AssertionError, match="measures"):
+        judges.merge_fidelity(merge | {"got": {"bf16": 0.5, "nf4": 0.02}})
+
+
+def test_memory_and_fp16_records_from_real_models(hidden_check):
+    """The rule against a real AdamW step on the tiny Llama, and fp16 training with a GradScaler."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from labutils.models import ensure_tiny_model
+
+    checks = hidden_check("lab10_variants_precision.kernel")
+    model_id = str(ensure_tiny_model("causal_lm"))
+
+    def rule(total, trainable, weight_bytes):
+        return {"weights": round((total - trainable) * weight_bytes) + trainable * 4,
+                "gradients": trainable * 4, "optimizer": trainable * 8}  # fmt: skip
+
+    checks.memory({"MODEL": model_id, "training_bytes": rule})
+    with pytest.raises(AssertionError, match="Only trainable parameters get gradients"):
+        checks.memory(
+            {"MODEL": model_id, "training_bytes": lambda t, n, b: rule(t, n, b) | {"gradients": t * 4}}
+        )
+
+    def fp16_model(**kwargs):
+        base = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float16)
+        return get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"]), **kwargs)
+
+    checks.fp16({"fp16_model": fp16_model()})
+    with pytest.raises(AssertionError, match="unscale FP16"):
+        checks.fp16({"fp16_model": fp16_model(autocast_adapter_dtype=False)})
