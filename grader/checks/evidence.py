@@ -1,11 +1,12 @@
 """Evidence as plain data: a check that reads the learner's objects, judged the same way in and out of the kernel.
 
-Such a check comes in two halves, by convention in the same module:
-- `name(ns)` runs in the hidden test cell. It turns the objects it needs into a record of plain data
-  (a config's fields; a model's manifest of module kinds, parameter dtypes, `requires_grad` and the
-  checkpointing flag: `checks.inspect_model.manifest`), publishes the record as an output of the test
-  cell, and judges it there, so the learner sees the verdict at once.
-- `judge_name(record)` decides from the record alone, raising PeftMistake.
+Such a check comes in two halves, in its lab's folder (checks/labNN_topic/):
+- in `kernel.py`, the function the hidden test cell calls with the notebook's namespace. It turns the objects it
+  needs into a record of plain data (a config's fields; a model's manifest of module kinds, parameter dtypes,
+  `requires_grad` and the checkpointing flag: `checks.inspect_model.manifest`), publishes the record as an
+  output of the test cell under its judge's name, and judges it there, so the learner sees the verdict at once;
+- in `judges.py`, the judge of that name, which decides from the record alone, raising PeftMistake. The lab's
+  `OUTSIDE` names it ("judges.NAME") for the grader.
 
 The record travels as a display_data output (`MIME`), which nbclient, in the trusted process, writes into
 the autograded notebook as it arrives: no later cell can change it. The grader then runs the same judge on

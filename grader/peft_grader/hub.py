@@ -26,11 +26,10 @@ import sys
 from pathlib import Path
 
 from labutils.errors import CourseError
-from peft_grader.nbcourse import GRADER, REPO, labs, make_course, nbgrader
+from peft_grader.course import COURSE_ID
+from peft_grader.nbcourse import GRADER, labs, make_course, nbgrader
 
-COURSE_ID = "peft-course"
 HUB_FILES = GRADER / "hub"  # jupyterhub_config.py, and the proxy's npm package
-DEFAULT_DIR = REPO / "hub"
 # The students' JupyterLab: nbgrader's student side only (Assignments tab, Validate); the formgrader, the
 # course list and the assignment editor are the instructor's.
 INSTRUCTOR_ONLY = {

@@ -98,11 +98,11 @@ HONEST = [
 
 HOSTILE = [
     # the check modules, directly and indirectly
-    "import checks.qlora as q\nq.kbit_prepared = lambda ns: None",
+    "import checks.lab04_qlora.kernel as q\nq.kbit_prepared = lambda ns: None",
     "from checks import qlora",
-    "_m = getattr(sys, 'mod' + 'ules')\nobject.__setattr__(_m['checks.qlora'], 'fail', print)",
+    "_m = getattr(sys, 'mod' + 'ules')\nobject.__setattr__(_m['checks.lab04_qlora.kernel'], 'fail', print)",
     "object.__setattr__(q, 'kbit_prepared', print)",
-    "getattr(sys, 'modules')['checks.qlora'].kbit_prepared = print",
+    "getattr(sys, 'modules')['checks.lab04_qlora.kernel'].kbit_prepared = print",
     "for name in [m for m in sys.modules if m.startswith('checks')]:\n    del sys.modules[name]",
     "mods = vars(sys)['modules']",
     # the import system

@@ -2,7 +2,7 @@
 
 Each check reads the learner's real objects (which adapters a model carries, which one is active, which
 parameters train, what the adapters' weights are against the saved files), turns them into a record of plain
-data (checks.evidence) and judges it with checks.judges, in the kernel and again outside it. Nothing is read
+data (checks.evidence) and judges it with judges.py, in the kernel and again outside it. Nothing is read
 from printed output.
 """
 

@@ -3,7 +3,7 @@
 Each reads the real objects: the tokenizer's vocabulary and its rendering of a conversation, lora_config
 applied to a fresh base (which rows of which modules train), and the batches the learner's trainer really
 builds (its own dataset and collator, whatever route made them). Each turns what it saw into plain data
-(checks.evidence) judged by checks.judges, in the kernel and again outside it. What the lab saves is judged
+(checks.evidence) judged by judges.py, in the kernel and again outside it. What the lab saves is judged
 from disk (files.py).
 """
 

@@ -2,7 +2,7 @@
 
 Each applies or calls what the learner wrote on real models (every config on a fresh base, the memory rule on
 cases the lab never shows and on a model after a real AdamW step, one GradScaler step on fp16_model, both
-merges recomputed here), turns what it saw into plain data (checks.evidence) and judges it with checks.judges,
+merges recomputed here), turns what it saw into plain data (checks.evidence) and judges it with judges.py,
 in the kernel and again outside it. A choice is judged against the learner's own measurements, so it holds on
 every machine.
 """

@@ -100,3 +100,109 @@ def test_tokenizer_files_and_trainer_output_are_fine(adapter_files, folder):
     torch.save({"state": {0: {"exp_avg": torch.ones(2)}}}, checkpoint / "optimizer.pt")
     (folder / "loss.png").write_bytes(b"\x89PNG\r\n")
     adapter_files.adapter_only_saved({"ADAPTER_DIR": adapter, "OUTPUT_DIR": folder})  # no failure
+
+
+# ---- the adapter itself: what save_pretrained writes, and the trained adapter ------------------------
+def test_nothing_saved_in_adapter_dir_is_named_by_both_checks(adapter_files, tmp_path, verdict):
+    ns = {"ADAPTER_DIR": str(tmp_path / "never_saved")}  # a str is as good as a Path
+    for check in (adapter_files.adapter_only_saved, adapter_files.adapter_trained):
+        message = verdict(check, ns)
+        assert message.startswith("[After training, save the adapter only")
+        assert f"nothing was saved in {tmp_path / 'never_saved'}." in message
+
+
+@pytest.mark.parametrize(
+    ("remove", "words"),
+    [
+        ("adapter_config.json", "has no adapter_config.json."),
+        ("adapter_model.safetensors", "has no adapter_model.safetensors."),
+    ],
+)
+def test_adapter_only_wants_both_files_save_pretrained_writes(adapter_files, folder, verdict, remove, words):
+    ns = {"ADAPTER_DIR": folder / "adapter", "OUTPUT_DIR": folder}
+    assert verdict(adapter_files.adapter_only_saved, ns) == ""
+    (folder / "adapter" / remove).unlink()
+    message = verdict(adapter_files.adapter_only_saved, ns)
+    assert message.startswith("[Mistake 4") and f"{folder / 'adapter'} {words}" in message
+
+
+def test_full_weights_inside_the_adapter_file_are_mistake_4(adapter_files, folder, verdict):
+    """A targeted head or a merged model rides along in adapter_model.safetensors itself."""
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file(
+        {f"{prefix}.lora_A.weight": torch.ones(2, 4), "base_model.model.lm_head.weight": torch.ones(4, 4)},
+        str(folder / "adapter" / "adapter_model.safetensors"),
+    )
+    message = verdict(adapter_files.adapter_only_saved, {"ADAPTER_DIR": folder / "adapter"})
+    assert message.startswith("[Mistake 4")
+    assert "holds 1 non-LoRA tensors (e.g. base_model.model.lm_head.weight)" in message
+    # Lab 09 allows the new tokens' trained rows beside the LoRA weights.
+    allowed = ("lora_", "lm_head")
+    assert (
+        verdict(lambda ns: adapter_files.adapter_only_saved(ns, allowed), {"ADAPTER_DIR": folder / "adapter"})
+        == ""
+    )
+
+
+def test_a_trained_adapter_passes(adapter_files, folder, verdict):
+    assert verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder / "adapter"}) == ""
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda a: (a / "adapter_model.safetensors").unlink(), "(FileNotFoundError: "),
+        (lambda a: (a / "adapter_config.json").unlink(), "(FileNotFoundError: "),
+        (
+            lambda a: (a / "adapter_model.safetensors").write_bytes(
+                b"\x10\x00\x00\x00\x00\x00\x00\x00not json!"
+            ),
+            "(ValueError: adapter_model.safetensors is not a safetensors file)",
+        ),
+    ],
+    ids=["no_weights", "no_config", "not_safetensors"],
+)
+def test_an_unreadable_adapter_is_not_a_trained_one(adapter_files, folder, verdict, damage, words):
+    damage(folder / "adapter")
+    message = verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder / "adapter"})
+    assert message.startswith("[After training, save the adapter only")
+    assert f"{folder / 'adapter'} holds no readable adapter {words}" in message
+
+
+def test_a_config_without_a_rank_is_not_a_lora_adapter(adapter_files, folder, verdict):
+    (folder / "adapter" / "adapter_config.json").write_text(
+        '{"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 20}'
+    )
+    message = verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder / "adapter"})
+    assert (
+        message.startswith("[After training")
+        and "adapter_config.json is not a LoRA adapter config." in message
+    )
+
+
+def test_an_adapter_whose_lora_B_is_all_zero_was_never_trained(adapter_files, folder, verdict):
+    """LoRA starts with B = 0; a non-zero A alone (its random start) proves nothing."""
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file(
+        {f"{prefix}.lora_A.weight": torch.ones(2, 4), f"{prefix}.lora_B.weight": torch.zeros(4, 2)},
+        str(folder / "adapter" / "adapter_model.safetensors"),
+    )
+    message = verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder / "adapter"})
+    assert (
+        message.startswith("[After training")
+        and "every lora_B matrix in the saved adapter is zero" in message
+    )
+
+
+def test_the_guard_of_checks_that_load_the_adapter_fails_with_their_own_rule(adapter_files, folder, verdict):
+    def guard(ns):
+        return adapter_files.saved_adapter_dir(
+            ns, 5, "{adapter_dir} holds no adapter to reload.", "save it first."
+        )
+
+    assert guard({"ADAPTER_DIR": str(folder / "adapter")}) == folder / "adapter"
+    message = verdict(guard, {"ADAPTER_DIR": folder})  # the output folder: no adapter_config.json in it
+    assert (
+        message
+        == f"[Mistake 5: Missing modules_to_save for task-specific heads] {folder} holds no adapter to reload. Fix: save it first."
+    )

@@ -1,4 +1,5 @@
-"""Lab 01's hidden checks (grader/checks/lab01_lora_anatomy/) on small hand-built modules: fast, no tiny-model builds."""
+"""Lab 01's hidden checks (grader/checks/lab01_lora_anatomy/) on small hand-built modules and hand-made manifests, and
+once on the tiny Llama (exercise 2's record): fast, no training."""
 
 from __future__ import annotations
 
@@ -118,3 +119,237 @@ def test_messages_fit_what_grading_keeps(anatomy):
                 anatomy.LORA_SHAPES, f"{case.describe()}: you count 2,621,568, peft adds 53,248; {why}", fix
             )
         assert len("PeftMistake: " + str(raised.value)) <= 400
+
+
+# ---- exercise 1: what the kernel makes of the learner's count_lora_parameters --------------------------
+
+
+@pytest.fixture
+def on_toy(anatomy, monkeypatch):
+    """_run_cases on the toy model instead of the tiny course models: run(ns, targets) -> the verdict."""
+    monkeypatch.setattr(anatomy, "_load", lambda case: toy())
+
+    def run(ns, targets=("o", "wo")):
+        from checks import PeftMistake
+
+        try:
+            anatomy._run_cases(ns, (anatomy.Case("toy", targets, 4),))
+        except PeftMistake as err:
+            return str(err)
+        return ""
+
+    return run
+
+
+def wraps_a_copy(model, config):
+    from peft import get_peft_model
+
+    return get_peft_model(copy.deepcopy(model), config).get_nb_trainable_parameters()[0]
+
+
+def freezes_its_model(model, config):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return reference(model, config)
+
+
+def slipped_count(model, config, **slip):
+    """The toy's count with one slip, as a learner's function would compute it."""
+    total = 0
+    for name, module in model.named_modules():
+        match = slip.get("match", lambda n, t: any(n == x or n.endswith("." + x) for x in t))
+        if isinstance(module, nn.Linear) and match(name, config.target_modules):
+            size = slip.get("size", lambda r, i, o, m: r * (i + o))
+            total += size(config.r, module.in_features, module.out_features, module)
+    return total
+
+
+@pytest.mark.parametrize(
+    ("function", "targets", "words"),
+    [
+        (42, ("o", "wo"), r"\[LoRA anatomy.*`count_lora_parameters` is not a function"),
+        (wraps_a_copy, ("o", "wo"), r"\[Count from module shapes alone\].*wrapped or changed its model"),
+        (freezes_its_model, ("o", "wo"), r"\[Count from module shapes alone\].*no requires_grad changes"),
+        (lambda m, c: str(reference(m, c)), ("o", "wo"), r"returned '320' \(str\).*as an int"),
+        (lambda m, c: None, ("o", "wo"), r"returned None \(NoneType\)"),
+        (
+            lambda m, c: slipped_count(m, c, size=lambda r, i, o, mod: r * i),
+            ("o", "wo"),
+            r"\[LoRA anatomy.*you count 192, peft adds 320; it forgets B",
+        ),
+        (
+            lambda m, c: slipped_count(m, c, match=lambda n, t: any(n.endswith(x) for x in t)),
+            ("o",),
+            r"\[Mistake 1: .*you count 320, peft adds 128; a target matched names that merely end with it",
+        ),
+        (
+            lambda m, c: reference(m, c) + 1,
+            ("o", "wo"),
+            r"you count 321, peft adds 320\. Fix: r·\(in \+ out\)",
+        ),
+    ],
+    ids=[
+        "not callable",
+        "wraps a copy",
+        "changes its model",
+        "text",
+        "nothing",
+        "forgets B",
+        "suffix",
+        "off by one",
+    ],
+)
+def test_each_wrong_count_function_is_named(on_toy, function, targets, words):
+    assert on_toy({"count_lora_parameters": reference}, targets) == ""
+    assert re.search(words, on_toy({"count_lora_parameters": function}, targets))
+
+
+# ---- exercise 2: the wrapped course model, judged from its manifest -----------------------------------
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+TOTAL = 17_847_552  # the tiny Llama's parameters with r=16 on q/k/v/o (peft's counter: 53,248 trainable)
+
+
+def course_record(wrapped=ATTENTION, r=16, alpha=32, trainable=53_248, percent="right", unfrozen=()):
+    """The manifest (checks.inspect_model.manifest) of the tiny Llama wrapped on `wrapped`, as kernel._record
+    publishes it, with `trainable_percent` as given ("right": peft's share; a value; or absent when None)."""
+    prefix = "base_model.model.model.layers"
+    modules = {"base_model.model.model.embed_tokens": "", "base_model.model.lm_head": ""}
+    parameters = {"base_model.model.model.embed_tokens.weight": ["bfloat16", False, 8_192_000, False]}
+    for layer in (0, 1):
+        for block, names in (("self_attn", ATTENTION), ("mlp", MLP)):
+            for name in names:
+                full = f"{prefix}.{layer}.{block}.{name}"
+                modules[full] = "lora" if name in wrapped else ""
+                if name in wrapped:
+                    parameters[f"{full}.base_layer.weight"] = ["bfloat16", False, 65_536, False]
+                    parameters[f"{full}.lora_A.default.weight"] = ["float32", True, 4_096, False]
+                    parameters[f"{full}.lora_B.default.weight"] = ["float32", True, 4_096, False]
+                else:
+                    parameters[f"{full}.weight"] = ["bfloat16", False, 65_536, False]
+    parameters["base_model.model.lm_head.weight"] = ["bfloat16", False, 8_192_000, False]
+    for name in unfrozen:
+        parameters[name][1] = True
+    if not trainable:
+        parameters = {n: [d, False, k, q] for n, (d, _, k, q) in parameters.items()}
+    value = 100 * trainable / TOTAL if percent == "right" else percent
+    return {
+        "peft": True,
+        "active_adapter": "default",
+        "modules": modules,
+        "parameters": parameters,
+        "trainable_total": [trainable, TOTAL],
+        "peft_config": {"default": {"r": r, "lora_alpha": alpha, "target_modules": sorted(wrapped)}},
+        "trainable_percent": {
+            "defined": percent is not None,
+            "type": "NoneType" if percent is None else type(value).__name__,
+            "value": value if isinstance(value, (int, float)) else None,
+        },
+    }
+
+
+@pytest.fixture
+def lab01_judges(hidden_check, monkeypatch):
+    from labutils.profiles import PROFILE_VAR
+
+    monkeypatch.setenv(PROFILE_VAR, "tiny")
+    return hidden_check("lab01_lora_anatomy.judges")
+
+
+def test_the_course_model_wrapped_as_asked_passes(lab01_judges):
+    lab01_judges.course_model_wrapped(course_record())
+    lab01_judges.course_model_share(course_record())
+    lab01_judges.course_model_share(course_record(percent=0.2983))  # within 0.01 of 0.29835%
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (
+            {"wrapped": ("q_proj", "v_proj")},
+            r"\[Mistake 1: .*\] 4 attention projections carry no adapter \(k_proj, o_proj\) "
+            r"\(target_modules was \['q_proj', 'v_proj'\]\)",
+        ),
+        (
+            {"wrapped": ATTENTION + MLP},
+            r"\[Mistake 1: .*\] 6 other modules are wrapped \(down_proj, gate_proj, up_proj\)",
+        ),
+        (
+            {"wrapped": ("q_proj", "gate_proj")},
+            r"carry no adapter \(k_proj, o_proj, v_proj\); 2 other modules",
+        ),
+        ({"r": 8, "alpha": 8}, r"\[Mistake 2: .*\] r=8, lora_alpha=8: the update is scaled by alpha/r = 1;"),
+        ({"r": 16, "alpha": 16}, r"\[Mistake 2: .*Fix: LoraConfig\(r=16, lora_alpha=32"),
+    ],
+    ids=["adapters missing", "MLP wrapped too", "both", "r=8 alpha=8", "alpha=r"],
+)
+def test_wrong_targets_and_scaling_are_named(lab01_judges, change, words):
+    with pytest.raises(AssertionError, match=words):
+        lab01_judges.course_model_wrapped(course_record(**change))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (
+            {"unfrozen": ["base_model.model.lm_head.weight"]},
+            r"\[Check print_trainable_parameters\(\).*\] 1 base-model parameters are trainable "
+            r"\(e\.g\. base_model\.model\.lm_head\.weight\)",
+        ),
+        ({"trainable": 0}, r"no parameter is trainable, not even the LoRA matrices"),
+        ({"trainable": 535_426}, r"3\.00% of parameters train; LoRA should train well under 1%"),
+        ({"percent": None}, r"`trainable_percent` is not defined\. Fix: define `trainable_percent`"),
+        ({"percent": "0.30%"}, r"`trainable_percent` is a str, not a Real"),
+        ({"percent": 0.0029835}, r"trainable_percent is 0\.0029835 \(that is a fraction, not a percentage\)"),
+        ({"percent": 0.5}, r"trainable_percent is 0\.5; peft's own counter says 0\.298%"),
+        ({"percent": True}, r"trainable_percent is True; peft's own counter"),
+    ],
+    ids=["base unfrozen", "nothing trains", "over 1%", "undefined", "text", "fraction", "wrong", "bool"],
+)
+def test_wrong_trainable_shares_are_named(lab01_judges, change, words):
+    with pytest.raises(AssertionError, match=words):
+        lab01_judges.course_model_share(course_record(**change))
+
+
+def test_over_one_percent_is_the_hub_stand_ins_share_not_a_mistake(lab01_judges, monkeypatch):
+    """On the hub profile's 135M stand-in r=16 on q/k/v/o trains about 1.4%: only the frozen base is judged."""
+    from labutils.profiles import PROFILE_VAR
+
+    monkeypatch.setenv(PROFILE_VAR, "hub")
+    lab01_judges.course_model_share(course_record(trainable=535_426))
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from transformers import AutoModelForCausalLM
+
+    from labutils.models import ensure_tiny_model
+
+    return AutoModelForCausalLM.from_pretrained(ensure_tiny_model("causal_lm"), dtype=torch.float32)
+
+
+def test_the_kernel_records_the_real_wrapped_model(anatomy, tiny_llama, verdict, monkeypatch):
+    """The record kernel._record makes of a real PeftModel is the one the hand-made records imitate."""
+    from peft import get_peft_model
+
+    from labutils.profiles import PROFILE_VAR
+
+    monkeypatch.setenv(PROFILE_VAR, "tiny")
+    assert "`model` is not a PeftModel" in verdict(anatomy.course_model_wrapped, {"model": tiny_llama})
+    assert "not a PeftModel" in verdict(
+        anatomy.trainable_share, {"model": tiny_llama, "trainable_percent": 0.3}
+    )
+    model = get_peft_model(
+        copy.deepcopy(tiny_llama), LoraConfig(r=16, lora_alpha=32, target_modules=list(ATTENTION))
+    )
+    assert model.get_nb_trainable_parameters() == (53_248, TOTAL)
+    share = 100 * 53_248 / TOTAL
+    assert verdict(anatomy.course_model_wrapped, {"model": model}) == ""
+    assert verdict(anatomy.trainable_share, {"model": model, "trainable_percent": share}) == ""
+    assert "that is a fraction" in verdict(
+        anatomy.trainable_share, {"model": model, "trainable_percent": share / 100}
+    )
+    assert "is a str, not a Real" in verdict(
+        anatomy.trainable_share, {"model": model, "trainable_percent": "0.3%"}
+    )

@@ -96,3 +96,40 @@ def test_messages_quote_peft_sets_in_one_order(hidden_check):
     assert texts == {"Target modules {'key', 'query', 'value'} not found in the base model."}
     assert checks.error_text(KeyError("llama")) == "'llama'"  # a lone quoted name is not a set
     assert checks.error_text(ValueError("dims {'a': 1}")) == "dims {'a': 1}"  # nor is a dict
+
+
+def llama_names(model):
+    return ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_targets_wrong_on_the_shown_architectures_are_named_with_the_first_ones_names(targets, verdict):
+    """Llama's names are right on Llama and match nothing on BERT and GPT-2: the verdict names BERT's
+    projections and lists GPT-2 as also wrong."""
+    found = verdict(targets.attention_targets_shown, {"attention_targets": llama_names})
+    assert found.startswith(
+        "[Mistake 1: Wrong target_modules for model architecture] On the architectures this lab"
+    )
+    assert "on BERT (bert) target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] match nothing" in found
+    assert "Also wrong on: GPT-2." in found and "Llama" not in found.split("Fix:")[0]
+    assert "Fix: BERT's attention projections are query, key, value" in found
+
+
+@pytest.mark.parametrize("check", ["attention_targets_shown", "attention_targets_unseen"])
+def test_attention_targets_must_be_a_function(targets, verdict, check):
+    found = verdict(getattr(targets, check), {"attention_targets": ["q_proj", "v_proj"]})
+    assert "[Mistake 1: " in found and "`attention_targets` is not a function" in found
+    assert "Fix: def attention_targets(model)" in found
+
+
+@pytest.mark.parametrize(
+    ("model_type", "base_type"),
+    [("llama", "LlamaForCausalLM"), ("bert", "BertModel"), ("roberta", "RobertaForSequenceClassification")],
+    ids=["causal LM", "BERT without a head", "RoBERTa classifier"],
+)
+def test_lora_model_must_wrap_the_bert_classifier(hidden_check, model_type, base_type):
+    judges = hidden_check("lab02_target_modules.judges")
+    record = {"model_type": model_type, "base_type": base_type, "modules": {}}
+    with pytest.raises(
+        AssertionError, match=rf"\[Mistake 1: .*\] lora_model wraps a {base_type}, not the course's"
+    ):
+        judges.bert_lora_model(record)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from peft import LoraConfig, TaskType
 
@@ -54,6 +56,7 @@ def config(r=16, alpha=None, targets=LLAMA, task_type="CAUSAL_LM", **kw):
         config(r=8, targets={"q_proj", "k_proj", "v_proj", "o_proj"}, task_type=TaskType.CAUSAL_LM),
         config(targets=r".*\.(q|k|v|o)_proj"),
         config(targets="all-linear"),
+        config(targets=[*LLAMA, "gate_proj", "up_proj", "down_proj"]),  # the MLP projections are optional
     ],
 )
 def test_valid_configs_pass(rank, cfg, verdict):
@@ -71,3 +74,46 @@ def test_config_mistakes_are_named(rank, verdict):
     partial = verdict(rank.chosen_targets, {"chosen_config": config(targets=["q_proj", "v_proj"])})
     assert "k_proj, o_proj" in partial
     assert "task_type" in verdict(rank.chosen_targets, {"chosen_config": config(task_type=None)})
+
+
+@pytest.mark.parametrize(
+    ("keys", "words"),
+    [(["2", "4"], r"sweep's keys should be the ranks \(ints\); found '2'"), ([True], "found True")],
+    ids=["text keys", "bool key"],
+)
+def test_sweep_keys_must_be_ranks(rank, verdict, keys, words):
+    sweep = {k: {"trainable": 6656, "loss": 9.0} for k in keys}
+    for check in (rank.sweep_ranks, rank.sweep_counts, rank.sweep_losses):
+        found = verdict(check, {"sweep": sweep})
+        assert found.startswith("[Rank sweep: ") and re.search(words, found)
+
+
+@pytest.mark.parametrize(
+    ("loss", "shown"),
+    [(float("nan"), "nan"), (float("inf"), "inf"), ("9.1", "'9.1'"), (None, "None"), (True, "True")],
+    ids=["nan", "inf", "text", "missing", "bool"],
+)
+def test_each_loss_must_be_a_finite_number(rank, good_sweep, verdict, loss, shown):
+    sweep = good_sweep | {8: {"trainable": 26624, "loss": loss}}
+    found = verdict(rank.sweep_losses, {"sweep": sweep})
+    assert f"sweep[8]'s loss is {shown}, not a finite number" in found and "Fix: record the loss" in found
+
+
+def test_a_loss_tensor_counts_as_its_number(rank, good_sweep, verdict):
+    import torch
+
+    sweep = {r: v | {"loss": torch.tensor(v["loss"])} for r, v in good_sweep.items()}
+    assert verdict(rank.sweep_losses, {"sweep": sweep, "BASE_LOSS": 10.6}) == ""
+
+
+@pytest.mark.parametrize("bad", [0, -8], ids=["zero", "negative"])
+def test_the_rank_must_be_a_positive_integer(rank, verdict, bad):
+    found = verdict(rank.chosen_rank, {"chosen_config": config(r=bad, alpha=16)})
+    assert "[Mistake 2: " in found and f"r={bad} is not a positive integer" in found
+    assert "Fix: an integer r between 8 and 16" in found
+
+
+@pytest.mark.parametrize("extra", ["lm_head", "embed_tokens"])
+def test_targets_beyond_attention_and_mlp_are_named(rank, verdict, extra):
+    found = verdict(rank.chosen_targets, {"chosen_config": config(targets=[*LLAMA, extra])})
+    assert "[Mistake 1: " in found and f"chosen_config also wraps {extra}, which are not attention" in found

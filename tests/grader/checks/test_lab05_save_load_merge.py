@@ -1,7 +1,10 @@
-"""Lab 05's on-disk checks (grader/checks/lab05_save_load_merge/files.py) on hand-written safetensors files: fast, no torch."""
+"""Lab 05's checks (grader/checks/lab05_save_load_merge/): the on-disk checks (files.py) on hand-written safetensors
+files, no torch; the kernel checks (kernel.py) and the grader's own merge (files.deploy_matches_adapter) on the
+course's tiny Llama, with a "trained" adapter whose lora_B is set by hand (no training)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import struct
 import subprocess
@@ -135,3 +138,185 @@ def test_outside_runner_uses_the_lab_paths(tmp_path):
     verdicts = json.loads(proc.stdout)
     assert verdicts["test_adapter_only"] == ""
     assert "quantized base" in verdicts["test_deploy_copy"]
+
+
+def test_unreadable_deploy_weights_are_named(deploy_files, tmp_path, verdict):
+    ns = lab(tmp_path, deploy=plain())
+    (ns["DEPLOY_DIR"] / "model.safetensors").write_bytes(b"\xff" * 12)
+    message = verdict(deploy_files.deploy_copy_saved, ns)
+    assert "Merge only to deploy" in message and "not a safetensors file" in message
+
+
+def test_adapter_saved_as_the_deploy_copy_is_named(deploy_files, tmp_path, verdict):
+    ns = lab(tmp_path)
+    ns["DEPLOY_DIR"].mkdir()
+    (ns["DEPLOY_DIR"] / "adapter_config.json").write_text(json.dumps({"r": 16}))
+    message = verdict(deploy_files.deploy_copy_saved, ns)
+    assert "Merge only to deploy" in message and "holds an adapter, not a merged model" in message
+
+
+# ---- on the tiny Llama: kernel.py and files.deploy_matches_adapter ----------------------------------------
+
+
+def small_llama():
+    """A one-layer Llama far smaller than the course's: another model, built in milliseconds."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    return LlamaForCausalLM(config)
+
+
+def lora_on(model, trained: bool = True):
+    """get_peft_model with LoRA on q_proj and v_proj; `trained`: lora_B set non-zero by hand, as training leaves it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    if trained:
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(std=0.05)
+    return peft_model
+
+
+@pytest.fixture(scope="module")
+def lab05(tmp_path_factory):
+    """The lab's reference sequence on the course's tiny Llama (bf16): a "trained" adapter saved to ADAPTER_DIR,
+    reloaded onto a fresh base, and merged into another fresh base saved to DEPLOY_DIR."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from labutils.models import ensure_tiny_model
+
+    model_id = str(ensure_tiny_model("causal_lm"))
+
+    def base():
+        return AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16)
+
+    out = tmp_path_factory.mktemp("lab05-output")
+    adapter_dir, deploy_dir = out / "adapter", out / "deploy"
+    torch.manual_seed(0)
+    model = lora_on(base())
+    model.save_pretrained(adapter_dir)
+    reloaded = PeftModel.from_pretrained(base(), adapter_dir)
+    merged = PeftModel.from_pretrained(base(), adapter_dir).merge_and_unload()
+    merged.save_pretrained(deploy_dir)
+    return {
+        "MODEL": model_id,
+        "ADAPTER_DIR": adapter_dir,
+        "DEPLOY_DIR": deploy_dir,
+        "model": model,
+        "reloaded": reloaded,
+        "merged": merged,
+    }
+
+
+@pytest.fixture
+def kernel(hidden_check):
+    return hidden_check("lab05_save_load_merge.kernel")
+
+
+def test_reference_reload_and_merge_pass(kernel, lab05, verdict):
+    assert verdict(kernel.reload_equal, lab05) == ""
+    assert verdict(kernel.merged_outputs, lab05) == ""
+
+
+def _another_adapter(reloaded):
+    other = copy.deepcopy(reloaded)
+    for name, param in other.named_parameters():
+        if "lora_B" in name:
+            param.data.mul_(-1)
+    return other
+
+
+@pytest.mark.parametrize(
+    ("make_reloaded", "words"),
+    [
+        (lambda lab: lab["merged"], "`reloaded` is a plain LlamaForCausalLM"),
+        (lambda lab: lab["model"], "shares its weights with the trained `model`"),
+        (lambda lab: lora_on(small_llama(), trained=False), "carries a NEW, untrained adapter"),
+        (lambda lab: lora_on(small_llama()), "logit shapes differ: (1, 24, 32000) vs (1, 24, 64)"),
+        (lambda lab: copy.deepcopy(lab["reloaded"]).float(), "loaded in another precision"),
+        (lambda lab: _another_adapter(lab["reloaded"]), "not the saved adapter on the same base"),
+    ],
+    ids=["merged", "the_trained_model", "new_adapter", "another_model", "float32_base", "another_adapter"],
+)
+def test_each_wrong_reload_is_named(kernel, lab05, verdict, make_reloaded, words):
+    message = verdict(kernel.reload_equal, lab05 | {"reloaded": make_reloaded(lab05)})
+    assert message.startswith("[For inference, load the saved adapter onto a fresh base") and words in message
+
+
+@pytest.mark.parametrize(
+    "make_merged",
+    [lambda lab: lab["reloaded"], lambda lab: lab["reloaded"].get_base_model()],
+    ids=["peft_model", "base_model_with_lora_layers"],
+)
+def test_unmerged_model_is_named(kernel, lab05, verdict, make_merged):
+    message = verdict(kernel.merged_outputs, lab05 | {"merged": make_merged(lab05)})
+    assert "Merge only to deploy" in message and "still carries LoRA layers" in message
+
+
+def test_merge_into_a_quantized_base_is_named(kernel, lab05, verdict, monkeypatch):
+    """A merge into a 4-bit base keeps the base's quantization_config (set here by hand: no bitsandbytes on CPU)."""
+    monkeypatch.setattr(
+        lab05["merged"].config, "quantization_config", {"quant_method": "bitsandbytes"}, raising=False
+    )
+    message = verdict(kernel.merged_outputs, lab05)
+    assert "Merge only to deploy" in message and "merged into a quantized (4-bit or 8-bit) base" in message
+
+
+def test_missing_or_quantized_deploy_folder_is_named(kernel, lab05, verdict, tmp_path):
+    message = verdict(kernel.merged_outputs, lab05 | {"DEPLOY_DIR": tmp_path / "deploy"})
+    assert "Merge only to deploy" in message and "holds no saved model" in message
+    quantized = tmp_path / "quantized"
+    quantized.mkdir()
+    config = {"model_type": "llama", "quantization_config": {"quant_method": "bitsandbytes"}}
+    (quantized / "config.json").write_text(json.dumps(config))
+    message = verdict(kernel.merged_outputs, lab05 | {"DEPLOY_DIR": quantized})
+    assert "Merge only to deploy" in message and f"the model saved in {quantized} is quantized" in message
+
+
+def test_deploy_copy_of_the_saved_adapter_matches_the_graders_merge(deploy_files, lab05, verdict):
+    assert verdict(deploy_files.deploy_matches_adapter, lab05) == ""
+
+
+def _deploy_without_config(lab: dict, folder: Path) -> Path:
+    """The merged weights without their config.json."""
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(lab["DEPLOY_DIR"] / "model.safetensors")
+    return folder
+
+
+def _deploy_of_another_model(lab: dict, folder: Path) -> Path:
+    """A loadable Llama that is not the course model: one layer, other sizes."""
+    small_llama().save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("paths", "words"),
+    [
+        (lambda lab, tmp: {"ADAPTER_DIR": tmp}, "holds no adapter to compare the deployment copy with"),
+        (lambda lab, tmp: {"DEPLOY_DIR": tmp}, "holds no safetensors weights"),
+        (lambda lab, tmp: {"DEPLOY_DIR": _deploy_without_config(lab, tmp / "d")}, "does not load ("),
+        (
+            lambda lab, tmp: {"DEPLOY_DIR": _deploy_of_another_model(lab, tmp / "d")},
+            "not the course model merged (e.g. model.layers.1.",
+        ),
+        # the course's base itself, saved unmerged: off by exactly the adapter's update
+        (lambda lab, tmp: {"DEPLOY_DIR": Path(lab["MODEL"])}, "by 100% of the adapter's update"),
+    ],
+    ids=["no_adapter", "no_weights", "no_config", "another_model", "unmerged_base"],
+)
+def test_each_wrong_deploy_copy_is_named(deploy_files, lab05, verdict, tmp_path, paths, words):
+    message = verdict(deploy_files.deploy_matches_adapter, lab05 | paths(lab05, tmp_path))
+    assert "Merge only to deploy" in message and words in message

@@ -121,3 +121,84 @@ def test_records_read_the_real_adapter_state(hidden_check, tmp_path):
     multi.set_adapter("blend")
     with pytest.raises(AssertionError, match="'linear' averages"):
         life.blend(ns)
+
+
+# What kernel._status records of `multi` with both saved adapters loaded (four LoRA layers: q/v_proj x 2).
+STATUS = {
+    "adapters": ["concise", "instruct"],
+    "active": ["concise"],
+    "layers": 4,
+    "merged": [],
+    "enabled": True,
+}
+ADAPTER_SET = STATUS | {"instruct_vs_saved": 0.0, "concise_vs_saved": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (
+            {"adapters": ["default"]},
+            r"`multi` has no adapter named concise, instruct \(it has \['default'\]\)",
+        ),
+        ({"adapters": ["concise", "default"]}, r"no adapter named instruct .*adapter_name='instruct'"),
+        ({"instruct_vs_saved": None}, r"adapter named instruct is not the one saved in ADAPTER_DIR"),
+        (
+            {"concise_vs_saved": 0.02},
+            r"adapter named concise is not the one saved in SECOND_DIR.*'concise'\)",
+        ),
+        (
+            {"merged": ["instruct"]},
+            r"\['instruct'\] is merged into the base weights: the adapters no longer switch",
+        ),
+        ({"active": ["instruct"]}, r"the active adapter is \['instruct'\].*set_adapter\('concise'\)"),
+    ],
+    ids=["none of them", "one missing", "instruct not loaded", "concise not saved one", "merged", "inactive"],
+)
+def test_adapter_set_judge_names_each_way_of_not_loading_both(judges, change, words):
+    judges.adapter_set(ADAPTER_SET)
+    judges.adapter_set(ADAPTER_SET | {"instruct_vs_saved": 1e-7})  # float rounding of the saved tensors
+    with pytest.raises(AssertionError, match=r"\[Several adapters on one base: .*\] .*" + words):
+        judges.adapter_set(ADAPTER_SET | change)
+
+
+BASE_ONLY = STATUS | {"shape_ok": True, "max_diff": 0.0, "scale": 4.2}
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"layers": 0, "active": []}, r"`multi` no longer carries any adapter layer: unload\(\)"),
+        ({"shape_ok": False, "max_diff": None}, r"base_only_logits do not have the probe's shape"),
+        ({"max_diff": 0.37}, r"differ from the bare base's by up to 0\.37: an adapter still computed"),
+        ({"enabled": False}, r"left disabled.*`with multi\.disable_adapter\(\):`"),
+    ],
+    ids=["unloaded", "wrong shape", "adapter computed", "left disabled"],
+)
+def test_base_only_judge_names_each_way_of_missing_the_bare_base(judges, change, words):
+    judges.base_only_outputs(BASE_ONLY)
+    with pytest.raises(
+        AssertionError, match=r"\[The base's own outputs come from disable_adapter\(\).*\] .*" + words
+    ):
+        judges.base_only_outputs(BASE_ONLY | change)
+
+
+def test_blend_judge_wants_the_blend_to_exist_with_its_parts(judges):
+    blend = STATUS | {"adapters": ["blend", "concise", "instruct"], "active": ["blend"], "error": 0.003,
+                      "swapped_error": 0.6, "rank": 32}  # fmt: skip
+    with pytest.raises(
+        AssertionError, match=r"has no adapter named blend \(it has \['concise', 'instruct'\]\)"
+    ):
+        judges.weighted_blend(
+            blend | {"adapters": ["concise", "instruct"], "error": None, "swapped_error": None}
+        )
+    with pytest.raises(AssertionError, match=r"no LoRA layer of `multi` carries blend, instruct and concise"):
+        judges.weighted_blend(blend | {"error": None, "swapped_error": None})
+
+
+def test_adapter_problems_must_be_a_function(hidden_check, verdict):
+    life = hidden_check("lab08_adapter_life.kernel")
+    found = verdict(life.adapter_matches_base, {"adapter_problems": ["base name differs"]})
+    assert found.startswith("[An adapter belongs to one base: ")
+    assert "`adapter_problems` is not a function" in found
+    assert "Fix: def adapter_problems(base, adapter_dir)" in found

@@ -3,6 +3,8 @@ made from a real tokenizer and a real SFTTrainer's batches (the graded catalogue
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -59,11 +61,26 @@ LABELS = {
         ("sft_labels", LABELS, {"eos_kept": 0}, "labelled -100"),
         ("sft_labels", LABELS, {"eos_missing": 8}, "no EOS after the reply"),
         ("sft_labels", LABELS, {"no_marker": 8}, "not rendered with the chat template"),
+        (
+            "chat_template_mask",
+            TEMPLATE,
+            {"markers_used": {"<|user|>": True, "<|assistant|>": False}},
+            "does not contain ['<|assistant|>'] as tokens",
+        ),
+        ("chat_template_mask", TEMPLATE, {"replies_in_mask": 1}, "only 1 of the 2 replies are inside"),
+        ("chat_lora", LORA, {"share": 0.0213}, "2.13% of the model trains"),
+        (
+            "sft_labels",
+            LABELS,
+            {"examples": 0, "eos_kept": 0, "reply_labelled": 0},
+            "the trainer's training set is empty",
+        ),
+        ("sft_labels", LABELS, {"reply_labelled": 5}, "only 5 of 8 sequences have their reply labelled"),
     ],
 )
 def test_each_judge_names_each_mistake(judges, judge, good, change, words):
     getattr(judges, judge)(good)
-    with pytest.raises(AssertionError, match=words.replace("{", r"\{").replace("|", r"\|")):
+    with pytest.raises(AssertionError, match=re.escape(words)):
         getattr(judges, judge)(good | change)
 
 
@@ -159,3 +176,47 @@ def test_labels_are_read_from_the_trainers_own_batches(hidden_check, tmp_path):
     chat.labels_masked({"trainer": trainer(assistant_only_loss=True), "tokenizer": tokenizer})
     with pytest.raises(AssertionError, match="prompt tokens carry labels"):
         chat.labels_masked({"trainer": trainer(), "tokenizer": tokenizer})
+
+
+def test_a_trainer_without_a_training_set_is_named(hidden_check, tmp_path, verdict):
+    import torch
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from labutils.models import ensure_tiny_model
+
+    chat = hidden_check("lab09_chat_sft.kernel")
+    model = AutoModelForCausalLM.from_pretrained(str(ensure_tiny_model("causal_lm")), dtype=torch.float32)
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+    found = verdict(chat.labels_masked, {"trainer": trainer, "tokenizer": _chat_tokenizer()})
+    assert found.startswith("[SFT labels: ") and "the trainer has no training set" in found
+    assert "Fix: SFTTrainer(..., train_dataset=train_chat)" in found
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_saved", "words"),
+    [
+        (False, r"cannot render a chat \(\w+(Error|Exception): "),
+        (True, r"cannot render a chat \(ValueError: it has no chat template\)"),
+    ],
+    ids=["no tokenizer", "no chat template"],
+)
+def test_generation_needs_the_chat_tokenizer_saved_beside_the_adapter(
+    hidden_check, tmp_path, verdict, tokenizer_saved, words
+):
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+
+    from labutils.models import ensure_tiny_model
+
+    files = hidden_check("lab09_chat_sft.files")
+    adapter_dir = tmp_path / "adapter"
+    LoraConfig(r=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]).save_pretrained(adapter_dir)
+    if tokenizer_saved:
+        tokenizer = AutoTokenizer.from_pretrained(str(ensure_tiny_model("causal_lm")))
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+        tokenizer.save_pretrained(adapter_dir)  # the lab's tokenizer, saved before its chat template was set
+    found = verdict(files.generation_stops, {"ADAPTER_DIR": adapter_dir})
+    rule = "[Chat tokens: the role markers as special tokens, and a pad token that is not EOS]"
+    assert found.startswith(f"{rule} the tokenizer saved in {adapter_dir} ")
+    assert re.search(words, found)
+    assert "Fix: tokenizer.save_pretrained(ADAPTER_DIR) after setting its chat template." in found

@@ -40,6 +40,10 @@ VARIANTS = {
         ("dora", {"r": 16, "alpha": 32}, "one rank and alpha"),
         ("attention", {"leaves": ALL}, "wraps"),
         ("all_linear", {"leaves": ["q_proj", "v_proj"]}, "Mistake 1"),
+        ("attention", {"dora": True}, "'attention' has DoRA magnitude vectors"),
+        ("all_linear", {"b_zero": False}, "'all_linear' does not start from the base model"),
+        ("rslora", {"base_changed": True}, "'rslora' does not start from the base model"),
+        ("pissa", {"b_zero": True}, "starts like plain LoRA"),
     ],
 )
 def test_variants_judge_names_what_a_config_really_is(judges, name, change, words):
@@ -103,3 +107,57 @@ def test_memory_and_fp16_records_from_real_models(hidden_check):
     checks.fp16({"fp16_model": fp16_model()})
     with pytest.raises(AssertionError, match="unscale FP16"):
         checks.fp16({"fp16_model": fp16_model(autocast_adapter_dtype=False)})
+
+
+def test_choice_needs_a_measurement(judges):
+    with pytest.raises(
+        AssertionError, match=r"\[Choose a variant by what you measured.*\] `results` holds no measured"
+    ):
+        judges.variant_choice({"losses": {}, "chosen": "dora"})
+
+
+# kernel.memory's record for the last hidden case, (total, trainable, weight_bytes) = (1000, 10, 4), and the
+# tiny Llama after one AdamW step (bf16 base, fp32 adapter on all-linear).
+RULE = {"weights": 990 * 4 + 10 * 4, "gradients": 10 * 4, "optimizer": 10 * 8}
+MEMORY = {
+    "cases": [{"args": [1000, 10, 4], "want": RULE, "got": RULE}],
+    "measured": 36_751_872,
+    "parts": {"weights": 35_879_424, "gradients": 290_816, "optimizer": 581_632},
+    "predicted": 36_751_872,
+}
+
+
+def test_memory_judge_names_a_failing_function_and_a_wrong_total(judges):
+    judges.memory_formula(MEMORY)
+    failed = {"args": [1000, 10, 4], "want": RULE, "got": {}, "error": "TypeError: unsupported operand"}
+    with pytest.raises(
+        AssertionError, match=r"training_bytes\[1000, 10, 4\] raised TypeError: unsupported operand"
+    ):
+        judges.memory_formula(MEMORY | {"cases": [failed], "predicted": None})
+    # 17,867,008 parameters, 72,704 of them trainable: the adapter's weights counted at bf16, not fp32
+    with pytest.raises(AssertionError, match="36751872 bytes are held, and training_bytes predicts 36606464"):
+        judges.memory_formula(MEMORY | {"predicted": 17_867_008 * 2 + 72_704 * 12})
+    with pytest.raises(AssertionError, match="training_bytes predicts None"):
+        judges.memory_formula(MEMORY | {"predicted": None})
+
+
+def test_fp16_judge_names_a_failing_scaler_step(judges):
+    good = {"trainable_dtypes": ["float32"], "frozen_dtypes": ["float16"], "step_error": ""}
+    error = "RuntimeError: expected scalar type Half but found Float"
+    with pytest.raises(
+        AssertionError, match=f"one GradScaler step failed: {error}. Fix: trainable parameters in fp32"
+    ):
+        judges.fp16_ready(good | {"step_error": error})
+
+
+@pytest.mark.parametrize(
+    ("config", "kind"),
+    [({"r": 8, "lora_alpha": 16}, "dict"), ("LoraConfig(r=8)", "str"), (None, "NoneType")],
+    ids=["dict", "text", "nothing"],
+)
+def test_every_variant_must_be_a_lora_config(hidden_check, verdict, config, kind):
+    checks = hidden_check("lab10_variants_precision.kernel")
+    found = verdict(checks.variants_applied, {"variants": {"dora": config}})
+    assert found.startswith("[Compare LoRA's variants on one budget")
+    assert f"variants['dora'] is a {kind}." in found
+    assert "Fix: a LoraConfig each." in found

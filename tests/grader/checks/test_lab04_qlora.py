@@ -1,0 +1,297 @@
+"""Lab 04's judges (grader/checks/lab04_qlora/judges.py), the guide's QLoRA rules that lab 00 and the capstone judge
+by too, on hand-made records: a BitsAndBytesConfig's `to_dict()` fields and model manifests shaped as
+checks.inspect_model.manifest writes them (one Llama layer, its sizes those of a 1B model). No torch."""
+
+from __future__ import annotations
+
+import pytest
+
+CPU = {"cuda_available": False, "bf16_supported": True, "device_name": "CPU (no CUDA)"}
+T4 = {"cuda_available": True, "bf16_supported": False, "device_name": "Tesla T4"}
+A100 = {"cuda_available": True, "bf16_supported": True, "device_name": "NVIDIA A100"}
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+PROJECTIONS = [f"model.layers.0.self_attn.{n}" for n in ATTENTION] + [f"model.layers.0.mlp.{n}" for n in MLP]
+NF4 = {"quant_type": "nf4", "nested": True, "compute_dtype": "bfloat16"}
+LORA = {"task_type": "CAUSAL_LM", "peft_type": "LORA", "r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
+        "bias": "none", "target_modules": sorted(ATTENTION), "modules_to_save": None}  # fmt: skip
+
+# What BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+# bnb_4bit_compute_dtype=torch.bfloat16).to_dict() records.
+BNB = {"quant_method": "bitsandbytes", "_load_in_8bit": False, "_load_in_4bit": True, "llm_int8_threshold": 6.0,
+       "llm_int8_skip_modules": None, "llm_int8_enable_fp32_cpu_offload": False,
+       "llm_int8_has_fp16_weight": False, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+       "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_quant_storage": "uint8", "load_in_4bit": True,
+       "load_in_8bit": False}  # fmt: skip
+
+
+def model(
+    *,
+    lora=ATTENTION,
+    storage="linear4bit",
+    layer=NF4,
+    prepared=True,
+    config=None,
+    trainable_base=(),
+    lora_trainable=True,
+):
+    """A manifest: the course's Llama loaded with `storage` ("linear4bit", "linear8bit" or "" for not
+    quantized), prepared for k-bit training or not, and wrapped by get_peft_model with LoRA on the `lora`
+    leaves (None: never wrapped). `trainable_base`: base parameters the learner unfroze."""
+    peft = lora is not None
+    prefix = "base_model.model." if peft else ""
+    half = "float32" if prepared else "bfloat16"  # prepare_model_for_kbit_training upcasts what is not 4-bit
+    modules, linear4bit, parameters = {"": ""}, {}, {}
+    stored = {
+        "linear4bit": ["uint8", False, 2_097_152, True],
+        "linear8bit": ["int8", False, 4_194_304, False],
+    }
+    for name in PROJECTIONS:
+        wrapped = peft and name.rsplit(".", 1)[-1] in lora
+        base = f"{prefix}{name}.base_layer" if wrapped else prefix + name
+        modules[prefix + name] = "lora" if wrapped else storage
+        modules[base] = storage
+        if storage == "linear4bit":
+            linear4bit[base] = dict(layer)
+        parameters[f"{base}.weight"] = stored.get(storage, [half, False, 4_194_304, False])
+        if wrapped:
+            for ab in ("lora_A", "lora_B"):
+                modules[f"{prefix}{name}.{ab}.default"] = ""
+                parameters[f"{prefix}{name}.{ab}.default.weight"] = ["float32", lora_trainable, 32_768, False]
+    for name, size in [("model.embed_tokens", 65_536_000), ("model.norm", 2048), ("lm_head", 65_536_000)]:
+        modules[prefix + name] = ""
+        parameters[f"{prefix}{name}.weight"] = [half, name in trainable_base, size, False]
+    trainable = sum(n for _, grad, n, _ in parameters.values() if grad)
+    total = sum(n * (2 if four_bit else 1) for _, _, n, four_bit in parameters.values())
+    return {
+        "type": "peft.peft_model.PeftModelForCausalLM"
+        if peft
+        else "transformers.models.llama.modeling_llama.LlamaForCausalLM",
+        "base_type": "LlamaForCausalLM",
+        "model_type": "llama",
+        "peft": peft,
+        "active_adapter": "default" if peft else None,
+        "base_prefix": prefix,
+        "base_children": ["model", "lm_head"],
+        "modules": modules,
+        "linear4bit": linear4bit,
+        "parameters": parameters,
+        "gradient_checkpointing": prepared and storage != "",
+        "trainable_total": [trainable, total] if peft else None,
+        "peft_config": {"default": LORA | (config or {})} if peft else {},
+        "lora_config_targets": sorted(ATTENTION),
+    }
+
+
+@pytest.fixture
+def judges(hidden_check):
+    return hidden_check("lab04_qlora.judges")
+
+
+# ---- the BitsAndBytesConfig -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"load_in_8bit": True, "load_in_4bit": False}, "loads the model in 8-bit (LLM.int8)"),
+        ({"load_in_4bit": False}, "does not set load_in_4bit=True"),
+        ({"bnb_4bit_quant_type": "fp4"}, "bnb_4bit_quant_type is 'fp4': FP4 spends its 16 levels"),
+        ({"bnb_4bit_use_double_quant": False}, "double quantization is off"),
+    ],
+    ids=["8bit", "not_4bit", "fp4", "no_double_quant"],
+)
+def test_nf4_double_quant_names_each_storage_that_is_not_qlora(judges, verdict, change, words):
+    assert verdict(judges.nf4_double_quant, BNB) == ""
+    message = verdict(judges.nf4_double_quant, BNB | change)
+    assert message.startswith(f"[{judges.QLORA_CONFIG}]") and words in message
+
+
+@pytest.mark.parametrize(
+    ("hardware", "right", "wrong"),
+    [
+        (CPU, "bfloat16", ["float32", "float16"]),
+        (A100, "bfloat16", ["float16"]),
+        (T4, "float16", ["bfloat16"]),
+    ],
+    ids=["cpu", "a100", "t4"],
+)
+def test_quantization_config_wants_the_hardwares_compute_dtype(judges, verdict, on, hardware, right, wrong):
+    on(hardware)
+    assert verdict(judges.quantization_config, BNB | {"bnb_4bit_compute_dtype": right}) == ""
+    for dtype in wrong:
+        message = verdict(judges.quantization_config, BNB | {"bnb_4bit_compute_dtype": dtype})
+        assert f"bnb_4bit_compute_dtype is {dtype}; on this hardware it should be {right}" in message
+        assert f"Fix: bnb_4bit_compute_dtype=torch.{right}." in message
+
+
+def test_quantization_config_applies_the_storage_rules_first(judges, verdict, on):
+    on(T4)
+    assert "double quantization is off" in verdict(
+        judges.quantization_config, BNB | {"bnb_4bit_use_double_quant": False}
+    )
+
+
+# ---- the loaded model -------------------------------------------------------------------------------
+def test_loaded_in_4bit_accepts_the_nf4_double_quant_model(judges, verdict, on):
+    on(CPU)
+    assert verdict(judges.loaded_in_4bit, model(lora=None)) == ""
+    assert verdict(judges.loaded_in_4bit, model()) == ""  # still true after get_peft_model
+
+
+@pytest.mark.parametrize(
+    ("hardware", "loaded", "words"),
+    [
+        (CPU, model(lora=None, storage="linear8bit"), "layers are 8-bit (Linear8bitLt), not 4-bit"),
+        (
+            CPU,
+            model(lora=None, storage=""),
+            "no 4-bit (Linear4bit) layers: the quantization config was built",
+        ),
+        (CPU, model(lora=None, layer=NF4 | {"quant_type": "fp4"}), "is stored as fp4, not nf4"),
+        (CPU, model(lora=None, layer=NF4 | {"nested": False}), "was loaded without double quantization"),
+        (
+            CPU,
+            model(lora=None, layer=NF4 | {"compute_dtype": "float32"}),
+            "computes in float32, not bfloat16",
+        ),
+        (T4, model(lora=None), "computes in bfloat16, not float16"),
+    ],
+    ids=["8bit", "never_quantized", "fp4", "no_double_quant", "float32_on_cpu", "bfloat16_on_t4"],
+)
+def test_loaded_in_4bit_names_how_the_model_was_really_loaded(judges, verdict, on, hardware, loaded, words):
+    on(hardware)
+    message = verdict(judges.loaded_in_4bit, loaded)
+    assert message.startswith(f"[{judges.QLORA_CONFIG}]") and words in message
+
+
+# ---- prepare_model_for_kbit_training ----------------------------------------------------------------
+def test_kbit_prepared_accepts_a_prepared_model_before_and_after_get_peft_model(judges, verdict):
+    assert verdict(judges.kbit_prepared, model(lora=None)) == ""
+    assert verdict(judges.kbit_prepared, model()) == ""
+    # A model the config never reached: peft only upcasts it, so checkpointing is no evidence there.
+    assert verdict(judges.kbit_prepared, model(storage="")) == ""
+
+
+@pytest.mark.parametrize(
+    ("unprepared", "words", "absent"),
+    [
+        (model() | {"gradient_checkpointing": False}, "gradient checkpointing is off.", "are still 16-bit"),
+        (
+            model() | {"gradient_checkpointing": True, "parameters": model(prepared=False)["parameters"]},
+            "3 non-quantized parameters are still 16-bit (e.g. model.embed_tokens.weight).",
+            "checkpointing is off",
+        ),
+        (
+            model(prepared=False),
+            "gradient checkpointing is off and 3 non-quantized parameters are still 16-bit",
+            None,
+        ),
+        (
+            model(storage="", prepared=False),
+            "10 non-quantized parameters are still 16-bit",
+            "checkpointing is",
+        ),
+    ],
+    ids=["no_checkpointing", "not_upcast", "neither", "unquantized_not_upcast"],
+)
+def test_kbit_prepared_is_mistake_3_with_the_evidence_found(judges, verdict, unprepared, words, absent):
+    message = verdict(judges.kbit_prepared, unprepared)
+    assert message.startswith("[Mistake 3: Not using prepare_model_for_kbit_training()")
+    assert words in message and "BEFORE get_peft_model" in message
+    assert absent is None or absent not in message
+
+
+# ---- the LoRA config --------------------------------------------------------------------------------
+def test_llama_lora_config_accepts_attention_with_or_without_the_mlp(judges, verdict):
+    assert verdict(judges.llama_lora_config, model()) == ""
+    everything = model(lora=ATTENTION + MLP, config={"target_modules": sorted(ATTENTION + MLP)})
+    assert verdict(judges.llama_lora_config, everything) == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "rule", "words"),
+    [
+        ({"r": 64, "lora_alpha": 128}, "Mistake 2", "r=64 is too high: it multiplies trainable parameters"),
+        ({"r": 4, "lora_alpha": 8}, "Mistake 2", "r=4 is too low for a simple instruction task"),
+        ({"lora_alpha": 16}, "Mistake 2", "lora_alpha=16 with r=16: the update is scaled by alpha/r = 1."),
+        ({"task_type": "SEQ_CLS"}, "Mistake 1", "task_type is 'SEQ_CLS'."),
+        ({"bias": "all"}, "Check print_trainable_parameters()", "bias='all' also trains base-model biases."),
+        ({"lora_dropout": 0.5}, "Mistake 2", "lora_dropout=0.5 is outside 0-0.1."),
+    ],
+    ids=["rank_high", "rank_low", "alpha", "task_type", "bias", "dropout"],
+)
+def test_llama_lora_config_names_each_wrong_setting(judges, verdict, change, rule, words):
+    message = verdict(judges.llama_lora_config, model(config=change))
+    assert message.startswith(f"[{rule}") and words in message
+
+
+def test_llama_lora_config_refuses_lora_beyond_the_projections(judges, verdict):
+    stray = model()
+    stray["modules"]["base_model.model.lm_head"] = "lora"
+    message = verdict(judges.llama_lora_config, stray)
+    assert (
+        message.startswith("[Mistake 1")
+        and "LoRA also wraps base_model.model.lm_head, which are not" in message
+    )
+
+
+def test_llama_lora_config_wants_every_attention_projection(judges, verdict):
+    partial = model(lora=("q_proj", "v_proj"), config={"target_modules": ["q_proj", "v_proj"]})
+    message = verdict(judges.llama_lora_config, partial)
+    assert message.startswith("[Mistake 1: Wrong target_modules")
+    assert "2 Llama attention projections carry no adapter (k_proj, o_proj missing" in message
+    assert "target_modules was ['q_proj', 'v_proj']" in message
+
+
+@pytest.mark.parametrize(
+    ("targets", "words", "absent"),
+    [
+        (["query", "key", "value"], "match no module of this Llama model (those are BERT names)", None),
+        (["attn"], "target_modules ['attn'] match no module of this Llama model, so", "those are"),
+        (sorted(ATTENTION), "`model` is not a PeftModel, so no LoRA adapter is attached.", "match no module"),
+        ("all-linear", "`model` is not a PeftModel, so no LoRA adapter is attached.", "match no module"),
+        (None, "`model` is not a PeftModel, so no LoRA adapter is attached.", "match no module"),
+    ],
+    ids=["bert_names", "unknown_names", "right_names_never_wrapped", "a_string", "no_lora_config"],
+)
+def test_llama_lora_config_explains_a_model_get_peft_model_never_wrapped(
+    judges, verdict, targets, words, absent
+):
+    message = verdict(judges.llama_lora_config, model(lora=None) | {"lora_config_targets": targets})
+    assert message.startswith("[Mistake 1: Wrong target_modules") and words in message
+    assert absent is None or absent not in message
+
+
+# ---- the trainable share ----------------------------------------------------------------------------
+def test_trainable_share_accepts_lora_on_the_attention(judges, verdict):
+    record = model()
+    trainable, total = record["trainable_total"]
+    assert 0 < trainable / total < 0.01
+    assert verdict(judges.trainable_share, record) == ""
+
+
+@pytest.mark.parametrize(
+    ("record", "rule", "words"),
+    [
+        (model(lora=None), "Check print_trainable_parameters()", "`model` is not a PeftModel."),
+        (
+            model(lora_trainable=False),
+            "Mistake 3",
+            "no parameter is trainable: prepare_model_for_kbit_training",
+        ),
+        (
+            model(trainable_base=("model.norm",)),
+            "Check print_trainable_parameters()",
+            "1 base-model parameters are trainable (e.g. base_model.model.model.norm.weight).",
+        ),
+        (
+            model() | {"trainable_total": [1_500_000, 100_000_000]},
+            "Check print_trainable_parameters()",
+            "1.50% of parameters train; LoRA should train well under 1%.",
+        ),
+    ],
+    ids=["not_peft", "frozen_lora", "base_unfrozen", "share_too_large"],
+)
+def test_trainable_share_names_what_trains(judges, verdict, record, rule, words):
+    message = verdict(judges.trainable_share, record)
+    assert message.startswith(f"[{rule}") and words in message
