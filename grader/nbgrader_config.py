@@ -51,5 +51,6 @@ from peft_grader.feedback import TutorNote, VerdictsOnly  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, VerdictsOnly, TutorNote]
 
-# Hidden test cells `from checks import ...`: the kernel inherits this process's environment.
+# Hidden test cells import the checks (`from checks.lab04_qlora import kernel ...`): the kernel inherits this
+# process's environment.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH")) if p)

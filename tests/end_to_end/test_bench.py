@@ -129,3 +129,27 @@ def test_live_check_bench_times_each_check():
     out = _run("bench/live_check.py", "00_setup")
     assert re.search(r"^00_setup\s+test_bnb_config\s+[\d.]+\s+pass", out, re.M), out
     assert re.search(r"live checks; the slowest that does not train or generate took [\d.]+ s", out), out
+
+
+def test_compare_classes_finds_a_changed_message_and_nothing_else(graded_class, tmp_path):
+    """bench/compare_classes.py on the graded class against itself, then against a copy with one message changed."""
+    import json
+
+    same = subprocess.run(
+        [sys.executable, "bench/compare_classes.py", str(graded_class.course), str(graded_class.course)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert same.returncode == 0 and same.stdout.strip().endswith(": 0 differences"), same.stdout[-2000:]
+    changed = tmp_path / "course"
+    shutil.copytree(graded_class.course / "feedback", changed / "feedback")
+    summary = json.loads((graded_class.course / "summary.json").read_text())
+    failing = next(r for r in summary if any(c["message"] for c in r["checks"]))
+    check = next(c for c in failing["checks"] if c["message"])
+    check["message"] += " (reworded)"
+    (changed / "summary.json").write_text(json.dumps(summary))
+    other = subprocess.run(
+        [sys.executable, "bench/compare_classes.py", str(graded_class.course), str(changed)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert other.returncode == 1 and other.stdout.strip().endswith(": 1 differences"), other.stdout[-2000:]
+    assert f"{check['name']} message" in other.stdout

@@ -16,8 +16,8 @@ def chosen_rank(cfg: dict) -> None:
     """The chosen rank suits a simple instruction task: 8-16 (the guide's default range)."""
     low, high = RANK_RANGE
     ranks = [cfg["r"], *(cfg["rank_pattern"] or {}).values()]
-    if not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in ranks):
-        fail(2, f"r={cfg['r']!r} is not a positive integer.", f"an integer r between {low} and {high}.")
+    if bad := [r for r in ranks if not (isinstance(r, int) and not isinstance(r, bool) and r > 0)]:
+        fail(2, f"r={bad[0]!r} is not a positive integer.", f"an integer r between {low} and {high}.")
     if max(ranks) > 64:
         fail(
             2,

@@ -117,3 +117,9 @@ def test_the_rank_must_be_a_positive_integer(rank, verdict, bad):
 def test_targets_beyond_attention_and_mlp_are_named(rank, verdict, extra):
     found = verdict(rank.chosen_targets, {"chosen_config": config(targets=[*LLAMA, extra])})
     assert "[Mistake 1: " in found and f"chosen_config also wraps {extra}, which are not attention" in found
+
+
+def test_a_bad_rank_in_rank_pattern_is_the_one_named(hidden_check, verdict):
+    judges = hidden_check("lab03_rank_alpha.judges")
+    found = verdict(judges.chosen_rank, {"r": 16, "rank_pattern": {"q_proj": 8.5}})
+    assert "r=8.5 is not a positive integer" in found and "r=16" not in found
