@@ -51,6 +51,11 @@ from peft_grader.feedback import TutorNote, VerdictsOnly  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, VerdictsOnly, TutorNote]
 
+# The grades CSV says which submissions wait for an instructor (held for review, answers graded by hand).
+from peft_grader.export import GradesExport  # noqa: E402
+
+c.ExportApp.plugin_class = GradesExport
+
 # Hidden test cells import the checks (`from checks.lab04_qlora import kernel ...`): the kernel inherits this
 # process's environment.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(here), os.environ.get("PYTHONPATH")) if p)

@@ -69,7 +69,11 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
 
 # "judges.NAME": the judge NAME of the lab's judges.py, on the one record named NAME that the test cell published
 # (checks.evidence); "files.NAME": the check NAME of the lab's files.py, on the folders the lab's locked cells
-# define (lab_paths). A lab's OUTSIDE maps its test cells' grade ids to these.
+# define (lab_paths), as they stood when that test cell ran. A lab's OUTSIDE maps its test cells' grade ids to
+# these. Provenance: a lab's RECORDS names the locked cells that do the work and what the kernel guard records
+# right after each (cell -> {name: [what, kind]}: `what` a name in the notebook or an attribute of one, `kind`
+# one of checks.evidence.RECORDERS); its FROM_RECORDS, the test cells judged again on such a record
+# (grade id -> [cell, name, key]: key None judges the record itself, a key replaces that part of the test's).
 OUTSIDE_KINDS = ("judges", "files")
 
 
@@ -81,10 +85,15 @@ def lab_package(lab: str) -> str:
 def outside_targets(lab: str) -> dict[str, str]:
     """The lab's test cells that the grader decides again outside the kernel: grade id -> "judges.NAME" or
     "files.NAME" (the lab package's OUTSIDE; {} for a lab without checks)."""
+    return dict(lab_registry(lab, "OUTSIDE"))
+
+
+def lab_registry(lab: str, name: str) -> dict:
+    """One of a lab package's plain-data registries (OUTSIDE, RECORDS, FROM_RECORDS); {} where it has none."""
     import importlib
 
     try:
-        return dict(importlib.import_module(lab_package(lab)).OUTSIDE)
+        return dict(getattr(importlib.import_module(lab_package(lab)), name, {}))
     except ModuleNotFoundError as err:
         if err.name != lab_package(lab):
             raise

@@ -24,6 +24,7 @@ import numbers
 from pathlib import PurePath
 
 MIME = "application/vnd.peft-course.evidence+json"
+RECORDED_KEY = "peft_course_recorded"  # a locked cell's metadata: what the kernel guard recorded after it ran
 
 
 def plain(value):
@@ -65,6 +66,15 @@ def publish(check: str, record: dict) -> dict:
     return data
 
 
+def model_record(ns: dict, check: str, kinds: tuple, where: str = "the exercise cell") -> dict:
+    """Publish the manifest of the learner's `model` (one of `kinds`) as `check`'s record and return it as the
+    judge reads it."""
+    from checks import need
+    from checks.inspect_model import manifest
+
+    return publish(check, manifest(need(ns, "model", kinds, where=where), ns.get("lora_config")))
+
+
 def records(cell: dict, check: str) -> list[dict]:
     """The records of `check` among a notebook cell's outputs (a dict as nbformat stores it)."""
     found = []
@@ -77,3 +87,28 @@ def records(cell: dict, check: str) -> list[dict]:
         ):
             found.append(bundle["record"])
     return found
+
+
+# How the kernel guard records what a locked cell did the work with (peft_grader.kernel_guard.record), by kind:
+# plain data the judges read, as the test cells' records are.
+def _manifest(model) -> dict:
+    from checks.inspect_model import manifest
+
+    return plain(manifest(model))
+
+
+RECORDERS = {
+    "manifest": _manifest,  # a model: the manifest its judges read (checks.inspect_model)
+    "losses": lambda results: {str(name): float(entry["loss"]) for name, entry in results.items()},
+    "precision": lambda args: {"fp16": bool(args.fp16), "bf16": bool(args.bf16)},  # a Trainer's arguments
+    "value": plain,
+}
+
+
+def recorded(cell: str, name: str):
+    """What the locked cell `cell` recorded under `name` while this notebook was graded (the kernel guard keeps
+    it), or None: not graded (a learner's own run, the live check), or that cell has not run yet."""
+    import sys
+
+    guard = sys.modules.get("peft_grader.kernel_guard")
+    return None if guard is None else guard.recorded(cell, name)

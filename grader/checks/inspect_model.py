@@ -38,15 +38,6 @@ def lora_wrapped(model) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, LoraLayer)}
 
 
-def model_record(ns: dict, check: str, kinds: tuple, where: str = "the exercise cell") -> dict:
-    """Publish the manifest of the learner's `model` (one of `kinds`) as `check`'s record
-    (checks.evidence) and return it as the judge reads it."""
-    from checks import need
-    from checks.evidence import publish
-
-    return publish(check, manifest(need(ns, "model", kinds, where=where), ns.get("lora_config")))
-
-
 def manifest(model, lora_config=None) -> dict:
     """`model` as plain data (checks.evidence): the kind of every module, every parameter's dtype,
     `requires_grad`, size and 4-bit storage, the checkpointing flag, peft's own trainable counter and

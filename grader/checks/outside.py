@@ -1,6 +1,6 @@
 """Re-decide a lab's checks in a fresh process, outside the learner's kernel.
 
-`python -m checks.outside LAB FOLDER` prints {grade_id: failure message or ""} as JSON for each test cell in
+`python -m checks.outside LAB FOLDER [VIEWS]` prints {grade_id: failure message or ""} as JSON for each test cell in
 the lab's OUTSIDE (checks.outside_targets). A learner cell can monkeypatch anything inside its own kernel,
 but not what the kernel left behind, read here by code the kernel never touched:
 - "files.NAME": the files on disk, at the lab's own paths, not the learner's variables;
@@ -18,8 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from checks import PeftMistake, error_text, lab_package, lab_paths, outside_targets
-from checks.evidence import records
+from checks import PeftMistake, error_text, lab_package, lab_paths, lab_registry, outside_targets
+from checks.evidence import RECORDED_KEY, records
 
 UNVERIFIED = "could not be verified outside the notebook"
 
@@ -45,15 +45,17 @@ def _function(lab: str, target: str):
     return getattr(importlib.import_module(f"{lab_package(lab)}.{module}"), name)
 
 
-def verdicts(lab: str, folder: Path) -> dict[str, str]:
+def verdicts(lab: str, folder: Path, views: Path | None = None) -> dict[str, str]:
+    """Every outside verdict of the lab's notebook in `folder`. `views`: the lab's files as each check saw them
+    (peft_grader.as_made: a folder per grade id), judged instead of the files as they are now."""
     targets, found, folder = outside_targets(lab), {}, folder.resolve()
-    if any(t.startswith("files.") for t in targets.values()):
-        os.chdir(folder)
     cells = (
         _test_cells(folder / f"{lab}.ipynb") if any(t.startswith("judges.") for t in targets.values()) else {}
     )
     for grade_id, target in targets.items():
         if target.startswith("files."):
+            view = views / grade_id if views is not None else None
+            os.chdir(view if view is not None and view.is_dir() else folder)
             found[grade_id] = on_disk_verdict(lab, grade_id)
         else:
             found[grade_id] = _decide(
@@ -86,13 +88,29 @@ def _test_cells(notebook: Path) -> dict | Exception:
 
 
 def _judge_record(lab: str, target: str, cells: dict | Exception, grade_id: str) -> None:
-    """Judge the one record that the check's test cell published (named as its judge) with that judge."""
+    """Judge the one record that the check's test cell published (named as its judge) with that judge; then,
+    where the lab judges that cell on what a locked cell recorded (FROM_RECORDS), that record too: a verdict
+    about the model that did the work, or the measurements as they were measured."""
     if isinstance(cells, Exception):
         raise cells
     found = records(cells.get(grade_id, {}), target.removeprefix("judges."))
     if len(found) != 1:
         raise LookupError(f"the test cell holds {len(found)} records of its check, not one")
-    _function(lab, target)(found[0])
+    judge = _function(lab, target)
+    judge(found[0])
+    if source := lab_registry(lab, "FROM_RECORDS").get(grade_id):
+        cell, name, key = source
+        value = cells.get(cell, {}).get("metadata", {}).get(RECORDED_KEY, {}).get(name)
+        if value is None or value.get("restarted"):
+            return  # that cell never ran, or ran in a kernel restarted after a crash (the reason says so)
+        if "unrecorded" in value:
+            raise LookupError(f"the locked cell {cell} recorded no {name} ({value['unrecorded']})")
+        try:
+            judge(value if key is None else found[0] | {key: value})
+        except PeftMistake as err:
+            raise PeftMistake(
+                f"{err} (judged on what the notebook's cell {cell} did the work with)"
+            ) from None
 
 
 if __name__ == "__main__":
@@ -100,4 +118,5 @@ if __name__ == "__main__":
         from peft_grader.numerics import apply
 
         apply()
-    print(json.dumps(verdicts(sys.argv[1], Path(sys.argv[2]))))
+    views = Path(sys.argv[3]) if len(sys.argv) > 3 else None
+    print(json.dumps(verdicts(sys.argv[1], Path(sys.argv[2]), views)))

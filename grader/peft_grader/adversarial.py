@@ -46,10 +46,20 @@ THREATS = {
     "network",
     "slow",
     "residue",  # what a submission leaves behind for the next one graded by the same worker
+    # hiding a mistake from the checks (issue 29's families): IPython's extension points, traces and audit
+    # hooks, code no review read, frames, a name rebound, measurements edited, files rewritten after a check
+    "extension_points",
+    "hooks",
+    "unreviewed_code",
+    "frames",
+    "rebound",
+    "measurements",
+    "files_after_check",
 }
 _KEYS = {
     "title",
     "message",
+    "held",
     "threat",
     "score",
     "reason",
@@ -98,6 +108,9 @@ class AdversarialEntry:
     nbformat: int = 4
     foreign: bool = False
     message: str = ""  # text one of its lost points' messages must contain (where given)
+    held: list[str] = field(
+        default_factory=list
+    )  # texts its held-for-review evidence must contain; [] = not held
 
     @property
     def student(self) -> str:
@@ -133,6 +146,7 @@ def entries(lab: str) -> list[AdversarialEntry]:
                 int(data.get("nbformat", 4)),
                 bool(data.get("foreign", False)),
                 data.get("message", ""),
+                list(data.get("held", [])),
             )
         except KeyError as err:
             raise CourseError(f"{path}: missing key {err}") from None
@@ -291,7 +305,8 @@ def unexpected(results, students: dict[str, AdversarialEntry]) -> list[str]:
     Each student has exactly one result for its lab, with exactly its score out of the lab's full
     points (tampered points metadata changes nothing); a reason containing the entry's reason, or no
     reason where the entry gives none; and, where the entry lists them, loses points on exactly
-    its `failed` checks, one of them with a message containing the entry's `message`.
+    its `failed` checks, one of them with a message containing the entry's `message`; held for review with
+    evidence naming each of its `held` texts, or not held at all where it gives none.
     """
     problems = []
     seen: dict[str, int] = {}
@@ -320,6 +335,9 @@ def unexpected(results, students: dict[str, AdversarialEntry]) -> list[str]:
                 problems.append(f"{who}: lost points on {sorted(lost)}, expected {sorted(entry.failed)}")
         if entry.message and not any(entry.message in c.message for c in r.checks if c.score < c.max_score):
             problems.append(f"{who}: no lost point's message mentions {entry.message!r}")
+        missing = [text for text in entry.held if not any(text in h for h in r.held)]
+        if missing or (r.held and not entry.held):
+            problems.append(f"{who}: held {r.held}, expected evidence mentioning {entry.held}")
     for student in students:
         if seen.get(student, 0) != 1:
             problems.append(f"{student}: {seen.get(student, 0)} results, expected exactly 1")

@@ -117,7 +117,8 @@ def unexpected(results, students: dict[str, Entry | None]) -> list[str]:
 
     The reference and each correct variant must score full marks; each wrong entry must score exactly
     its points, lose them on exactly its listed checks, and explain every lost point in a message
-    that names the fix (and contains the entry's `message` text, where it gives one).
+    that names the fix (and contains the entry's `message` text, where it gives one). No entry is held for
+    review: they are all honest work.
     """
     problems = []
     for r in results:
@@ -131,6 +132,8 @@ def unexpected(results, students: dict[str, Entry | None]) -> list[str]:
         if r.reason:
             problems.append(f"{who}: not graded: {r.reason}")
             continue
+        if r.held:  # honest work, right or wrong, in any style: never held for review
+            problems.append(f"{who}: held for review: {'; '.join(r.held)}")
         if r.score != want:
             problems.append(f"{who}: scored {r.score:g}, expected {want:g}")
         lost = {c.name for c in r.checks if c.score < c.max_score}

@@ -1,35 +1,46 @@
-"""Inside a grading kernel: after every cell, undo what it did to the grading environment.
+"""Inside a grading kernel: the grader's guard. Installed by an IPython start-up file that the sandbox writes
+(`peft_grader.sandbox`), so it runs before the first learner cell. Standard library only at import.
 
 The static review (`peft_grader.tamper`) comments out what can only be tampering; this is the layer that
-makes tampering useless when the review could not see it (a name built from strings, an alias, a
-file written and imported). Installed by an IPython startup file that the sandbox launcher writes
-(`peft_grader.sandbox`), so it runs before the first learner cell. Standard library only.
+runs. It does four things (grader/README.md, threat model):
 
-After every cell (IPython's post_run_cell event), before the next one can run:
-- the `checks` package is dropped from `sys.modules`, so each hidden test cell imports it afresh from
-  the grader's read-only folder, which is put back first on `sys.path`; the import system's hooks
-  (`sys.meta_path`, `sys.path_hooks`) are restored and its caches cleared;
-- builtins that a cell replaced are restored, and notebook-level stand-ins for the names hidden test
-  cells use (`globals`, `__import__`) are removed;
-- IPython's input and AST transformers, its event callbacks and methods replaced on the shell are
-  restored;
-- functions, classes and class methods replaced on the libraries the checks read (torch, peft,
-  transformers, bitsandbytes, safetensors, json, ...) are restored. The guard imports those libraries
-  before the first cell, so what it keeps is their pristine state;
-- the way outputs leave the kernel is restored: the shell's display publisher, its session and socket,
-  methods put on them, and the publisher's message hooks (a test cell's outputs carry the records that
-  the grader judges outside the kernel, checks.evidence).
+1. **After every cell** (IPython's post_run_cell, the guard's callback first), it undoes what the cell did to
+   the grading environment: the `checks` package is dropped from `sys.modules` (each hidden test imports it
+   afresh from the grader's read-only folder, put back first on `sys.path`); the import system's hooks,
+   the builtins, the names hidden tests use (`globals`, `__import__`), the libraries the checks read (torch,
+   peft, transformers, bitsandbytes, safetensors, json, ...) and the way outputs leave the kernel are
+   restored; every IPython event callback and input or AST transformer that learner code added, of any type
+   (a function, a `functools.partial`, an object with `__call__`), is removed, and so are exception handlers
+   and the interpreter's hooks (`sys.excepthook`, traces, profiles).
+2. **A clean room** before every hidden test cell and every locked cell that records provenance: the trusted
+   executor asks for it out of band (a message of its own on the kernel's shell channel, which no input
+   transformer and no event callback sees), and the guard returns every extension point to its own snapshot
+   wholesale, whatever learner code did since.
+3. **Provenance**: after a locked cell that does the work (trains, measures), the executor asks, in the
+   clean room, for a record of what did it (the trained model's manifest, the measured losses); the reply
+   goes into the notebook's metadata, which only the trusted process writes, and the checks read it here.
+4. **Capabilities no exercise needs are reported**: its audit hook, installed before any learner code, sees
+   learner code build code from strings, read frames, walk the garbage collector, use ctypes, install traces,
+   profiles or audit hooks, and the post-cell pass sees modules written at run time and imported, IPython's
+   hook APIs and threads left running. Each use is published at once, as an output of the running cell the
+   grader takes out of the notebook, with where it happened; the submission is then held for an
+   instructor's review. What can only be tampering (replacing a function's code, a trace, a profile, an audit
+   hook, ctypes, the garbage collector's object lists) is refused as well, with `TamperingBlocked`.
 
-At run time, through an audit hook (which cannot be removed), a learner's cell may not replace a
-function's code object, trace or profile frames, list the garbage collector's objects or referrers,
-or use ctypes. The operation raises `TamperingBlocked` in that cell; the grader reports it.
+Honest code is left alone: library code reads frames (logging, warnings, traceback) and compiles code
+(namedtuple, IPython's magics) all the time, so only what learner code does itself counts, and IPython's own
+magics (`%%time`, `%timeit`, `%prun`) and installed extensions (`%load_ext autoreload`) are the library's.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
+import hashlib
+import json
 import os
 import sys
+import threading
 import types
 
 LIBRARIES = (
@@ -49,54 +60,83 @@ LIBRARIES = (
     "ipykernel.zmqshell",
     "jupyter_client.session",
 )
-BLOCKED_EVENTS = {
+# What no lab needs and only tampering does: refused (and held for review) when learner code does it.
+REFUSED = {
     "object.__setattr__": "replaces a function's code or defaults",
-    "sys.settrace": "traces frames",
-    "sys.setprofile": "profiles frames",
+    "function.__new__": "builds a function from a code object",
+    "sys.settrace": "installs a trace function",
+    "sys.setprofile": "installs a profile function",
+    "sys.addaudithook": "installs an audit hook",
     "gc.get_objects": "lists the garbage collector's objects",
     "gc.get_referrers": "looks up the referrers of an object",
     "gc.get_referents": "looks up the referents of an object",
-    "function.__new__": "builds a function from a code object",
+}
+# Capabilities reported for review (the event: what it means). Frame reads are the learner's own only.
+REPORTED = {
+    "compile": "builds code from a string",
+    "exec": "runs code built from a string",
+    "sys._getframe": "reads an interpreter frame",
+    "sys._current_frames": "reads every thread's frames",
+    "object.__getattr__": "reads an interpreter frame",
+}
+FRAME_ATTRIBUTES = {"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"}
+# Which capability of the guide's list each refused or reported event is (what report.html groups by).
+CAPABILITY = {
+    **{why: "dynamic code" for why in ("builds code from a string", "runs code built from a string")},
+    **{why: "frame introspection" for why in ("reads an interpreter frame", "reads every thread's frames")},
+    **{
+        why: "sys's hook APIs"
+        for why in ("installs a trace function", "installs a profile function", "installs an audit hook")
+    },
+    **{
+        why: "gc walks"
+        for why in (
+            "lists the garbage collector's objects",
+            "looks up the referrers of an object",
+            "looks up the referents of an object",
+        )
+    },
+    "uses ctypes": "ctypes",
+    "replaces a function's code or defaults": "code replaced",
+    "builds a function from a code object": "code replaced",
+}
+# Library functions that only hand a frame to their caller: the frame read is their caller's.
+FRAME_HANDLERS = {
+    ("inspect", "currentframe"),
+    ("inspect", "stack"),
+    ("inspect", "trace"),
+    ("inspect", "getouterframes"),
+    ("inspect", "getinnerframes"),
+    ("traceback", "walk_stack"),
+    ("traceback", "walk_tb"),
 }
 PROTECTED_NAMES = ("globals", "__import__", "__build_class__")
+HOLD_MIME = "application/vnd.peft-course.hold+json"  # evidence for the grader, taken out of the notebook
+REQUEST, REPLY = "peft_guard_request", "peft_guard_reply"  # the executor's out-of-band messages
+RECORDED_KEY = "peft_course_recorded"  # a locked cell's metadata, where the executor keeps what was recorded
+TRANSFORMER_NAMES = {
+    "input_transformers_cleanup": "input transformer",
+    "input_transformers_post": "input transformer",
+    "ast_transformers": "AST transformer",
+}
+TRANSFORMERS = tuple(TRANSFORMER_NAMES)
+SYS_HOOKS = ("excepthook", "displayhook", "breakpointhook", "unraisablehook")
 
 
 class TamperingBlocked(RuntimeError):
     """Raised in a learner's cell that tried something no lab needs and only tampering does."""
 
 
-def _in_cell(frame) -> bool:
-    """Whether a frame runs a notebook cell's code (ipykernel names cells /tmp/ipykernel_PID/HASH.py)."""
-    name = frame.f_code.co_filename
-    return "ipykernel_" in name or name.startswith("<ipython")
-
-
-def _audit(event: str, args: tuple) -> None:
-    if event not in BLOCKED_EVENTS and not event.startswith("ctypes."):
-        return
-    frame = sys._getframe(1)  # the audit machinery is C: the next Python frame is the caller
-    while frame is not None and frame.f_code.co_filename == __file__:
-        frame = frame.f_back
-    if frame is None or not _in_cell(frame):
-        return  # libraries do these things for their own reasons
-    if (
-        event == "object.__setattr__"
-        and args
-        and isinstance(args[0], type)
-        and args[0].__module__ == "__main__"
-    ):
-        return  # a class the learner defined in the notebook
-    why = BLOCKED_EVENTS.get(event, "uses ctypes")
-    raise TamperingBlocked(f"blocked by the grader: this cell {why} ({event})")
-
-
 FUNCTIONS = (types.FunctionType, types.MethodType, types.BuiltinFunctionType)
 METHODS = (*FUNCTIONS, classmethod, staticmethod, property)
 
+_guard: _Guard | None = None  # the installed guard: the checks ask it for what the locked cells recorded
 
-def _from_cell(function) -> bool:
-    code = getattr(getattr(function, "__func__", function), "__code__", None)
-    return code is not None and ("ipykernel_" in code.co_filename or code.co_filename.startswith("<ipython"))
+
+def recorded(cell: str, name: str):
+    """What the locked cell `cell` recorded under `name` in this kernel (plain data), or None: not grading, or
+    that cell has not run. The checks judge a learner's measurements by it (checks.evidence)."""
+    return None if _guard is None else _guard.records.get(cell, {}).get(name)
 
 
 def _replaced(value, owner) -> bool:
@@ -113,6 +153,35 @@ def _drop_instance_methods(obj, kept: dict) -> None:
         del current[name]
 
 
+def _site_folders() -> list[str]:
+    import site
+    import sysconfig
+
+    return [*site.getsitepackages(), sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]]
+
+
+def _trusted(module: str | None) -> bool:
+    """A module whose callbacks and transformers belong in a grading kernel (IPython's own, its extensions,
+    ipykernel, matplotlib and its inline backend)."""
+    return (module or "").split(".")[0] in ("IPython", "ipykernel", "matplotlib_inline", "matplotlib")
+
+
+def _code_of(value):
+    """The code object a callable runs, through partials, bound methods and objects with __call__."""
+    for _ in range(8):
+        if isinstance(value, types.FunctionType):
+            return value.__code__
+        if isinstance(value, types.MethodType):
+            value = value.__func__
+        elif isinstance(value, functools.partial):
+            value = value.func
+        elif isinstance(value, FUNCTIONS) or isinstance(value, type) or not callable(value):
+            return None  # a builtin or a class: made by whoever put it there
+        else:
+            value = type(value).__call__
+    return None
+
+
 class _Guard:
     def __init__(self, shell) -> None:
         self.shell = shell
@@ -122,14 +191,30 @@ class _Guard:
             (p for p in roots if any(os.path.isfile(f"{p}/checks/__init__.{ext}") for ext in ("py", "pyc"))),
             None,
         )
+        self.folder = os.path.realpath(os.getcwd())  # the learner's folder: the submission and what it writes
+        self.private = os.path.join(self.folder, ".sandbox")  # the kernel's caches and its start-up file
+        # the interpreter's and the libraries' own folders, even where a learner's folder holds them (a venv)
+        self.library_roots = tuple(
+            os.path.realpath(p) + os.sep for p in {sys.prefix, sys.base_prefix, *_site_folders()} if p
+        )
+        self.files = self._python_files()  # modules the learner wrote by hand, as submitted
+        self.grader_cells: set[str] = (
+            set()
+        )  # code names of the locked and test cells (the executor sends them)
+        self.records: dict[str, dict] = {}
+        self.reported: set[tuple] = set()
+        self.pending: list[dict] = []  # evidence found outside a cell (in a clean room): sent in the reply
+        self.in_hook = False
+        self.outside_cell = False
+        self.seen_modules: set[str] = set(sys.modules)
         self.meta_path = list(sys.meta_path)
         self.path_hooks = list(sys.path_hooks)
         self.builtins = dict(vars(builtins))
-        self.transformers = {
-            name: list(getattr(shell, name, []))
-            for name in ("input_transformers_cleanup", "input_transformers_post", "ast_transformers")
-        }
+        self.sys_hooks = {name: getattr(sys, name, None) for name in SYS_HOOKS}
+        self.transformers = {name: list(getattr(shell, name, [])) for name in TRANSFORMERS}
+        self.custom_exc = (shell.custom_exceptions, shell.CustomTB)
         self.shell_dict = dict(vars(shell))
+        self.threads = set(threading.enumerate())
         publisher = shell.display_pub
         self.outputs = {
             "publisher": publisher,
@@ -148,7 +233,127 @@ class _Guard:
             except Exception:  # noqa: BLE001 - a missing library is the lab's to report
                 pass
         self.libraries: dict[str, tuple[dict, dict]] = {}
+        self.callbacks = {event: list(cbs) for event, cbs in shell.events.callbacks.items()}
 
+    # ---- whose code is it ---------------------------------------------------------------------------------
+    def learners(self, filename: str) -> bool:
+        """Whether code from this file is the learner's: a notebook cell that is not one of the grader's
+        (locked or test cells), or a file in the learner's folder (not the kernel's private one)."""
+        if filename in self.grader_cells:
+            return False
+        if filename in getattr(self.shell.compile, "_filename_map", {}) or filename.startswith(
+            "<ipython-input"
+        ):
+            return True
+        path = os.path.realpath(filename) if filename.startswith("/") else ""
+        return (
+            bool(path)
+            and path.startswith(self.folder + os.sep)
+            and not path.startswith((self.private + os.sep, *self.library_roots))
+        )
+
+    def made_by_learner(self, value) -> bool:
+        """An extension point's callable that learner code made. The library's are IPython's and ipykernel's
+        own, their extensions' (%load_ext autoreload) and matplotlib's inline backend: functions, their bound
+        methods and objects of their classes, whose code is no learner's. Anything else is the learner's: a
+        function of a cell or of the learner's folder, a `functools.partial` (of anything), a builtin, an
+        object of a class the learner wrote, a library method bound to the learner's object."""
+        if isinstance(value, functools.partial) or isinstance(value, (types.BuiltinFunctionType, type)):
+            return True
+        if isinstance(value, types.MethodType):
+            return self.made_by_learner(value.__func__) or not _trusted(type(value.__self__).__module__)
+        if isinstance(value, types.FunctionType):
+            return not _trusted(value.__module__) or self.learners(value.__code__.co_filename)
+        code = _code_of(value)
+        return not _trusted(type(value).__module__) or code is None or self.learners(code.co_filename)
+
+    def where(self, code, line: int) -> dict:
+        """Where learner code is: the execution count of its cell (the executor maps it to the cell) and the
+        line, or its file and line."""
+        count = getattr(self.shell.compile, "_filename_map", {}).get(code.co_filename)
+        if count is not None:
+            return {"execution_count": count, "line": line}
+        return {"file": os.path.relpath(code.co_filename, self.folder), "line": line}
+
+    def _where_made(self, value) -> dict:
+        """Where learner code defined a callable (its cell and line), else the cell now running."""
+        code = _code_of(value)
+        if code is not None and self.learners(code.co_filename):
+            return self.where(code, code.co_firstlineno)
+        return self.current_cell()
+
+    def current_cell(self) -> dict:
+        """The cell now running: the executor knows it, by the cell whose outputs the evidence arrives in."""
+        return {"this_cell": True}
+
+    # ---- evidence -------------------------------------------------------------------------------------------
+    def report(self, capability: str, detail: str, where: dict) -> None:
+        """Publish one use of a capability as an output of the running cell (the executor takes it out of the
+        notebook into the submission's review record), once per capability and place."""
+        key = (capability, detail, tuple(sorted(where.items())))
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        evidence = {"capability": capability, "detail": detail, **where}
+        if self.outside_cell:  # a clean room: the evidence goes into the reply to the executor
+            self.pending.append(evidence)
+            return
+        self.outputs["publisher"].publish(
+            data={HOLD_MIME: evidence, "text/plain": f"[held for review: {detail}]"}, metadata={}
+        )
+
+    def audit(self, event: str, args: tuple) -> None:
+        refused = event in REFUSED or event.startswith("ctypes.")
+        if self.in_hook or not (refused or event in REPORTED):
+            return
+        self.in_hook = True  # the guard's own frame reads and outputs are not audited
+        caller, why = None, ""
+        try:  # nothing may escape but a deliberate refusal: a hook that raises breaks C code (pybind11 aborts)
+            if event == "object.__getattr__" and (len(args) < 2 or args[1] not in FRAME_ATTRIBUTES):
+                return
+            if event == "object.__setattr__" and args and isinstance(args[0], type):
+                if getattr(args[0], "__module__", None) == "__main__":
+                    return  # a class the learner defined in the notebook
+            caller = self._learner_caller(
+                any_frame=event in ("sys.settrace", "sys.setprofile", "sys.addaudithook"),
+                frames=event in ("sys._getframe", "object.__getattr__"),
+            )
+            why = REFUSED.get(event, "uses ctypes") if refused else REPORTED[event]
+            if caller is not None:
+                self.report(CAPABILITY.get(why, why), why, self.where(caller.f_code, caller.f_lineno))
+        except Exception:  # noqa: BLE001 - see above
+            caller = None
+        finally:
+            self.in_hook = False
+        if caller is None or not refused:
+            return
+        if event == "sys.addaudithook":
+            raise RuntimeError(f"blocked by the grader: this cell {why}")  # CPython then refuses the hook
+        raise TamperingBlocked(f"blocked by the grader: this cell {why} ({event})")
+
+    def _learner_caller(self, any_frame: bool = False, frames: bool = False):
+        """The learner frame that caused an audited event: the first Python frame outside this module (the one
+        a frame-handing library function returns to, for frame reads), or any learner frame on the stack
+        where `any_frame` (a trace installed by the standard library on learner code's behalf), unless
+        IPython's own magics stand between them."""
+        frame = sys._getframe(1)  # the audit machinery is C: Python frames only, from this method up
+        while frame is not None and frame.f_code.co_filename == __file__:
+            frame = frame.f_back
+        if frame is None:
+            return None
+        if frames and (frame.f_globals.get("__name__"), frame.f_code.co_name) in FRAME_HANDLERS:
+            frame = frame.f_back
+        if not any_frame:
+            return frame if frame is not None and self.learners(frame.f_code.co_filename) else None
+        while frame is not None:
+            if "/IPython/core/magics/" in frame.f_code.co_filename:
+                return None  # %prun, %%time: IPython's own tools
+            if self.learners(frame.f_code.co_filename):
+                return frame
+            frame = frame.f_back
+        return None
+
+    # ---- after every cell -------------------------------------------------------------------------------
     def restore(self, *_args) -> None:
         for name in [m for m in sys.modules if m == "checks" or m.startswith("checks.")]:
             del sys.modules[name]
@@ -168,12 +373,7 @@ class _Guard:
             if name in user_ns and user_ns[name] is not self.builtins.get(name):
                 del user_ns[name]
         user_ns["__builtins__"] = builtins
-        for name, saved in self.transformers.items():
-            getattr(self.shell, name)[:] = saved
-        for callbacks in self.shell.events.callbacks.values():  # callbacks a cell registered
-            callbacks[:] = [cb for cb in callbacks if not _from_cell(cb)]
-        if self.restore not in self.shell.events.callbacks["post_run_cell"]:
-            self.shell.events.callbacks["post_run_cell"].append(self.restore)
+        self._restore_extension_points()
         shell_dict = vars(self.shell)
         _drop_instance_methods(self.shell, self.shell_dict)  # showtraceback, ... put on the shell
         for name, value in self.shell_dict.items():
@@ -181,6 +381,65 @@ class _Guard:
                 shell_dict[name] = value
         self._restore_outputs()
         self._restore_libraries()
+        self._learner_modules()
+
+    def _restore_extension_points(self) -> None:
+        """IPython's callbacks and transformers, exception handlers and the interpreter's hooks: learner-made
+        ones go (and are reported), whatever their type; the library's stay."""
+        events = self.shell.events.callbacks
+        for event, callbacks in events.items():
+            mine = [
+                cb for cb in callbacks if cb not in self.callbacks.get(event, []) and self.made_by_learner(cb)
+            ]
+            for cb in mine:
+                name = getattr(_code_of(cb), "co_name", type(cb).__name__)
+                self.report(
+                    "IPython's hook APIs",
+                    f"registers an IPython {event} callback ({name})",
+                    self._where_made(cb),
+                )
+            callbacks[:] = [cb for cb in callbacks if cb not in mine]
+        if self.restore not in events["post_run_cell"]:
+            events["post_run_cell"].insert(0, self.restore)
+        for name, saved in self.transformers.items():
+            current = getattr(self.shell, name)
+            if any(t not in saved and self.made_by_learner(t) for t in current):
+                self.report(
+                    "IPython's hook APIs",
+                    f"adds an IPython {TRANSFORMER_NAMES[name]}",
+                    self.current_cell(),
+                )
+            current[:] = [t for t in current if t in saved or not self.made_by_learner(t)]
+        if (self.shell.custom_exceptions, self.shell.CustomTB) != self.custom_exc:
+            self.report("IPython's hook APIs", "sets a custom exception handler", self.current_cell())
+            self.shell.custom_exceptions, self.shell.CustomTB = self.custom_exc
+        for name, value in self.sys_hooks.items():
+            current = getattr(sys, name, None)
+            if current is value:
+                continue
+            if self.made_by_learner(current) and current is not getattr(sys, f"__{name}__", None):
+                self.report("sys's hook APIs", f"replaces sys.{name}", self._where_made(current))
+                setattr(sys, name, value)
+            else:  # IPython's own (%%capture's, ipykernel's): the environment now
+                self.sys_hooks[name] = current
+        if sys.gettrace() is not None or sys.getprofile() is not None:
+            self.report(
+                "sys's hook APIs", "leaves a trace or profile function installed", self.current_cell()
+            )
+            sys.settrace(None)
+            sys.setprofile(None)
+        if getattr(threading, "_trace_hook", None) or getattr(threading, "_profile_hook", None):
+            self.report(
+                "sys's hook APIs", "installs a trace or profile function for new threads", self.current_cell()
+            )
+            threading.settrace(None)
+            threading.setprofile(None)
+        monitoring = getattr(sys, "monitoring", None)  # Python 3.12 and later
+        if monitoring is not None:
+            for tool in range(6):
+                if monitoring.get_tool(tool) is not None and tool not in getattr(self, "tools", ()):
+                    self.report("sys's hook APIs", "registers a sys.monitoring tool", self.current_cell())
+                    monitoring.free_tool_id(tool)
 
     def _restore_outputs(self) -> None:
         publisher, session = self.outputs["publisher"], self.outputs["session"]
@@ -224,6 +483,108 @@ class _Guard:
                 except (TypeError, AttributeError):
                     continue
 
+    def _python_files(self) -> dict[str, str]:
+        """sha256 of every Python file in the learner's folder (not the kernel's private one)."""
+        found = {}
+        for root, dirs, files in os.walk(self.folder):
+            dirs[:] = [d for d in dirs if os.path.join(root, d) != self.private]
+            for name in files:
+                if name.endswith((".py", ".pyc", ".pth", ".so")):
+                    path = os.path.join(root, name)
+                    try:
+                        with open(path, "rb") as f:
+                            found[path] = hashlib.sha256(f.read()).hexdigest()
+                    except OSError:
+                        continue
+        return found
+
+    def _learner_modules(self) -> None:
+        """Modules imported from the learner's folder that were not there, as they are, when grading began:
+        code written while the notebook ran, which no review has read."""
+        for name, module in list(sys.modules.items()):
+            if name in self.seen_modules:
+                continue
+            self.seen_modules.add(name)
+            path = getattr(
+                module, "__file__", None
+            )  # absolute for a module loaded from a file (torch.ops: "_ops.py")
+            path = os.path.realpath(path) if isinstance(path, str) and os.path.isabs(path) else ""
+            if not path.startswith(self.folder + os.sep) or path.startswith(self.private + os.sep):
+                continue
+            try:
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+            except OSError:
+                digest = ""
+            if self.files.get(path) != digest:
+                where = self.current_cell() | {"sha256": digest}
+                self.report(
+                    "modules written at run time",
+                    f"imports {os.path.relpath(path, self.folder)}, written while the notebook ran",
+                    where,
+                )
+
+    # ---- the executor's out-of-band requests --------------------------------------------------------------
+    def clean_room(self) -> None:
+        """Every extension point back to the guard's snapshot, before a hidden test or a recording cell."""
+        self.restore()
+        events = self.shell.events.callbacks
+        for event, callbacks in events.items():  # nothing learner-made survives, even what restore() kept
+            callbacks[:] = [
+                cb for cb in callbacks if cb in self.callbacks.get(event, []) or not self.made_by_learner(cb)
+            ]
+        for thread in threading.enumerate():
+            if thread in self.threads or not thread.is_alive():
+                continue
+            code = _code_of(getattr(thread, "_target", None) or thread.run)
+            if code is not None and self.learners(code.co_filename):
+                self.threads.add(thread)
+                self.report(
+                    "threads left running",
+                    f"leaves a thread running ({thread.name}) when a hidden check starts",
+                    self.where(code, code.co_firstlineno),
+                )
+
+    def record(self, cell: str, wanted: dict) -> dict:
+        """What the locked cell `cell` did the work with, as plain data: {name: [expression, kind]} (a name in the
+        notebook, or an attribute of one), each recorded by the checks' recorder of that kind."""
+        from checks.evidence import RECORDERS  # the checks' bytecode, first on the path
+
+        found = {}
+        for name, (expression, kind) in wanted.items():
+            try:
+                head, *attributes = expression.split(".")
+                value = self.shell.user_ns[head]
+                for attribute in attributes:
+                    value = object.__getattribute__(value, attribute)
+                found[name] = RECORDERS[kind](value)
+            except Exception as err:  # noqa: BLE001 - what could not be recorded is recorded as such
+                found[name] = {"unrecorded": f"{type(err).__name__}: {err}"[:300]}
+        self.records[cell] = found
+        return found
+
+    def handle(self, stream, idents, msg) -> None:
+        """The executor's request: configure, a clean room, or a record (each answered with a reply)."""
+        content, reply = msg["content"], {"status": "ok"}
+        self.in_hook = self.outside_cell = True
+        try:
+            if content.get("configure"):
+                compiler = self.shell.compile
+                self.grader_cells = {compiler.get_code_name(src, src, 0) for src in content["configure"]}
+            if content.get("clean_room"):
+                self.clean_room()
+            if content.get("record"):
+                self.clean_room()
+                reply["records"] = self.record(content["record"]["cell"], content["record"]["names"])
+        except Exception as err:  # noqa: BLE001 - the executor reports it; grading goes on
+            reply = {"status": "error", "error": f"{type(err).__name__}: {err}"[:500]}
+        finally:
+            self.in_hook = self.outside_cell = False
+        reply["held"], self.pending = self.pending, []
+        self.shell.kernel.session.send(
+            stream, REPLY, json.loads(json.dumps(reply, default=str)), parent=msg, ident=idents
+        )
+
 
 def _snapshot(name: str, module) -> tuple[dict, dict]:
     """A module's functions and classes, and each class's methods and properties."""
@@ -238,13 +599,21 @@ def _snapshot(name: str, module) -> tuple[dict, dict]:
 
 
 def install(shell=None) -> None:
-    """Start guarding this kernel (called once, from the IPython startup file)."""
+    """Start guarding this kernel (called once, from the IPython start-up file)."""
+    global _guard
     shell = shell or builtins.get_ipython()  # type: ignore[attr-defined]  # IPython puts it there
-    guard = _Guard(shell)
-    shell.events.register("post_run_cell", guard.restore)
     if os.environ.get("PEFT_COURSE_NUMERICS"):  # rehearsing another machine's numerics (peft_grader.numerics)
         from peft_grader.numerics import apply
 
         apply()
+    guard = _Guard(shell)
+    shell.events.callbacks["post_run_cell"].insert(0, guard.restore)
+    guard.callbacks = {event: list(cbs) for event, cbs in shell.events.callbacks.items()}
+    kernel = getattr(shell, "kernel", None)
+    if kernel is not None:
+        kernel.shell_handlers[REQUEST] = guard.handle
+    monitoring = getattr(sys, "monitoring", None)
+    guard.tools = {t for t in range(6) if monitoring is not None and monitoring.get_tool(t) is not None}
     guard.restore()
-    sys.addaudithook(_audit)
+    _guard = guard
+    sys.addaudithook(guard.audit)

@@ -70,12 +70,19 @@ def checks_data(relative: str) -> dict:
     return vars(module)
 
 
-def outside_targets(lab: str) -> dict[str, str]:
-    """The lab's test cells that checks.outside decides again outside the kernel: grade id -> "judges.NAME" or
-    "files.NAME" (the OUTSIDE of grader/checks/lab<lab>/__init__.py; {} for a lab without one)."""
+def lab_registry(lab: str, name: str) -> dict:
+    """A registry of grader/checks/lab<lab>/__init__.py, read without importing the checks: OUTSIDE (the test
+    cells decided again outside the kernel), RECORDS (the locked cells after which the kernel guard records
+    what did the work), FROM_RECORDS; {} for a lab without it."""
     if not (GRADER / "checks" / f"lab{lab}" / "__init__.py").is_file():
         return {}
-    return dict(checks_data(f"lab{lab}/__init__.py")["OUTSIDE"])
+    return dict(checks_data(f"lab{lab}/__init__.py").get(name, {}))
+
+
+def outside_targets(lab: str) -> dict[str, str]:
+    """The lab's test cells that checks.outside decides again outside the kernel: grade id -> "judges.NAME" or
+    "files.NAME"."""
+    return lab_registry(lab, "OUTSIDE")
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 
+from peft_grader.as_made import materialize
 from peft_grader.intake import SIDECARS
 from peft_grader.nbcourse import (
     GRADER,
@@ -95,6 +96,7 @@ def grade_one(job: Job) -> LabResult:
             result.reason = f"tampering removed before grading: {'; '.join(review['removed'][:3])}"
         if review.get("flagged"):
             result.review = f"flagged for review (ran as written): {'; '.join(review['flagged'][:3])}"
+        result.held = list(review.get("held", []))
     if proc.returncode == -9:
         result.reason = f"killed long after the wall budget of {job.budget:g} s: the notebook never finished"
     elif proc.returncode != 0 or not (autograded / f"{job.lab}.ipynb").exists():
@@ -113,7 +115,10 @@ def grade_one(job: Job) -> LabResult:
                 f"the kernel died or ignored an interrupt in cell {restarted[0]} and was restarted; "
                 "later cells ran without the earlier state"
             )
-        outside = outside_verdicts(job.lab, autograded, zygote)
+        views = (
+            materialize(scratch / "as_made" / job.student / job.lab, scratch / "views") and scratch / "views"
+        )
+        outside = outside_verdicts(job.lab, autograded, zygote, views or None)
         for check in result.checks:
             if check.score >= check.max_score and outside.get(check.name):
                 # passed inside the learner's kernel, failed from outside: the kernel was tampered with

@@ -32,6 +32,14 @@ def summary_table(results: list[LabResult], width: int = 132) -> str:
         first = f"{r.student:<{student_width}} {r.lab:<18} {score:>12}  "
         text_width = max(40, width - len(indent))
         items = (lost or ["-"]) + ([f"review: {r.review}"] if r.review else [])
+        items += (
+            [
+                f"held for review: {'; '.join(r.held[:3])}"
+                + (f" (+{len(r.held) - 3} more)" if len(r.held) > 3 else "")
+            ]
+            if r.held
+            else []
+        )
         wrapped = [textwrap.wrap(item, text_width) or [item] for item in items]
         body = [line for item in wrapped for line in item]
         lines.append(first + body[0])
@@ -205,6 +213,26 @@ def write_html(results: list[LabResult], out_dir: Path) -> Path:
             f"<td>{esc(message)}</td></tr>"
         )
     parts.append("</table>")
+    held = [r for r in results if r.held]
+    parts.append("<h2 id='held'>Held for review</h2>")
+    if held:
+        parts.append(
+            "<p>Graded as usual, and waiting for you: each used something no exercise needs (code built from a "
+            "string or written while the notebook ran, frames, IPython's or the interpreter's hooks, ctypes, the "
+            "garbage collector's lists, a thread left running) or changed a file after its check read it. Their "
+            "autograded cells are marked for manual grading in formgrader; grades.csv says "
+            "<code>needs_manual_grade</code>. Read the cells named before you accept the score.</p>"
+        )
+        parts.append("<table><tr><th>student</th><th>lab</th><th class='n'>score</th><th>evidence</th></tr>")
+        for r in held:
+            evidence = "<br>".join(esc(scrub_paths(h)) for h in r.held)
+            parts.append(
+                f"<tr><td>{esc(r.student)}</td><td>{esc(r.lab)}</td><td class='n'>{r.score:g}/{r.max_score:g}</td>"
+                f"<td>{evidence}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p>None.</p>")
     odd = [r for r in results if r.reason and r.reason != "missing submission"]
     missing = Counter(r.lab for r in results if r.reason == "missing submission")
     parts.append("<h2 id='not-graded'>Submissions that could not be graded normally</h2>")

@@ -34,6 +34,9 @@ del _kernel_guard
 """
 
 
+# Every grading kernel's environment: no hub, the sandbox said, and a left-over breakpoint() that does nothing
+# (the kernel has no stdin: pdb would stop the cell).
+KERNEL_ENV = {"HF_HUB_OFFLINE": "1", "NBGRADER_SANDBOX": "1", "PYTHONBREAKPOINT": "0"}
 # Caches and temporary files go inside the submission's own folder, the only writable place.
 PRIVATE_DIRS = {
     "TMPDIR": "tmp",
@@ -200,8 +203,7 @@ def launch(argv: list[str] | None = None) -> None:
     _limit(resource.RLIMIT_CORE, 0)
     os.close(private_folder(cwd))
     os.environ.update({var: str(cwd / ".sandbox" / sub) for var, sub in PRIVATE_DIRS.items()})
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["NBGRADER_SANDBOX"] = "1"
+    os.environ.update(KERNEL_ENV)
 
     bwrap = shutil.which("bwrap")
     if bwrap:

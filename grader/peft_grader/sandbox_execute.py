@@ -23,8 +23,10 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Int, List, Unicode
 
-from peft_grader.nbcourse import GRADER, SOURCE
-from peft_grader.preprocessors import declared_timeouts, master_of
+from peft_grader import kernel_guard
+from peft_grader.as_made import FilesAsMade
+from peft_grader.nbcourse import GRADER, SOURCE, checks_data, lab_registry, outside_targets
+from peft_grader.preprocessors import REVIEW_KEY, declared_timeouts, master_of
 from peft_grader.sandbox import (
     DEFAULT_MEMORY_MB,
     INTERRUPT_GRACE_S,
@@ -75,6 +77,50 @@ def _kernel_files() -> list[Path]:
     return [p for p in (kernels_folder(), Path(jupyter_runtime_dir())) if p.is_dir()]
 
 
+GUARD_TIMEOUT_S = 60  # the guard answers between cells, when the kernel is idle: seconds are plenty
+
+
+def _graders(cell) -> bool:
+    """A cell whose code is the grader's: locked, or a test cell (nbgrader restored both from the master)."""
+    meta = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and (
+        meta.get("locked") or (meta.get("grade") and not meta.get("solution"))
+    )
+
+
+def _hidden_test(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return (
+        cell.cell_type == "code"
+        and meta.get("grade")
+        and not meta.get("solution")
+        and "BEGIN HIDDEN TESTS" in cell.source
+    )
+
+
+def _stderr_to_stdout(cell) -> None:
+    """A test cell's verdict is its check's: what libraries print to stderr while it runs (logging at INFO,
+    warnings) moves to stdout, where nbgrader does not read it as a failure."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            output["name"] = "stdout"
+
+
+def _writefile_body(source: str) -> str:
+    """The file a `%%writefile PATH` cell writes (its body), or '' for any other cell (or one that appends)."""
+    first, _, body = source.partition("\n")
+    words = first.split()
+    if words[:1] != ["%%writefile"] or "-a" in words or "--append" in words or not body:
+        return ""
+    return body if body.endswith("\n") else body + "\n"  # IPython ends every cell it runs with a newline
+
+
+def _digest_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class SandboxExecute(Execute):
     """nbgrader's Execute, plus: a cell that kills its kernel, or a loop that ignores interrupts,
     costs that cell only.
@@ -109,15 +155,24 @@ class SandboxExecute(Execute):
         help="Address of a warm-kernel zygote (peft_grader.warm): kernels are forked from it, with the libraries "
         "already imported, in namespaces of their own; empty: a cold kernel under bubblewrap.",
     ).tag(config=True)
+    as_made = Unicode(
+        "",
+        help="A folder the kernel cannot see, for the lab's files as each check saw them (peft_grader.as_made); "
+        "default: as_made/STUDENT/LAB in the course folder.",
+    ).tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._started = time.monotonic()
         nbgrader = (resources or {}).get("nbgrader", {})
-        self._declared = (
-            declared_timeouts(master_of(self, resources))
-            if {"assignment", "notebook"} <= set(nbgrader)
-            else {}
-        )
+        graded = {"assignment", "notebook"} <= set(nbgrader)
+        self._declared = declared_timeouts(master_of(self, resources)) if graded else {}
+        self._start_guarding(nb, resources or {}, nbgrader.get("assignment") if graded else None)
+        try:
+            return self._execute(nb, resources, km)
+        finally:
+            self._finish_guarding(nb)
+
+    def _execute(self, nb, resources, km):
         if not self.isolate:
             return super().preprocess(nb, resources, km)
         # The kernel's connection file and sockets in a folder of its own, which only this kernel sees.
@@ -138,6 +193,118 @@ class SandboxExecute(Execute):
         finally:
             shutil.rmtree(self._kernel_folder, ignore_errors=True)
 
+    # ---- the trusted side of the kernel guard (peft_grader.kernel_guard) -------------------------------------
+    def _start_guarding(self, nb, resources: dict, lab: str | None) -> None:
+        """What this notebook's guarding needs: the locked cells that record provenance, the test cells whose
+        files are kept as they were made, the modules written by %%writefile cells (reviewed as code)."""
+        self._records = lab_registry(lab, "RECORDS") if lab else {}
+        self._file_checks = (
+            {g for g, t in outside_targets(lab).items() if t.startswith("files.")} if lab else set()
+        )
+        self._held: list[str] = []
+        self._configured = self._restarted = False
+        self._labels: dict[int, str] = {}  # execution count -> the cell's name, for the evidence
+        self._written = {
+            _digest_text(_writefile_body(c.source)) for c in nb.cells if _writefile_body(c.source)
+        }
+        self._files = None
+        notebook_dir = Path(resources.get("metadata", {}).get("path") or ".")
+        if lab and self._file_checks:
+            folders = list(checks_data("__init__.py")["lab_paths"](lab).values())
+            self._files = FilesAsMade(self._store(resources), notebook_dir, folders)
+
+    def _store(self, resources: dict) -> Path:
+        if self.as_made:
+            return Path(self.as_made)
+        meta = resources["nbgrader"]
+        coursedir = CourseDirectory(config=self.config)
+        return Path(coursedir.root) / "as_made" / meta.get("student", ".") / meta["assignment"]
+
+    def _finish_guarding(self, nb) -> None:
+        if self._files is not None:
+            self._held += self._files.changed_since()  # "PATH rewritten after test_x checked it"
+        if self._held:
+            review = nb.metadata.setdefault(REVIEW_KEY, {})
+            review["held"] = list(dict.fromkeys([*review.get("held", []), *self._held]))
+
+    async def _ask(self, content: dict) -> dict:
+        """One request to the kernel guard, out of band (no transformer or callback sees it), and its reply."""
+        msg = self.kc.session.msg(kernel_guard.REQUEST, content)
+        self.kc.shell_channel.send(msg)
+        try:
+            reply = (await self.kc._async_recv_reply(msg["header"]["msg_id"], timeout=GUARD_TIMEOUT_S))[
+                "content"
+            ]
+        except Exception as err:  # noqa: BLE001 - a guard that does not answer is itself evidence
+            self._held.append(f"the kernel guard did not answer ({type(err).__name__}): it was tampered with")
+            return {}
+        self._held += [self._evidence(e) for e in reply.get("held", [])]
+        if reply.get("status") != "ok":
+            self._held.append(f"the kernel guard failed: {reply.get('error', '')[:200]}")
+        return reply
+
+    def _evidence(self, evidence: dict, cell: str = "") -> str:
+        """'cell NAME line N: what' for one use of a capability the guard reported (`cell`: the one it arrived in)."""
+        where = f"cell {cell}" if cell and evidence.get("this_cell") else ""
+        if (count := evidence.get("execution_count")) is not None:
+            where = f"cell {self._labels.get(count, f'[{count}]')}"
+        elif evidence.get("file"):
+            where = f"file {evidence['file']}"
+        if evidence.get("line"):
+            where += f" line {evidence['line']}"
+        return f"{where}: {evidence.get('detail', '')}".strip(": ")
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        meta = cell.metadata.get("nbgrader", {})
+        grade_id = meta.get("grade_id")
+        guarded = self.isolate and cell.cell_type == "code" and cell.source.strip()
+        if guarded and not self._configured:
+            self._configured = True
+            await self._ask({"configure": [c.source for c in self.nb.cells if _graders(c)]})
+        if guarded and (_hidden_test(cell) or grade_id in self._records):
+            await self._ask({"clean_room": True})
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        finally:
+            label = grade_id or f"#{cell_index + 1}"
+            if cell.get("execution_count") is not None:
+                self._labels[cell.execution_count] = label
+            self._take_holds(cell, label)
+            if meta.get("grade") and not meta.get("solution"):
+                _stderr_to_stdout(cell)
+            if guarded and grade_id in self._records and self.kc is not None:
+                if self._restarted:  # the work of the cells before the restart is gone: nothing to record
+                    records = {name: {"restarted": True} for name in self._records[grade_id]}
+                else:
+                    reply = await self._ask({"record": {"cell": grade_id, "names": self._records[grade_id]}})
+                    records = reply.get("records") or {
+                        name: {"unrecorded": "the kernel guard recorded nothing"}
+                        for name in self._records[grade_id]
+                    }
+                cell.metadata[kernel_guard.RECORDED_KEY] = records
+            if self._files is not None and grade_id in self._file_checks:
+                self._files.checkpoint(grade_id)
+
+    execute_cell = run_sync(
+        async_execute_cell
+    )  # nbconvert calls the sync one, which nbclient binds to its own
+
+    def _take_holds(self, cell, label: str) -> None:
+        """The guard's evidence out of the cell's outputs (nobody else reads it) and into the review record;
+        a module written by a %%writefile cell, whose body the static review read as code, is not held."""
+        kept = []
+        for output in cell.get("outputs", []):
+            evidence = (
+                output.get("data", {}).get(kernel_guard.HOLD_MIME)
+                if output.get("output_type") == "display_data"
+                else None
+            )
+            if not isinstance(evidence, dict):
+                kept.append(output)
+            elif evidence.get("sha256") not in self._written:
+                self._held.append(self._evidence(evidence, label))
+        cell.outputs = kept
+
     def _default_hidden(self) -> list[str]:
         coursedir = CourseDirectory(config=self.config)
         root = Path(coursedir.root)
@@ -147,7 +314,7 @@ class SandboxExecute(Execute):
             root / "feedback",
         ]
         grader = [SOURCE, GRADER / "checks", GRADER / "mistakes", GRADER / "adversarial"]
-        return [str(p) for p in course + grader if p.exists()]
+        return [str(p) for p in [*course, root / "as_made", *grader] if p.exists()]
 
     def create_kernel_manager(self):
         km = super().create_kernel_manager()
@@ -198,6 +365,8 @@ class SandboxExecute(Execute):
         return reply
 
     async def _restart_kernel(self) -> None:
+        self._configured = False  # a new kernel: a new guard, told again which cells are the grader's
+        self._restarted = True  # the reason names the cell; provenance recorded after it would be of nothing
         self.kc.stop_channels()
         await self.km.restart_kernel(now=True)
         await self.async_start_new_kernel_client()

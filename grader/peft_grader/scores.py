@@ -35,6 +35,9 @@ class LabResult:
     manual_points: float = 0.0  # points of markdown answers an instructor grades in formgrader
     checks: list[CheckResult] = field(default_factory=list)
     review: str = ""  # what an instructor may want to look at; it cost no points (e.g. a %run magic)
+    # held for review: each use of a capability no exercise needs ("cell NAME line N: what"), and files changed
+    # after their check; graded all the same, and the autograded cells wait for an instructor in formgrader
+    held: list[str] = field(default_factory=list)
     digest: str = ""  # sha256 of the graded file: an unchanged submission is not graded twice
     seconds: float = 0.0  # wall time of this submission's grading (sandbox, autograde, outside checks)
 
@@ -151,7 +154,12 @@ def merge(course: Path, result: LabResult, scratch: Path) -> None:
             pass
         gb.add_submission(result.lab, result.student)
         for check in result.checks:
-            gb.find_grade(check.name, result.lab, result.lab, result.student).auto_score = check.score
+            grade = gb.find_grade(check.name, result.lab, result.lab, result.student)
+            grade.auto_score = check.score
+            if (
+                result.held
+            ):  # formgrader lists the submission as needing grading; `nbgrader export` says so too
+                grade.needs_manual_grade = True
         gb.db.commit()
 
 

@@ -23,7 +23,17 @@ import re
 from dataclasses import dataclass
 
 # Modules whose import can only serve to reach the grader or the interpreter's internals.
-DENIED_IMPORTS = {"checks", "builtins", "ctypes", "_ctypes", "importlib", "_imp", "imp", "_testcapi"}
+DENIED_IMPORTS = {
+    "checks",
+    "peft_grader",  # the kernel guard and what it recorded
+    "builtins",
+    "ctypes",
+    "_ctypes",
+    "importlib",
+    "_imp",
+    "imp",
+    "_testcapi",
+}
 ALLOWED_SUBMODULES = {"importlib.metadata", "importlib.resources"}  # package versions, data files
 # Functions of otherwise honest modules that reach frames, other objects' referrers or the import system.
 DENIED_MEMBERS = {
@@ -158,6 +168,14 @@ HARMLESS_MAGICS = {
     "reset",
     "xdel",
     "notebook",
+    # IPython's extensions and settings: %load_ext autoreload is honest; a module of the learner's it loads is the
+    # kernel guard's to judge (modules written at run time), like any import
+    "load_ext",
+    "reload_ext",
+    "unload_ext",
+    "autoreload",
+    "aimport",
+    "config",
 }
 # ... and anything else (%run, %load_ext, %config, %load, %autoreload, unknown ones) is flagged for review.
 _OPTIONS = re.compile(r"^(\s*-\w+(\s+(?!-)\S+)?)*\s*")  # leading `-n 10 -r 1` of %timeit and friends
@@ -361,6 +379,12 @@ def _magic(node: ast.AST) -> tuple[str, str, ast.Call] | None:
     return kind[node.func.attr], name, node
 
 
+def _writes_python(argument: ast.AST) -> bool:
+    """Whether a %%writefile line (`-a PATH`) names a Python file."""
+    text = argument.value if isinstance(argument, ast.Constant) and isinstance(argument.value, str) else ""
+    return bool(text.split()) and text.split()[-1].strip("'\"").endswith(".py")
+
+
 def _review(tree: ast.Module, ctx: _Context, magics_allowed: bool, offset: int = 0) -> list[Finding]:
     """Findings for every top-level statement of a parsed cell."""
     return [f for statement in tree.body for f in _statement(statement, ctx, magics_allowed, offset)]
@@ -374,6 +398,17 @@ def _statement(statement: ast.stmt, ctx: _Context, magics_allowed: bool, offset:
         if magics_allowed and (magic := _magic(node)):
             kind, name, call = magic
             magic_calls.add(id(call.func.value.func))
+            if name == "writefile" and len(call.args) > 2 and _writes_python(call.args[1]):
+                # a Python file the notebook writes and may import: its body is reviewed as code
+                try:
+                    inner = ast.parse(call.args[2].value)
+                except (SyntaxError, AttributeError):
+                    continue
+                found = _review(inner, ctx, False, line)
+                if hostile := [f for f in found if f.neutralised]:
+                    return [Finding(line, f"%%writefile writes code that {hostile[0].why}", True)]
+                flags += found
+                continue
             if kind == "shell" or name in HARMLESS_MAGICS:
                 continue
             if name in PYTHON_MAGICS:  # the argument (and a cell magic's body) is Python: review it

@@ -31,8 +31,10 @@ def hardware_json() -> str:
     return json.dumps({k: hw[k] for k in ("cuda_available", "bf16_supported", "device_name")})
 
 
-def outside_verdicts(lab: str, folder: Path, zygote: str = "") -> dict[str, str]:
+def outside_verdicts(lab: str, folder: Path, zygote: str = "", views: Path | None = None) -> dict[str, str]:
     """Re-run the lab's on-disk checks in a fresh process: what the learner's kernel cannot tamper with.
+    `views`: the lab's files as each check saw them (peft_grader.as_made.materialize), judged instead of the
+    files as the notebook left them.
 
     With `zygote` (a warm-kernel zygote's address, peft_grader.warm), that process is a fork of it, which
     has the libraries imported already and has never run learner code. Fails closed: if the process
@@ -42,18 +44,17 @@ def outside_verdicts(lab: str, folder: Path, zygote: str = "") -> dict[str, str]
     if not expected:
         return {}
     env = grading_env() | {"PYTHONPATH": str(GRADER), "PEFT_COURSE_HARDWARE": hardware_json()}
+    argv = [lab, str(folder), *([str(views)] if views is not None else [])]
     try:
         proc = None
         if zygote:
             from peft_grader import warm
 
             with contextlib.suppress(OSError):  # the zygote gone: a fresh process as without one
-                proc = warm.run_module(
-                    zygote, "checks.outside", [lab, str(folder)], env, [str(GRADER)], OUTSIDE_TIMEOUT_S
-                )
+                proc = warm.run_module(zygote, "checks.outside", argv, env, [str(GRADER)], OUTSIDE_TIMEOUT_S)
         if proc is None:
             proc = subprocess.run(
-                [sys.executable, "-m", "checks.outside", lab, str(folder)],
+                [sys.executable, "-m", "checks.outside", *argv],
                 env=env,
                 capture_output=True,
                 text=True,

@@ -268,7 +268,7 @@ def _kernel(request: dict, private_at: str) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ.update({var: f"{private_at}/{sub}" for var, sub in sandbox.PRIVATE_DIRS.items()})
-    os.environ.update({"HF_HUB_OFFLINE": "1", "NBGRADER_SANDBOX": "1"})
+    os.environ.update(sandbox.KERNEL_ENV)
     os.chdir(request["cwd"])
     tempfile.tempdir = None
     extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -445,8 +445,7 @@ def zygote(threads: int) -> str:
             "OMP_NUM_THREADS": str(threads),
             "MKL_NUM_THREADS": str(threads),
             "PEFT_WARM_PRIVATE": str(folder / "private"),
-            "HF_HUB_OFFLINE": "1",
-            "NBGRADER_SANDBOX": "1",
+            **sandbox.KERNEL_ENV,
             # Grading kernels have no GPU (a cold kernel's /dev has none), and CUDA set up in the zygote
             # would be unusable in its forks.
             "CUDA_VISIBLE_DEVICES": "",

@@ -151,12 +151,13 @@ def try_on_machines(choose: Callable[[], Any], machines=None, namespace: dict | 
     """Call `choose()` on each simulated machine: rows of machine, answer (or error) and the right dtype."""
     rows = []
     for machine in machines or MACHINES.values():
-        row = {"machine": machine, "answer": None, "error": None, "right": machine.recommended}
+        row = {"machine": machine, "answer": None, "error": None}
         with simulated(machine, namespace):
             try:
                 row["answer"] = choose()
             except Exception as err:  # the finding: report it per machine
                 row["error"] = f"{type(err).__name__}: {err}"
+        row["right"] = machine.recommended  # after the call: no frame `choose` can read holds the answer
         row["ok"] = row["error"] is None and dtype_of(row["answer"]) == row["right"]
         rows.append(row)
     return rows

@@ -28,6 +28,10 @@ import labutils
 
 HONEST = [
     # magics and shell commands
+    "%load_ext autoreload\n%autoreload 2",
+    "%config InlineBackend.figure_format = 'svg'",
+    "%%writefile helper.py\ndef mean(values):\n    return sum(values) / len(values)",
+    "%%writefile notes.txt\nimport checks",
     "%%time\nmodel.save_pretrained(ADAPTER_DIR)",
     "%%timeit -n 1 -r 1\nmodel(**batch)",
     "%timeit -n 3 torch.ones(3) @ torch.ones(3)",
@@ -146,12 +150,12 @@ HOSTILE = [
     "model.__class__ = PreparedLooking",
     "%time import checks",
     "%%time\nimport builtins\nbuiltins.print = None",
+    "import peft_grader.kernel_guard as g\ng._guard = None",
+    "%%writefile helper.py\nimport sys\nsys.modules['checks'] = None",
 ]
 
 FLAGGED = [
     "%run helper.py",
-    "%load_ext autoreload\n%autoreload 2",
-    "%config InlineBackend.figure_format = 'svg'",
     "%some_unknown_magic x",
 ]
 

@@ -225,15 +225,17 @@ def _run_cases(ns: dict, cases: tuple[Case, ...]) -> None:
         )
     for case in cases:
         model, config = _load(case), case.config()
-        want = peft_count(model, config)
         before = _snapshot(model)
-        result, wrapped = _call_watched(fn, model, config, case)
+        result, wrapped = _call_watched(
+            fn, model, config, case
+        )  # before peft's count exists: no frame holds it
         if wrapped or _snapshot(model) != before:
             fail(
                 SHAPES_ONLY,
                 f"{FN} wrapped or changed its model ({case.describe()}); it must not wrap or change it.",
                 "read named_modules() and layer sizes only: no get_peft_model, no requires_grad changes.",
             )
+        want = peft_count(model, config)
         got = _as_int(result)
         if got is None:
             fail(

@@ -14,3 +14,13 @@ OUTSIDE = {
     "test_adapter_only": "files.adapter_only_saved",
     "test_adapter_trained": "files.adapter_trained",
 }
+
+# The training loop trains whatever `model` is then: that model's manifest, recorded right after it ran, is what
+# the model's checks judge too (a model bound to `model` only for the tests is not the one that did the work).
+RECORDS = {"train_loop": {"model": ["model", "manifest"]}}
+FROM_RECORDS = {
+    "test_loaded_4bit": ["train_loop", "model", None],
+    "test_kbit_prepared": ["train_loop", "model", None],
+    "test_lora_config": ["train_loop", "model", None],
+    "test_trainable_share": ["train_loop", "model", None],
+}

@@ -9,8 +9,8 @@ lab 04's judges decide, in the kernel and again, from the recorded data, outside
 from __future__ import annotations
 
 from checks import need
-from checks.evidence import publish
-from checks.inspect_model import model_record, model_types
+from checks.evidence import model_record, publish
+from checks.inspect_model import model_types
 from checks.lab04_qlora import judges
 from checks.lab04_qlora.files import adapter_only_saved, adapter_trained  # noqa: F401 (test cells call them here)
 

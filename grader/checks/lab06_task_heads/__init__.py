@@ -10,3 +10,10 @@ OUTSIDE = {
     "test_head_wrapped": "judges.head_wrapped",
     "test_head_saved": "files.head_saved",
 }
+
+# The training loop trains `model`: the model's checks judge the model it trained too.
+RECORDS = {"train_loop": {"model": ["model", "manifest"]}}
+FROM_RECORDS = {
+    "test_lora_config": ["train_loop", "model", None],
+    "test_head_wrapped": ["train_loop", "model", None],
+}

@@ -12,7 +12,8 @@ from peft import PeftModel
 
 from checks import fail, need
 from checks.adapter_files import saved_adapter_dir
-from checks.inspect_model import base_model, is_peft_model, model_record, model_types
+from checks.evidence import model_record
+from checks.inspect_model import base_model, is_peft_model, model_types
 from checks.lab06_task_heads import judges
 from checks.lab06_task_heads.files import head_saved  # noqa: F401 (the test cell calls it here too)
 from checks.lab06_task_heads.judges import BEATS_CHANCE, HEAD_NAMES, RELOAD_SAME, SAVE_HEAD_FIX, TRAIN_HEAD

@@ -16,3 +16,14 @@ OUTSIDE = {
     "test_adapter_trained": "files.adapter_trained",
     "test_val_improved": "files.validation_improved",
 }
+
+# The Trainer trains its own model with its own arguments: what the checks of the model and of the precision
+# flags judge too, recorded right after training (not `model` or `training_args`, which a later cell may rebind).
+RECORDS = {"train": {"model": ["trainer.model", "manifest"], "precision": ["trainer.args", "precision"]}}
+FROM_RECORDS = {
+    "test_loaded_4bit": ["train", "model", None],
+    "test_kbit_prepared": ["train", "model", None],
+    "test_lora_config": ["train", "model", None],
+    "test_trainable_share": ["train", "model", None],
+    "test_precision": ["train", "precision", None],
+}

@@ -12,3 +12,8 @@ OUTSIDE = {
     "test_fp16": "judges.fp16_ready",
     "test_merge": "judges.merge_fidelity",
 }
+
+# The comparison cell measures each variant's final loss: the choice is judged on what it measured, not on the
+# learner's `results` as a later cell may have left it.
+RECORDS = {"compare": {"losses": ["results", "losses"]}}
+FROM_RECORDS = {"test_choice": ["compare", "losses", "losses"]}

@@ -14,7 +14,7 @@ import copy
 import torch
 
 from checks import error_text, fail, need
-from checks.evidence import publish
+from checks.evidence import publish, recorded
 from checks.lab10_variants_precision import judges
 
 
@@ -65,9 +65,11 @@ def variants_applied(ns: dict) -> None:
 
 
 def choice(ns: dict) -> None:
+    """chosen_variant is the lowest final loss the comparison cell measured (as it measured it, where grading
+    recorded it: checks.evidence.recorded)."""
     results = need(ns, "results", dict, where="the comparison cell")
     chosen = need(ns, "chosen_variant", where="the exercise cell")
-    losses = {str(n): float(r["loss"]) for n, r in results.items()}
+    losses = recorded("compare", "losses") or {str(n): float(r["loss"]) for n, r in results.items()}
     judges.variant_choice(publish("variant_choice", {"losses": losses, "chosen": str(chosen)}))
 
 
@@ -83,13 +85,17 @@ def _rule(total, trainable, weight_bytes) -> dict:
     }
 
 
-def _held_after_one_step(ns: dict) -> tuple[int, dict, tuple]:
-    """A bf16 base with the lab's LoRA, one AdamW step: the bytes of weights, gradients and AdamW's moments."""
+def _measured_model(ns: dict):
+    """A bf16 base with the lab's LoRA on every linear layer: the model whose training memory is measured."""
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(
+    return get_peft_model(
         _base(ns, torch.bfloat16), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")
     )
+
+
+def _held_after_one_step(model) -> tuple[int, dict]:
+    """One AdamW step on `model`: the bytes of its weights, gradients and AdamW's moments."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
     ids = torch.arange(2, 18).unsqueeze(0)
@@ -103,36 +109,33 @@ def _held_after_one_step(ns: dict) -> tuple[int, dict, tuple]:
         for key, t in state.items()
         if key in ("exp_avg", "exp_avg_sq")
     )
-    total = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in trainable)
-    return (
-        weights + gradients + moments,
-        {"weights": weights, "gradients": gradients, "optimizer": moments},
-        (
-            total,
-            n_trainable,
-            2,
-        ),
-    )
+    return weights + gradients + moments, {"weights": weights, "gradients": gradients, "optimizer": moments}
 
 
 def memory(ns: dict) -> None:
     """training_bytes on hidden cases, and against what a real AdamW step holds."""
     function = need(ns, "training_bytes", where="the exercise cell")
     cases = []
+    # The learner's function runs before the expected bytes exist: no frame it could read holds them.
     for args in MEMORY_CASES:
-        case = {"args": list(args), "want": _rule(*args)}
+        case = {"args": list(args)}
         try:
             got = function(*args)
             case["got"] = {k: int(round(float(v))) for k, v in dict(got).items()}
         except Exception as err:  # noqa: BLE001 - the learner's function failing is a verdict too
             case["got"], case["error"] = {}, f"{type(err).__name__}: {error_text(err)[:120]}"
-        cases.append(case)
-    held, parts, args = _held_after_one_step(ns)
+        cases.append(case | {"want": _rule(*args)})
+    model = _measured_model(ns)
+    args = (
+        sum(p.numel() for p in model.parameters()),
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        2,
+    )
     try:
         predicted = sum(int(round(float(v))) for v in dict(function(*args)).values())
     except Exception:  # noqa: BLE001 - reported by the cases above
         predicted = None
+    held, parts = _held_after_one_step(model)
     record = {"cases": cases, "measured": held, "parts": parts, "predicted": predicted}
     judges.memory_formula(publish("memory_formula", record))
 

@@ -105,3 +105,29 @@ def test_in_the_kernel_and_outside_the_same_judge_decides(evidence, hidden_check
     judges.head_wrapped(evidence.publish("head_wrapped", WRAPPED))
     with pytest.raises(PeftMistake, match="Mistake 5"):
         judges.head_wrapped(evidence.publish("head_wrapped", FROZEN_HEAD))
+
+
+def _cells(evidence, recorded: dict | None) -> dict:
+    """A test cell that published a passing record, and the training cell with what the grader recorded."""
+    loop = {"metadata": {} if recorded is None else {"peft_course_recorded": recorded}}
+    test = {"outputs": [_record(evidence, "head_wrapped", WRAPPED)]}
+    return {"test_head_wrapped": test, "train_loop": loop}
+
+
+def test_a_test_is_also_judged_on_the_model_the_training_cell_trained(evidence, hidden_check):
+    """A decoy that passes its test cell fails on what the locked training cell recorded it trained."""
+    runner = hidden_check("outside")
+    from checks import PeftMistake
+
+    def judge(cells):
+        runner._judge_record("06_task_heads", "judges.head_wrapped", cells, "test_head_wrapped")
+
+    judge(_cells(evidence, {"model": WRAPPED}))  # the same model trained: it passes
+    with pytest.raises(
+        PeftMistake, match=r"Mistake 5.*\(judged on what the notebook's cell train_loop did the work with\)"
+    ):
+        judge(_cells(evidence, {"model": FROZEN_HEAD}))
+    with pytest.raises(LookupError, match="recorded no model .NameError"):
+        judge(_cells(evidence, {"model": {"unrecorded": "NameError: name 'model' is not defined"}}))
+    judge(_cells(evidence, {"model": {"restarted": True}}))  # the kernel died first: the reason says so
+    judge(_cells(evidence, None))  # never ran (the wall budget stopped the notebook first)
