@@ -59,7 +59,8 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
     if name not in ns:
         raise PeftMistake(f"`{name}` is not defined. Fix: define `{name}` in {where} and run it.")
     value = ns[name]
-    if kind is not None and not isinstance(value, kind):
+    # by the object's own type: isinstance() would also ask the object's __class__, which a learner can define
+    if kind is not None and not issubclass(type(value), kind):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise PeftMistake(
             f"`{name}` is a {type(value).__name__}, not a {names}. Fix: assign the real object to `{name}`."

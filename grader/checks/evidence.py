@@ -27,27 +27,50 @@ MIME = "application/vnd.peft-course.evidence+json"
 RECORDED_KEY = "peft_course_recorded"  # a locked cell's metadata: what the kernel guard recorded after it ran
 
 
+# The libraries whose objects' text (a dtype, a path, an enum of peft's) a record may quote: str() of anything
+# else could run the learner's code, inside a check or the grader's own recording.
+TEXT_FROM = ("torch", "numpy", "pathlib", "peft", "transformers", "bitsandbytes", "trl", "accelerate")
+
+
 def plain(value):
-    """`value` as JSON-safe data: enums as their values, numpy numbers as Python's, dtypes and paths as
-    text, sets sorted."""
-    if isinstance(value, enum.Enum):
-        return plain(value.value)
-    if value is None or isinstance(value, (bool, int, float, str)):
+    """`value` as JSON-safe data, read without running the learner's code: numbers, strings and built-in
+    containers through their base types' own methods (a subclass's overrides never run), enums as their
+    values, numpy numbers as Python's, a library's dtypes and paths as text, sets sorted; any other object
+    as its type's name."""
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str):
         return value
-    if isinstance(value, numbers.Integral):  # numpy integers
+    if issubclass(kind, enum.Enum):
+        return plain(object.__getattribute__(value, "_value_"))
+    for base in (int, float, str):
+        if issubclass(kind, base):
+            return getattr(base, f"__{base.__name__}__")(value)  # int.__int__, float.__float__, str.__str__
+    if issubclass(kind, dict):
+        return {key_text(k): plain(v) for k, v in dict.items(value)}
+    if issubclass(kind, (set, frozenset)):
+        items = set.__iter__(value) if issubclass(kind, set) else frozenset.__iter__(value)
+        return sorted((plain(v) for v in items), key=str)
+    if issubclass(kind, list):
+        return [plain(v) for v in list.__iter__(value)]
+    if issubclass(kind, tuple):
+        return [plain(v) for v in tuple.__iter__(value)]
+    module = (kind.__module__ or "").split(".")[0]
+    if module == "numpy" and issubclass(kind, numbers.Integral):
         return int(value)
-    if isinstance(value, numbers.Real):  # numpy floats
+    if module == "numpy" and issubclass(kind, numbers.Real):
         return float(value)
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (set, frozenset)):
-        return sorted((plain(v) for v in value), key=str)
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, PurePath):
-        return str(value)
-    text = str(value)
-    return text.removeprefix("torch.") if type(value).__module__ == "torch" else text[:200]
+    if issubclass(kind, PurePath):
+        return PurePath.__str__(value)
+    if module in TEXT_FROM:
+        text = str(value)
+        return text.removeprefix("torch.") if module == "torch" else text[:200]
+    return f"<{kind.__qualname__}>"
+
+
+def key_text(key) -> str:
+    """A dict key as a record's text (a str subclass read as the str it holds)."""
+    value = plain(key)
+    return value if type(value) is str else str(value)
 
 
 def publish(check: str, record: dict) -> dict:
@@ -97,10 +120,27 @@ def _manifest(model) -> dict:
     return plain(manifest(model))
 
 
+def _losses(results) -> dict[str, float]:
+    """{variant: final loss} from the comparison's `results`, read as plain data."""
+    found = {}
+    for name, entry in plain(results).items():
+        loss = entry.get("loss") if type(entry) is dict else None
+        if type(loss) not in (int, float):
+            raise TypeError(f"results[{name!r}]['loss'] is not a number")
+        found[name] = float(loss)
+    return found
+
+
+def _precision(args) -> dict[str, bool]:
+    """A Trainer's own fp16 and bf16 flags, read from the arguments object itself (no property of the learner's)."""
+    fields = object.__getattribute__(args, "__dict__")
+    return {flag: bool(plain(fields.get(flag))) for flag in ("fp16", "bf16")}
+
+
 RECORDERS = {
     "manifest": _manifest,  # a model: the manifest its judges read (checks.inspect_model)
-    "losses": lambda results: {str(name): float(entry["loss"]) for name, entry in results.items()},
-    "precision": lambda args: {"fp16": bool(args.fp16), "bf16": bool(args.bf16)},  # a Trainer's arguments
+    "losses": _losses,
+    "precision": _precision,  # a Trainer's arguments
     "value": plain,
 }
 

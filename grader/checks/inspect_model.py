@@ -38,59 +38,104 @@ def lora_wrapped(model) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, LoraLayer)}
 
 
+def _fields(obj) -> dict:
+    """An object's own attributes, read without its methods: a module's _modules and _parameters."""
+    return object.__getattribute__(obj, "__dict__")
+
+
+def walk(model) -> list[tuple[str, object]]:
+    """(name, module) for `model` and every submodule, in the order torch's named_modules() gives them, read
+    from each module's own `_modules` table: no method of any module runs (a module of the learner's own
+    class could answer for the model, or run code inside the check)."""
+    found, seen = [], set()
+
+    def visit(prefix: str, module) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        found.append((prefix, module))
+        for name, child in dict.items(_fields(module).get("_modules", {})):
+            if child is not None:
+                visit(f"{prefix}.{name}" if prefix else name, child)
+
+    visit("", model)
+    return found
+
+
+def parameters(model) -> list[tuple[str, object]]:
+    """(name, parameter) in the order torch's named_parameters() gives them, from the modules' own tables."""
+    found, seen = [], set()
+    for prefix, module in walk(model):
+        for name, param in dict.items(_fields(module).get("_parameters", {})):
+            if param is not None and id(param) not in seen:
+                seen.add(id(param))
+                found.append((f"{prefix}.{name}" if prefix else name, param))
+    return found
+
+
 def manifest(model, lora_config=None) -> dict:
     """`model` as plain data (checks.evidence): the kind of every module, every parameter's dtype,
-    `requires_grad`, size and 4-bit storage, the checkpointing flag, peft's own trainable counter and
-    the adapters' configs. Read through the library classes' own methods, so methods put on the
-    learner's instance cannot answer for the model. `lora_config`: the learner's config variable, whose
-    target names explain a model that get_peft_model never wrapped."""
+    `requires_grad`, size and 4-bit storage, the checkpointing flag, peft's trainable counter and the
+    adapters' configs. Read from the modules' and tensors' own tables and through the library classes' own
+    functions, so nothing the learner put on an instance or a subclass answers for the model or runs while
+    it is read. `lora_config`: the learner's config variable, whose target names explain a model that
+    get_peft_model never wrapped."""
     import bitsandbytes as bnb
     import torch
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
     from peft.utils import ModulesToSaveWrapper
-    from transformers import PreTrainedModel
 
-    peft = isinstance(model, PeftModel)
-    base = PeftModel.get_base_model(model) if peft else model
+    peft = issubclass(type(model), PeftModel)
+    base = _fields(_fields(model)["_modules"]["base_model"])["_modules"]["model"] if peft else model
     modules, quantized = {}, {}
-    for name, module in torch.nn.Module.named_modules(model):
-        kind = ""
-        if isinstance(module, LoraLayer):
+    for name, module in walk(model):
+        kind, cls = "", type(module)
+        if issubclass(cls, LoraLayer):
             kind = "lora"
-        elif isinstance(module, ModulesToSaveWrapper):
+        elif issubclass(cls, ModulesToSaveWrapper):
             kind = "modules_to_save"
-        elif isinstance(module, bnb.nn.Linear8bitLt):
+        elif issubclass(cls, bnb.nn.Linear8bitLt):
             kind = "linear8bit"
-        elif isinstance(module, bnb.nn.Linear4bit):
-            kind, weight = "linear4bit", module.weight
-            state = getattr(weight, "quant_state", None)
+        elif issubclass(cls, bnb.nn.Linear4bit):
+            kind, weight = "linear4bit", _fields(module)["_parameters"].get("weight")
+            state = _fields(weight).get("quant_state") if weight is not None else None
             quantized[name] = {
-                "quant_type": getattr(weight, "quant_type", None),
-                "nested": bool(state is not None and state.nested),
-                "compute_dtype": module.compute_dtype,
+                "quant_type": _fields(weight).get("quant_type") if weight is not None else None,
+                "nested": bool(state is not None and _fields(state).get("nested")),
+                "compute_dtype": _fields(module).get("compute_dtype"),
             }
         modules[name] = kind
+    table, trainable, total = {}, 0, 0
+    with torch._C.DisableTorchFunction():  # a tensor subclass's __torch_function__ does not answer either
+        for name, p in parameters(model):
+            four_bit = issubclass(type(p), bnb.nn.Params4bit)
+            grad = bool(torch.Tensor.requires_grad.__get__(p))
+            size = torch.Tensor.numel(p)
+            # peft's own counter (PeftModel.get_nb_trainable_parameters): 4-bit storage packs two per byte
+            counted = size * 2 * torch.Tensor.element_size(p) if four_bit else size
+            total += counted
+            trainable += counted if grad else 0
+            # name: [dtype, requires_grad, number of elements, stored as 4-bit]
+            table[name] = [torch.Tensor.dtype.__get__(p), grad, size, four_bit]
+    tuner = _fields(_fields(model)["_modules"]["base_model"]) if peft else {}
+    adapters, active = tuner.get("peft_config", {}), _fields(model).get("active_adapter") if peft else None
     return {
         "type": f"{type(model).__module__}.{type(model).__qualname__}",
         "base_type": type(base).__name__,
-        "model_type": getattr(getattr(base, "config", None), "model_type", None),
+        "model_type": getattr(type(_fields(base).get("config")), "model_type", None),
         "peft": peft,
-        "active_adapter": getattr(model, "active_adapter", None) if peft else None,
+        "active_adapter": active,
         "base_prefix": "base_model.model." if peft else "",
-        "base_children": list(torch.nn.Module.__getattribute__(base, "_modules")),
+        "base_children": list(_fields(base).get("_modules", {})),
         "modules": modules,
         "linear4bit": quantized,
-        # name: [dtype, requires_grad, number of elements, stored as 4-bit]
-        "parameters": {
-            name: [p.dtype, p.requires_grad, p.numel(), isinstance(p, bnb.nn.Params4bit)]
-            for name, p in torch.nn.Module.named_parameters(model)
-        },
-        "gradient_checkpointing": bool(
-            isinstance(base, PreTrainedModel) and PreTrainedModel.is_gradient_checkpointing.fget(base)
+        "parameters": table,
+        "gradient_checkpointing": any(
+            _fields(m).get("gradient_checkpointing") is True for _, m in walk(base)
         ),
-        "trainable_total": list(PeftModel.get_nb_trainable_parameters(model)) if peft else None,
-        "peft_config": {k: v.to_dict() for k, v in model.peft_config.items()} if peft else {},
+        "trainable_total": [trainable, total] if peft else None,
+        "peft_config": {k: v.to_dict() for k, v in dict.items(adapters)},
         "lora_config_targets": getattr(lora_config, "target_modules", None),
     }
 

@@ -111,6 +111,7 @@ FRAME_HANDLERS = {
     ("traceback", "walk_tb"),
 }
 PROTECTED_NAMES = ("globals", "__import__", "__build_class__")
+KERNEL_BUILTINS = {"input", "raw_input"}  # ipykernel swaps them around every cell (stdin forwarding)
 HOLD_MIME = "application/vnd.peft-course.hold+json"  # evidence for the grader, taken out of the notebook
 REQUEST, REPLY = "peft_guard_request", "peft_guard_reply"  # the executor's out-of-band messages
 RECORDED_KEY = "peft_course_recorded"  # a locked cell's metadata, where the executor keeps what was recorded
@@ -215,6 +216,10 @@ class _Guard:
         self.custom_exc = (shell.custom_exceptions, shell.CustomTB)
         self.shell_dict = dict(vars(shell))
         self.threads = set(threading.enumerate())
+        self.signals = _signal_handlers()
+        self.sealed: dict | None = (
+            None  # the checks and libraries as a clean room left them (a hidden test's)
+        )
         publisher = shell.display_pub
         self.outputs = {
             "publisher": publisher,
@@ -258,14 +263,35 @@ class _Guard:
         methods and objects of their classes, whose code is no learner's. Anything else is the learner's: a
         function of a cell or of the learner's folder, a `functools.partial` (of anything), a builtin, an
         object of a class the learner wrote, a library method bound to the learner's object."""
-        if isinstance(value, functools.partial) or isinstance(value, (types.BuiltinFunctionType, type)):
+        if value is None or isinstance(value, int):  # a signal's SIG_DFL, SIG_IGN (or no handler)
+            return False
+        if isinstance(value, functools.partial) or isinstance(value, type):
             return True
+        if isinstance(value, types.BuiltinFunctionType):  # the interpreter's own (signal.default_int_handler)
+            return (getattr(value, "__module__", "") or "") not in ("_signal", "signal", "builtins", "sys")
         if isinstance(value, types.MethodType):
             return self.made_by_learner(value.__func__) or not _trusted(type(value.__self__).__module__)
         if isinstance(value, types.FunctionType):
             return not _trusted(value.__module__) or self.learners(value.__code__.co_filename)
         code = _code_of(value)
         return not _trusted(type(value).__module__) or code is None or self.learners(code.co_filename)
+
+    def learner_code(self, value) -> bool:
+        """Whether a value put in a library's place is the learner's doing: code of a cell or of the learner's
+        folder (through methods, partials, properties and objects with __call__), or a partial or a builtin
+        put there; a library's own function (torch wrapping an optimizer's step) is not."""
+        if isinstance(value, (classmethod, staticmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            value = value.fget
+        if isinstance(value, functools.partial):
+            return True
+        code = _code_of(value)
+        if code is not None:
+            return self.learners(code.co_filename)
+        if isinstance(value, type):
+            return value.__module__ == "__main__"
+        return isinstance(value, types.BuiltinFunctionType)
 
     def where(self, code, line: int) -> dict:
         """Where learner code is: the execution count of its cell (the executor maps it to the cell) and the
@@ -355,6 +381,8 @@ class _Guard:
 
     # ---- after every cell -------------------------------------------------------------------------------
     def restore(self, *_args) -> None:
+        if self.sealed is not None:  # the hidden test that just ran: did anything change what it used?
+            self._verify_sealed()
         for name in [m for m in sys.modules if m == "checks" or m.startswith("checks.")]:
             del sys.modules[name]
         sys.meta_path[:] = self.meta_path
@@ -434,12 +462,31 @@ class _Guard:
             )
             threading.settrace(None)
             threading.setprofile(None)
+        self._restore_signals()
         monitoring = getattr(sys, "monitoring", None)  # Python 3.12 and later
         if monitoring is not None:
             for tool in range(6):
                 if monitoring.get_tool(tool) is not None and tool not in getattr(self, "tools", ()):
                     self.report("sys's hook APIs", "registers a sys.monitoring tool", self.current_cell())
                     monitoring.free_tool_id(tool)
+
+    def _restore_signals(self) -> None:
+        """Signal handlers and interval timers: learner code run by a signal fires anywhere, a check included."""
+        import signal
+
+        for number, saved in self.signals.items():
+            current = signal.getsignal(number)
+            if current is not saved and self.made_by_learner(current):
+                self.report(
+                    "sys's hook APIs", f"installs a handler for signal {number}", self._where_made(current)
+                )
+                signal.signal(number, saved)
+        for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+            if signal.getitimer(timer) != (0.0, 0.0):
+                self.report("sys's hook APIs", "starts an interval timer", self.current_cell())
+                signal.setitimer(timer, 0)
+        if signal.alarm(0):
+            self.report("sys's hook APIs", "sets an alarm", self.current_cell())
 
     def _restore_outputs(self) -> None:
         publisher, session = self.outputs["publisher"], self.outputs["session"]
@@ -545,6 +592,65 @@ class _Guard:
                     self.where(code, code.co_firstlineno),
                 )
 
+    def seal(self, lab: str) -> None:
+        """Import the lab's checks now, in the clean room, and note them and the libraries as they are: the
+        hidden test that follows imports these very modules, and whatever changes them while it runs voids
+        its verdict (`_verify_sealed`)."""
+        import importlib
+
+        importlib.import_module(f"checks.lab{lab}.kernel")
+        self._restore_libraries()
+        self.sealed = {
+            name: dict(vars(module))
+            for name, module in list(sys.modules.items())
+            if module is not None and (name == "checks" or name.startswith("checks."))
+        }
+
+    def _verify_sealed(self) -> None:
+        """After a hidden test: a function of the checks rebound, or a library's function, class method or
+        builtin replaced while it ran (by learner code the check called, or a signal, or a thread) voids it."""
+        changed = [
+            f"{name}.{key}"
+            for name, saved in self.sealed.items()
+            for key, value in vars(sys.modules.get(name, types.ModuleType(name))).items()
+            if key not in ("__builtins__",) and saved.get(key, value) is not value
+        ]
+        changed += [
+            f"builtins.{k}"
+            for k, v in self.builtins.items()
+            if k not in KERNEL_BUILTINS and vars(builtins).get(k) is not v
+        ]
+        changed += self._changed_libraries(made_by_learner=True)
+        self.sealed = None
+        if changed:
+            self.report(
+                "code replaced",
+                f"changed {', '.join(sorted(changed)[:3])} while a hidden test ran: its verdict is void",
+                self.current_cell() | {"void": True},
+            )
+
+    def _changed_libraries(self, made_by_learner: bool = False) -> list[str]:
+        """The libraries' functions and class members that differ from their snapshot (nothing restored);
+        `made_by_learner`: only those replaced by something learner code made (a library wraps its own: torch
+        patches an optimizer's step the first time one is built)."""
+        changed = []
+        for name, (functions, classes) in self.libraries.items():
+            module = sys.modules.get(name)
+            if module is None:
+                continue
+            namespace = vars(module)
+            for key, value in functions.items():
+                now = namespace.get(key)
+                if now is not value and (not made_by_learner or self.learner_code(now)):
+                    changed.append(f"{name}.{key}")
+            for cls, (_size, members) in classes.items():
+                current = vars(cls)
+                for key, value in members.items():
+                    now = current.get(key)
+                    if now is not value and (not made_by_learner or self.learner_code(now)):
+                        changed.append(f"{name}.{cls.__name__}.{key}")
+        return changed
+
     def record(self, cell: str, wanted: dict) -> dict:
         """What the locked cell `cell` did the work with, as plain data: {name: [expression, kind]} (a name in the
         notebook, or an attribute of one), each recorded by the checks' recorder of that kind."""
@@ -573,9 +679,17 @@ class _Guard:
                 self.grader_cells = {compiler.get_code_name(src, src, 0) for src in content["configure"]}
             if content.get("clean_room"):
                 self.clean_room()
+                if content.get("lab"):
+                    self.seal(content["lab"])
             if content.get("record"):
                 self.clean_room()
+                before = self._changed_libraries(made_by_learner=True)
                 reply["records"] = self.record(content["record"]["cell"], content["record"]["names"])
+                if self._changed_libraries(made_by_learner=True) != before:  # the recording changed a library
+                    reply["records"] = {
+                        name: {"unrecorded": "a library changed while it was recorded"}
+                        for name in reply["records"]
+                    }
         except Exception as err:  # noqa: BLE001 - the executor reports it; grading goes on
             reply = {"status": "error", "error": f"{type(err).__name__}: {err}"[:500]}
         finally:
@@ -584,6 +698,21 @@ class _Guard:
         self.shell.kernel.session.send(
             stream, REPLY, json.loads(json.dumps(reply, default=str)), parent=msg, ident=idents
         )
+
+
+def _signal_handlers() -> dict:
+    """The handler of every signal but SIGINT (ipykernel's own, set around each cell) that can have one."""
+    import signal
+
+    found = {}
+    for number in signal.valid_signals():
+        if number in (signal.SIGINT, signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            found[number] = signal.getsignal(number)
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _snapshot(name: str, module) -> tuple[dict, dict]:

@@ -197,6 +197,7 @@ class SandboxExecute(Execute):
     def _start_guarding(self, nb, resources: dict, lab: str | None) -> None:
         """What this notebook's guarding needs: the locked cells that record provenance, the test cells whose
         files are kept as they were made, the modules written by %%writefile cells (reviewed as code)."""
+        self._lab = lab
         self._records = lab_registry(lab, "RECORDS") if lab else {}
         self._file_checks = (
             {g for g, t in outside_targets(lab).items() if t.startswith("files.")} if lab else set()
@@ -262,7 +263,8 @@ class SandboxExecute(Execute):
             self._configured = True
             await self._ask({"configure": [c.source for c in self.nb.cells if _graders(c)]})
         if guarded and (_hidden_test(cell) or grade_id in self._records):
-            await self._ask({"clean_room": True})
+            # a hidden test's checks are imported and sealed in the clean room: changed while it runs, it is void
+            await self._ask({"clean_room": True, "lab": self._lab if _hidden_test(cell) else None})
         try:
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         finally:
@@ -303,6 +305,12 @@ class SandboxExecute(Execute):
                 kept.append(output)
             elif evidence.get("sha256") not in self._written:
                 self._held.append(self._evidence(evidence, label))
+                if evidence.get("void"):  # the test's own verdict cannot be trusted: it scores nothing
+                    kept.append(
+                        nbformat.v4.new_output(
+                            "error", ename="TamperingBlocked", evalue=evidence.get("detail", ""), traceback=[]
+                        )
+                    )
         cell.outputs = kept
 
     def _default_hidden(self) -> list[str]:

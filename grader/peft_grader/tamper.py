@@ -29,12 +29,14 @@ DENIED_IMPORTS = {
     "builtins",
     "ctypes",
     "_ctypes",
-    "importlib",
     "_imp",
     "imp",
     "_testcapi",
 }
-ALLOWED_SUBMODULES = {"importlib.metadata", "importlib.resources"}  # package versions, data files
+# importlib itself is honest for reloading the learner's own helper module, and for package versions and data
+# files; its import machinery is not
+ALLOWED_SUBMODULES = {"importlib.metadata", "importlib.resources"}
+DENIED_SUBMODULES = ("importlib.",)  # any other importlib.* module
 # Functions of otherwise honest modules that reach frames, other objects' referrers or the import system.
 DENIED_MEMBERS = {
     "sys": {
@@ -55,9 +57,32 @@ DENIED_MEMBERS = {
     "inspect": {"currentframe", "stack", "getouterframes", "getinnerframes", "trace"},
     "threading": {"settrace", "setprofile", "settrace_all_threads", "setprofile_all_threads"},
     "IPython": {"get_ipython"},
+    "importlib": {
+        "import_module",
+        "invalidate_caches",
+        "util",
+        "machinery",
+        "abc",
+        "_bootstrap",
+        "_bootstrap_external",
+        "__import__",
+    },
+    # resolvers that return a loaded module (the checks) from a string
+    "pkgutil": {"resolve_name", "get_importer", "iter_importers", "find_loader", "get_loader"},
 }
 # Modules on which even a computed attribute name is a way in (getattr(sys, "mod" + "ules")).
-SENSITIVE_MODULES = {"sys", "builtins", "gc", "inspect", "IPython", "threading", "types"} | DENIED_IMPORTS
+SENSITIVE_MODULES = {
+    "sys",
+    "builtins",
+    "gc",
+    "inspect",
+    "IPython",
+    "threading",
+    "types",
+    "importlib",
+    "pkgutil",
+}
+SENSITIVE_MODULES |= DENIED_IMPORTS
 DENIED_NAMES = {
     "__builtins__",
     "__import__",
@@ -254,9 +279,15 @@ class _Context:
         return self.modules.get(root) if root else None
 
     def module_of(self, node: ast.AST) -> str | None:
-        """The top-level module an expression's root was imported from."""
+        """The top-level module an expression's root was imported from, or a sensitive module reached as an
+        attribute of another (`os.sys`, `pkgutil.sys`: the same sys)."""
         resolved = self.resolve(node)
-        return resolved.split(".")[0] if resolved else None
+        if not resolved:
+            return None
+        dotted = _dotted(node) or ""
+        parts = [*resolved.split("."), *dotted.split(".")[1:]]
+        through = [p for p in parts[1:] if p in SENSITIVE_MODULES]
+        return through[-1] if through else parts[0]
 
 
 def _attribute_finding(owner: str | None, attr: str, write: bool) -> str:
@@ -344,14 +375,20 @@ def _call_finding(call: ast.Call, ctx: _Context) -> str:
 def _import_finding(node: ast.Import | ast.ImportFrom) -> str:
     if isinstance(node, ast.Import):
         for alias in node.names:
-            if alias.name.split(".")[0] in DENIED_IMPORTS and alias.name not in ALLOWED_SUBMODULES:
+            if alias.name in ALLOWED_SUBMODULES:
+                continue
+            if alias.name.split(".")[0] in DENIED_IMPORTS or alias.name.startswith(DENIED_SUBMODULES):
                 return f"imports {alias.name}"
             if alias.asname in PROTECTED_NAMES:
                 return f"redefines {alias.asname}, which the hidden test cells use"
         return ""
     module = node.module or ""
     top = module.split(".")[0]
-    if node.level == 0 and top in DENIED_IMPORTS and module not in ALLOWED_SUBMODULES:
+    if (
+        node.level == 0
+        and module not in ALLOWED_SUBMODULES
+        and (top in DENIED_IMPORTS or module.startswith(DENIED_SUBMODULES))
+    ):
         return f"imports from {module}"
     for alias in node.names:
         if alias.name in DENIED_MEMBERS.get(top, ()) or alias.name in DENIED_NAMES:
@@ -394,6 +431,14 @@ def _statement(statement: ast.stmt, ctx: _Context, magics_allowed: bool, offset:
     line = statement.lineno + offset
     flags: list[Finding] = []
     magic_calls = set()
+    # `"google.colab" in sys.modules` (the labs' own set-up cell asks it): a membership test reads no module
+    membership = {
+        id(right)
+        for node in ast.walk(statement)
+        if isinstance(node, ast.Compare) and all(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+        for right in node.comparators
+        if isinstance(right, ast.Attribute) and right.attr == "modules"
+    }
     for node in ast.walk(statement):
         if magics_allowed and (magic := _magic(node)):
             kind, name, call = magic
@@ -434,7 +479,9 @@ def _statement(statement: ast.stmt, ctx: _Context, magics_allowed: bool, offset:
             why = _import_finding(node)
         elif isinstance(node, ast.Name) and node.id in DENIED_NAMES and id(node) not in magic_calls:
             why = f"uses {node.id}"
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+        elif (
+            isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and id(node) not in membership
+        ):
             why = _attribute_finding(ctx.module_of(node.value), node.attr, write=False)
         elif isinstance(node, ast.Call):
             why = _call_finding(node, ctx)

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 
 from labutils.errors import CourseError
-from peft_grader import adversarial, catalogue, scores
+from peft_grader import adversarial, catalogue, nbcourse, scores
 
 LAB = "04_qlora"
 TEST_CELLS = [
@@ -68,6 +68,19 @@ REQUIRED = {
     "a thread left running": ["residue_thread"],
     "a modified imported module": ["residue_thread"],
     "writes into a sibling folder": ["residue_files", "residue_process"],
+    # issue 29: a mistake hidden by a technique the static review cannot see (each prevented or held)
+    "a callback that puts itself back after the guard's pass, not a plain function": [
+        "callback_reapplies_patch"
+    ],
+    "a custom exception handler swallowing in-kernel failures": ["swallow_failures"],
+    "a trace installed through the standard library (bdb)": ["debugger_patches_judge"],
+    "an audit hook, which nothing can remove": ["audit_hook_repatches"],
+    "a module written from a string and imported": ["callback_reapplies_patch", "audit_hook_repatches"],
+    "reading a check's expected values out of its frame": ["formula_from_the_checks_frame"],
+    "rebinding the name a check reads to another object": ["rebind_model_to_a_decoy"],
+    "editing the learner's own recorded measurements": ["edit_measured_losses"],
+    "rewriting a saved file after its check ran": ["rewrite_adapter_after_check"],
+    "honest styles: library logging, magics, a helper module, breakpoint()": ["honest_styles"],
 }
 REQUIRED_THREATS = adversarial.THREATS - {"control"}  # every category the catalogue knows is used
 
@@ -110,9 +123,11 @@ def test_catalogue_has_at_least_30_entries_with_fair_scores(entries):
             assert entry.score == full - lost, f"{entry.name}: score and failed checks disagree"
 
 
-def test_every_threat_of_the_issue_is_covered(entries):
-    assert REQUIRED_THREATS <= {e.threat for e in entries.values()}
-    missing = {item: [n for n in names if n not in entries] for item, names in REQUIRED.items()}
+def test_every_threat_of_the_issue_is_covered():
+    every = [e for lab in nbcourse.labs() for e in adversarial.entries(lab)]
+    assert REQUIRED_THREATS <= {e.threat for e in every}
+    names = {e.name for e in every}
+    missing = {item: [n for n in required if n not in names] for item, required in REQUIRED.items()}
     assert {item: names for item, names in missing.items() if names} == {}
 
 
@@ -303,3 +318,24 @@ def test_adversarial_class_stays_in_its_sandbox(graded_class):
         if html.exists():
             text = html.read_text(errors="replace")
             assert "def kbit_prepared" not in text, f"{student}'s feedback shows the hidden checks"
+
+
+@pytest.mark.slow
+def test_a_hold_reaches_the_gradebook_the_grades_csv_and_the_report(graded_class):
+    """Held submissions wait for an instructor in formgrader (needs_manual_grade), in grades.csv and in report.html;
+    no honest submission of either catalogue is held."""
+    import csv
+
+    held = {s for s, e in graded_class.hostile.items() if e.held}
+    assert len(held) >= 6
+    rows = {
+        (r["student_id"], r["assignment"]): r
+        for r in csv.DictReader((graded_class.course / "grades.csv").open())
+    }
+    for student in held:
+        assert rows[student, graded_class.hostile[student].lab]["needs_manual_grade"] == "True", student
+    assert rows["reference", "04_qlora"]["needs_manual_grade"] == "False"
+    page = (graded_class.course / "report.html").read_text()
+    section = page.split("<h2 id='held'>", 1)[1].split("<h2", 1)[0]
+    assert all(student in section for student in held)
+    assert not [r for r in graded_class.results if r.held and r.student in graded_class.mistakes]

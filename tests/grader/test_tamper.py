@@ -29,6 +29,10 @@ import labutils
 HONEST = [
     # magics and shell commands
     "%load_ext autoreload\n%autoreload 2",
+    "import sys\non_colab = 'google.colab' in sys.modules",
+    "import sys\nif 'torch' not in sys.modules:\n    print('torch not loaded yet')",
+    "import importlib\nimport helper\nhelper = importlib.reload(helper)",
+    "from importlib import reload\nimport helper\nreload(helper)",
     "%config InlineBackend.figure_format = 'svg'",
     "%%writefile helper.py\ndef mean(values):\n    return sum(values) / len(values)",
     "%%writefile notes.txt\nimport checks",
@@ -151,6 +155,12 @@ HOSTILE = [
     "%time import checks",
     "%%time\nimport builtins\nbuiltins.print = None",
     "import peft_grader.kernel_guard as g\ng._guard = None",
+    "import os\nos.sys.modules['checks'] = None",
+    "import os\nchecks = os.sys.modules.get('checks.lab04_qlora.kernel')",
+    "import pkgutil\nk = pkgutil.resolve_name('checks.lab04_qlora.kernel')",
+    "import importlib\nk = importlib.import_module('chec' + 'ks')",
+    "from importlib import import_module\nk = import_module('checks')",
+    "import importlib.util",
     "%%writefile helper.py\nimport sys\nsys.modules['checks'] = None",
 ]
 

@@ -98,9 +98,10 @@ def _execute(kc, code: str) -> dict:
         )
 
     kc.execute_interactive(code, timeout=60, output_hook=hook)
-    for line in reversed("".join(out).splitlines()):  # IPython may print a complaint after the answer
+    # IPython's history thread may print a complaint after the answer, or (no newline) just before it
+    for line in reversed("".join(out).splitlines()):
         with contextlib.suppress(ValueError):
-            return json.loads(line)
+            return json.loads(line[line.index("{") :] if "{" in line else line)
     raise AssertionError(f"the cell printed no JSON: {out}")
 
 
