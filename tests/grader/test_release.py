@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 
@@ -206,3 +207,32 @@ def test_every_test_is_followed_by_its_live_check(path):
                 f"{path.name}: no live check after {meta['grade_id']}"
             )
             assert "nbgrader" not in after.metadata  # a plain cell: graded runs skip it
+
+
+CODE_MARKS = ("{%", "{{", "def ", "import ", "lambda", "(")  # a string that is code or template text
+
+
+def _visible_part(source: str) -> str:
+    return source.split("### END HIDDEN TESTS", 1)[-1]
+
+
+def test_no_visible_test_checks_the_spelling_of_code_or_templates():
+    """A visible assert tests behaviour (what a template renders and masks, what an object is), never a
+    substring of code or template text: `{%- generation %}` renders the same as `{% generation %}`."""
+    found = []
+    for lab in nbcourse.labs():
+        nb = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+                continue
+            for node in ast.walk(ast.parse(_visible_part(cell.source))):
+                if (
+                    isinstance(node, ast.Compare)
+                    and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+                    and isinstance(node.left, ast.Constant)
+                    and isinstance(node.left.value, str)
+                    and any(mark in node.left.value for mark in CODE_MARKS)
+                ):
+                    found.append(f"{lab} {meta['grade_id']}: {ast.unparse(node)}")
+    assert found == []
