@@ -187,8 +187,27 @@ def adapter_tensors_nonzero(adapter_dir: Path) -> dict[str, bool]:
     header, start = _parse_header(data, path.name)
     body = memoryview(data)[start:]
     return {
-        name: any(body[info["data_offsets"][0] : info["data_offsets"][1]]) for name, info in header.items()
+        name: _nonzero(body[info["data_offsets"][0] : info["data_offsets"][1]], info)
+        for name, info in header.items()
     }
+
+
+# Floating-point codes by width: a value is zero when every bit but the sign is (t * 0 gives -0.0 for a negative t).
+_FLOAT_SIGN = {
+    "F16": ("H", 0x7FFF),
+    "BF16": ("H", 0x7FFF),
+    "F32": ("I", 0x7FFFFFFF),
+    "F64": ("Q", 0x7FFFFFFFFFFFFFFF),
+}
+
+
+def _nonzero(raw: memoryview, info: dict) -> bool:
+    """Whether a saved tensor holds a value other than (plus or minus) zero, from its raw bytes."""
+    code = _FLOAT_SIGN.get(info.get("dtype"))
+    if code is None or len(raw) % struct.calcsize(code[0]):
+        return any(raw)
+    fmt, magnitude = code
+    return any(value & magnitude for value in raw.cast("B").cast(fmt))
 
 
 def adapter_folder(ns: dict) -> Path:

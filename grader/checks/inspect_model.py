@@ -73,6 +73,18 @@ def parameters(model) -> list[tuple[str, object]]:
     return found
 
 
+def _double_quantized(state, bnb) -> bool:
+    """Whether a 4-bit weight was stored with double quantization. On a CPU, bitsandbytes repacks a weight for
+    its inference kernel after an eval-mode forward (`trainer.evaluate()`): it dequantizes the absmax then, sets
+    `nested` False and keeps the stored value as `original_nested`, which it restores before the weight trains
+    or is saved."""
+    if type(state) is not bnb.functional.QuantState:
+        return False
+    if getattr(state, "packing_format_for_cpu", False):
+        return bool(getattr(state, "original_nested", state.nested))
+    return bool(state.nested)
+
+
 def manifest(model, lora_config=None) -> dict:
     """`model` as plain data (checks.evidence): the kind of every module, every parameter's dtype,
     `requires_grad`, size and 4-bit storage, the checkpointing flag, peft's trainable counter and the
@@ -99,10 +111,12 @@ def manifest(model, lora_config=None) -> dict:
             kind = "linear8bit"
         elif issubclass(cls, bnb.nn.Linear4bit):
             kind, weight = "linear4bit", _fields(module)["_parameters"].get("weight")
-            state = _fields(weight).get("quant_state") if weight is not None else None
+            # bitsandbytes' own objects, read as bitsandbytes reads them (never a learner's subclass of them)
+            four_bit = type(weight) is bnb.nn.Params4bit
+            state = getattr(weight, "quant_state", None) if four_bit else None
             quantized[name] = {
-                "quant_type": _fields(weight).get("quant_type") if weight is not None else None,
-                "nested": bool(state is not None and _fields(state).get("nested")),
+                "quant_type": getattr(weight, "quant_type", None) if four_bit else None,
+                "nested": _double_quantized(state, bnb),
                 "compute_dtype": _fields(module).get("compute_dtype"),
             }
         modules[name] = kind

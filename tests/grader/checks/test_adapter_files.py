@@ -206,3 +206,26 @@ def test_the_guard_of_checks_that_load_the_adapter_fails_with_their_own_rule(ada
         message
         == f"[Mistake 5: Missing modules_to_save for task-specific heads] {folder} holds no adapter to reload. Fix: save it first."
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_an_adapter_zeroed_by_multiplying_is_untrained_whatever_the_signs(
+    adapter_files, tmp_path, dtype, verdict
+):
+    """t * 0 keeps the sign of a negative t (-0.0): the saved bytes are not all zero, the values are."""
+    folder = tmp_path / "adapter"
+    make_adapter(folder)
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    trained = -torch.ones(4, 2, dtype=dtype)
+    save_file(
+        {f"{prefix}.lora_A.weight": torch.ones(2, 4, dtype=dtype), f"{prefix}.lora_B.weight": trained * 0},
+        str(folder / "adapter_model.safetensors"),
+    )
+    assert "every lora_B matrix in the saved adapter is zero" in verdict(
+        adapter_files.adapter_trained, {"ADAPTER_DIR": folder}
+    )
+    save_file(
+        {f"{prefix}.lora_A.weight": torch.ones(2, 4, dtype=dtype), f"{prefix}.lora_B.weight": trained},
+        str(folder / "adapter_model.safetensors"),
+    )
+    assert verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder}) == ""
