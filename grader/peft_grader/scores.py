@@ -156,10 +156,9 @@ def merge(course: Path, result: LabResult, scratch: Path) -> None:
         for check in result.checks:
             grade = gb.find_grade(check.name, result.lab, result.lab, result.student)
             grade.auto_score = check.score
-            if (
-                result.held
-            ):  # formgrader lists the submission as needing grading; `nbgrader export` says so too
-                grade.needs_manual_grade = True
+            # nbgrader creates every grade as needing a hand (its column's default): an autograded check does
+            # only when the submission is held, and then formgrader and `nbgrader export` list it as waiting
+            grade.needs_manual_grade = bool(result.held)
         gb.db.commit()
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -227,3 +230,28 @@ def test_outside_verification_without_its_zygote_runs_in_a_fresh_process(monkeyp
     found = verify.outside_verdicts("05_save_load_merge", tmp_path, zygote="peft-warm-gone")
     assert ran and ran[0][-3:] == ["checks.outside", "05_save_load_merge", str(tmp_path)]
     assert found["test_adapter_only"] == ""
+
+
+@pytest.mark.parametrize("held", [[], ["cell train line 3: runs code built from a string"]])
+def test_merge_leaves_an_autograded_submission_waiting_for_a_hand_only_when_held(tmp_path, monkeypatch, held):
+    """nbgrader creates each grade as needing manual grading: the merge decides it, so an honest submission
+    is not listed as waiting in formgrader or grades.csv, and a held one is; a markdown answer still waits."""
+    # nbgrader shells out to alembic when it creates a gradebook: the interpreter's bin must be on PATH
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    course = tmp_path / "course"
+    course.mkdir()
+    with nbcourse.gradebook(course) as gb:
+        gb.add_assignment("lab")
+        gb.add_notebook("lab", "lab")
+        gb.add_grade_cell("test_a", "lab", "lab", max_score=2, cell_type="code")
+        gb.add_grade_cell("test_b", "lab", "lab", max_score=3, cell_type="code")
+    checks = [scores.CheckResult("test_a", 2, 2), scores.CheckResult("test_b", 0, 3, "Mistake: ... Fix: ...")]
+    scores.merge(course, scores.LabResult("ann", "lab", 2, 5, checks=checks, held=held), tmp_path / "scratch")
+    with nbcourse.gradebook(course) as gb:
+        submission = gb.find_submission("lab", "ann")
+        assert submission.needs_manual_grade is bool(held)
+        assert [gb.find_grade(n, "lab", "lab", "ann").auto_score for n in ("test_a", "test_b")] == [2, 0]
+        gb.add_grade_cell("essay", "lab", "lab", max_score=1, cell_type="markdown")
+    scores.merge(course, scores.LabResult("bob", "lab", 2, 5, checks=checks), tmp_path / "scratch")
+    with nbcourse.gradebook(course) as gb:
+        assert gb.find_submission("lab", "bob").needs_manual_grade, "a markdown answer waits for its grader"
