@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import platform
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 
 from labutils import profiles
 from labutils.errors import CourseError
-from labutils.facts import compute_dtype_name
+from labutils.facts import compute_dtype_name, training_dtype_name, training_precision
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 _STATUS_LABEL = {OK: "ok", WARN: "WARN", FAIL: "FAIL"}
@@ -195,6 +196,82 @@ def detect_hardware() -> dict[str, Any]:
     }
 
 
+# ---- the course's dtype helpers: what every lab calls instead of asking torch itself -------------------
+# One rule (labutils.facts), one detection (detect_hardware): a lab, the doctor and the hidden checks
+# (grader/checks/hardware.py) cannot disagree about bf16. Each asks torch when it is called, so a
+# simulated machine (labutils.machines) or a new runtime is answered correctly.
+
+
+def compute_dtype():
+    """The dtype this machine computes in, as a torch.dtype: `bnb_4bit_compute_dtype` for a 4-bit model,
+    and the dtype to load a 16-bit model in.
+
+    torch.bfloat16 on a CUDA GPU with native bf16 (compute capability 8.0 or more: A100, L4, H100);
+    torch.float16 on a CUDA GPU without it (a T4, a V100), where plain `torch.cuda.is_bf16_supported()`
+    still says True because bf16 can be emulated (lab 00's trap); torch.bfloat16 on a CPU.
+    """
+    return detect_hardware()["compute_dtype"]
+
+
+def training_dtype():
+    """The dtype a model trains in on this machine, as a torch.dtype: what the Trainer's mixed-precision
+    flags (`precision_flags()`) make it compute in. torch.bfloat16 on a GPU with native bf16, torch.float16 on
+    a GPU without it (a T4), torch.float32 on a CPU (no mixed precision there)."""
+    import torch
+
+    hw = detect_hardware()
+    return getattr(torch, training_dtype_name(hw["cuda_available"], hw["bf16_supported"]))
+
+
+def precision_flags() -> dict[str, bool]:
+    """The Trainer's mixed-precision flags for this machine: TrainingArguments(**precision_flags(), ...).
+    {"fp16": True, "bf16": False} on a T4, {"fp16": False, "bf16": True} on Ampere or newer, neither on a CPU."""
+    hw = detect_hardware()
+    return training_precision(hw["cuda_available"], hw["bf16_supported"])
+
+
+# ---- bitsandbytes' "pip install kernels" notice ------------------------------------------------------
+# bitsandbytes 0.50.2 (bitsandbytes/backends/cpu/ops.py), when imported on a CPU with AVX512-BF16, tries to
+# fetch a fused 4-bit CPU kernel (gemm_4bit_forward) from the Hugging Face Hub repository
+# kernels-community/quantization-bitsandbytes through the optional `kernels` package. Without it, it logs a
+# WARNING that asks for `pip install kernels` and keeps its own built-in CPU kernel
+# (gemv_4bit_inference_cpu_nf4_bf16), which then serves the same eval-mode, no-grad 4-bit forward. Training
+# (dequantize, then matmul) and GPUs never use either. Installing `kernels` only helps where the Hub is
+# reachable (it downloads the kernel); the offline tiny profile cannot reach it, so the advice is noise
+# here: the doctor says what it means (check_bnb_cpu_kernel), and the course's set-up (notebook.quiet) hides
+# that one record where it runs before bitsandbytes is imported (peft imports it: quiet() must come first).
+BNB_CPU_OPS_LOGGER = "bitsandbytes.backends.cpu.ops"
+BNB_HUB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+class _HubKernelNotice(logging.Filter):
+    """Drops only bitsandbytes' "pip install kernels" record; every other bitsandbytes message passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(BNB_HUB_KERNEL_NOTICE)
+
+
+def hide_bnb_hub_kernel_notice() -> None:
+    """Hide bitsandbytes' advice to `pip install kernels` (see above). Call it before bitsandbytes is first
+    imported: the notice is logged once, at import. Idempotent."""
+    logger = logging.getLogger(BNB_CPU_OPS_LOGGER)
+    if not any(isinstance(f, _HubKernelNotice) for f in logger.filters):
+        logger.addFilter(_HubKernelNotice())
+
+
+def probe_bnb_cpu_kernel() -> str:
+    """Which kernel bitsandbytes runs a 4-bit forward with on this CPU in eval mode: "none" (no AVX512-BF16:
+    it dequantizes and multiplies, and never looks for the hub kernel), "builtin" (its own, because the hub
+    kernel could not be loaded: the case of the notice) or "hub" (the kernels-community one)."""
+    hide_bnb_hub_kernel_notice()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import bitsandbytes.backends.cpu.ops as ops
+    if not hasattr(ops, "gemm_4bit_forward_kernel"):  # defined only where has_avx512bf16()
+        return "none"
+    return "builtin" if ops.gemm_4bit_forward_kernel is None else "hub"
+
+
 def probe_nf4(device: str = "cpu", quantize: Callable | None = None, dequantize: Callable | None = None):
     """Quantize a small tensor to NF4 and back with bitsandbytes, on the course device.
 
@@ -206,6 +283,7 @@ def probe_nf4(device: str = "cpu", quantize: Callable | None = None, dequantize:
         import torch
 
         if quantize is None or dequantize is None:
+            hide_bnb_hub_kernel_notice()  # explained by its own row (check_bnb_cpu_kernel)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 import bitsandbytes.functional as bnbf
@@ -336,9 +414,23 @@ def check_compute_dtype(hw: Mapping[str, Any]) -> Check:
     name = str(dtype).replace("torch.", "")
     if hw.get("cuda_available"):
         why = "GPU with native bf16" if hw.get("bf16_supported") else "GPU without bf16, e.g. a T4"
-    else:
-        why = "CPU: emulated bf16 works; the correction guide uses it"
+    else:  # the same words as the bf16 row: native where the CPU has bf16 instructions, else emulated
+        how = "native bf16 instructions" if hw.get("bf16_native") else "emulated bf16 works"
+        why = f"CPU: {how}; the correction guide uses it"
     return Check("compute dtype", OK, f"{name} ({why})")
+
+
+def check_bnb_cpu_kernel(kernel: str, hw: Mapping[str, Any]) -> Check | None:
+    """A row only where bitsandbytes printed its "pip install kernels" notice and the labs compute on the CPU
+    (on a GPU the kernel it is about never runs): what the notice means, in one line."""
+    if kernel != "builtin" or hw.get("cuda_available"):
+        return None
+    return Check(
+        "4-bit kernel",
+        OK,
+        "bitsandbytes' built-in CPU kernel runs 4-bit inference here. Its notice to 'pip install kernels' "
+        "is about an optional kernel downloaded from the Hugging Face Hub: not needed, ignore it",
+    )
 
 
 def check_nf4(result: Mapping[str, Any], on_colab: bool = False) -> Check:
@@ -511,12 +603,20 @@ def _hardware_or_failure(on_colab: bool) -> dict[str, Any] | Check:
         return Check("device", FAIL, detail, setup_fix(on_colab), summary="torch cannot inspect the device")
 
 
+def _bnb_cpu_kernel_or_none() -> str:
+    try:
+        return probe_bnb_cpu_kernel()
+    except Exception:  # bitsandbytes missing or broken: the packages and nf4 rows say so
+        return "none"
+
+
 def collect(probes: Mapping[str, Any] | None = None) -> Report:
     """Run the probes (or use the fakes in `probes`) and turn them into checks.
 
     `probes` keys, each optional: "versions" (dict package -> version or None, plus "python"),
-    "hardware" (a `detect_hardware()`-shaped dict), "nf4" (a `probe_nf4()`-shaped dict), "profile"
-    ({"name": ..., "error": ...}), "colab" (bool).
+    "hardware" (a `detect_hardware()`-shaped dict), "nf4" (a `probe_nf4()`-shaped dict),
+    "bnb_cpu_kernel" (`probe_bnb_cpu_kernel()`'s answer), "profile" ({"name": ..., "error": ...}),
+    "colab" (bool).
     """
     probes = dict(probes or {})
     on_colab = bool(probes["colab"]) if "colab" in probes else running_on_colab()
@@ -531,6 +631,9 @@ def collect(probes: Mapping[str, Any] | None = None) -> Report:
     device = "cuda" if hw.get("cuda_available") else "cpu"
 
     checks.append(check_nf4(probes["nf4"] if "nf4" in probes else probe_nf4(device), on_colab))
+    kernel = probes["bnb_cpu_kernel"] if "bnb_cpu_kernel" in probes else _bnb_cpu_kernel_or_none()
+    if (row := check_bnb_cpu_kernel(kernel, hw)) is not None:
+        checks.append(row)
 
     profile = probes["profile"] if "profile" in probes else probe_profile()
     checks.append(check_profile(profile, hw, on_colab))

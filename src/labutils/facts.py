@@ -72,12 +72,17 @@ RANK_RANGE = (8, 16)  # the guide: "8-16 for most tasks"; the QLoRA labs' instru
 
 
 # ---- the dtype rule for the hardware ---------------------------------------------------------------------
+# One rule, read by the doctor (labutils.doctor.detect_hardware), by the helpers every lab calls
+# (labutils.compute_dtype / training_dtype / precision_flags) and by the hidden checks (grader/checks/hardware.py).
+# `bf16_supported` means native bf16 on a GPU (compute capability 8.0 or more), as
+# torch.cuda.is_bf16_supported(including_emulation=False) answers it: the plain call also says True on a T4,
+# where bf16 is only emulated (torch/cuda/__init__.py, is_bf16_supported).
 def compute_dtype_name(cuda_available: bool, bf16_supported: bool) -> str:
     """The compute dtype the course uses, by name ("bfloat16" or "float16").
 
-    bfloat16 on a GPU that has it (Ampere+, same range as fp32, no loss scaling); float16 on an older
-    GPU such as a T4 (compute capability 7.5), where bf16 is only emulated; bfloat16 on CPU too:
-    emulated there but it works, and it is what the correction guide uses.
+    bfloat16 on a GPU that has it natively (Ampere+, same range as fp32, no loss scaling); float16 on an older
+    GPU such as a T4 (compute capability 7.5), where bf16 is only emulated; bfloat16 on a CPU too: emulated
+    on most CPUs, native on those with bf16 instructions (AVX512-BF16, AMX), and what the correction guide uses.
     """
     return "float16" if cuda_available and not bf16_supported else "bfloat16"
 
@@ -89,3 +94,10 @@ def training_precision(cuda_available: bool, bf16_supported: bool) -> dict[str, 
     if not cuda_available:
         return {"fp16": False, "bf16": False}
     return {"fp16": not bf16_supported, "bf16": bool(bf16_supported)}
+
+
+def training_dtype_name(cuda_available: bool, bf16_supported: bool) -> str:
+    """The dtype training computes in, by name: the one `training_precision`'s flags select ("float16",
+    "bfloat16"), "float32" where neither is set (a CPU)."""
+    flags = training_precision(cuda_available, bf16_supported)
+    return "float16" if flags["fp16"] else "bfloat16" if flags["bf16"] else "float32"

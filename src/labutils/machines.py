@@ -6,8 +6,9 @@
 length of a `with` block, consistently and as a real machine of that kind answers: on a T4,
 `torch.cuda.is_bf16_supported()` says True (bf16 can be *emulated* there) and only
 `is_bf16_supported(including_emulation=False)` says False. Nothing runs on a GPU; only the answers
-change. Lab 00 uses it to try a dtype chooser on machines the learner does not have, and its
-hidden checks to grade it.
+change. Lab 00 uses it to try a dtype chooser on machines the learner does not have, its hidden checks to
+grade it, and tests/learner/test_dtype_rule.py to run the labs' own dtype choices (labutils.compute_dtype and
+friends) on a T4 and an A100.
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class Machine:
         from labutils.doctor import recommended_compute_dtype
 
         return recommended_compute_dtype(self.cuda, self.bf16_native)
+
+    @property
+    def training(self):
+        """The dtype the course trains in on this machine (labutils.training_dtype): float32 on a CPU."""
+        import torch
+
+        from labutils.facts import training_dtype_name
+
+        return getattr(torch, training_dtype_name(self.cuda, self.bf16_native))
 
     @property
     def why(self) -> str:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 
 def quiet() -> None:
-    """Hide transformers' per-load progress bars and info logs so lab output stays readable."""
+    """Hide transformers' per-load progress bars and info logs so lab output stays readable, and
+    bitsandbytes' advice to `pip install kernels` (the doctor's "4-bit kernel" row says what it means).
+    bitsandbytes logs that once, when imported, and `import peft` imports it: call quiet() first."""
     import warnings
 
     import transformers
+
+    from labutils.doctor import hide_bnb_hub_kernel_notice
+
+    hide_bnb_hub_kernel_notice()  # before a lab's first 4-bit load imports bitsandbytes
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections import Counter
 
 import nbformat
 import pytest
@@ -236,3 +237,26 @@ def test_no_visible_test_checks_the_spelling_of_code_or_templates():
                 ):
                     found.append(f"{lab} {meta['grade_id']}: {ast.unparse(node)}")
     assert found == []
+
+
+def test_the_instructor_guide_audits_every_visible_assert():
+    """grader/README.md's audit table has one row per visible assert of every graded test cell (lab, grade_id),
+    so a new or removed visible assert is audited again; no row says it fails a right answer."""
+    guide = (nbcourse.SOURCE.parent / "README.md").read_text()
+    section = guide.split("## Visible tests, audited", 1)[1].split("\n## ", 1)[0]
+    rows = Counter()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0].isdigit():
+            rows[cells[0], cells[1]] += 1
+            assert "fails a right answer" not in line, line
+    asserts = Counter()
+    for lab in nbcourse.labs():
+        nb = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+                for node in ast.walk(ast.parse(_visible_part(cell.source))):
+                    if isinstance(node, ast.Assert):
+                        asserts[lab[:2], meta["grade_id"]] += 1
+    assert rows == asserts

@@ -49,6 +49,7 @@ def fake_probes(**overrides):
         "versions": dict(HEALTHY_VERSIONS),
         "hardware": dict(CPU),
         "nf4": dict(NF4_OK),
+        "bnb_cpu_kernel": "none",
         "profile": {"name": "tiny", "error": None},
         "colab": False,
     }
@@ -237,6 +238,79 @@ def test_cpu_recommends_bfloat16_and_says_it_is_emulated():
     assert report.check("compute dtype").detail.startswith("bfloat16")
     assert "emulated" in report.check("bf16").detail
     assert report.verdict() == "verdict: ready — this environment can run every lab (tiny profile, CPU)."
+
+
+def test_cpu_with_native_bf16_says_so_in_both_rows():
+    """The compute-dtype row and the bf16 row describe the CPU's bf16 the same way (issue 31)."""
+    native = doctor.collect(fake_probes(hardware=dict(CPU, bf16_native=True)))
+    assert native.check("bf16").detail == "works on CPU, with native bf16 instructions"
+    assert native.check("compute dtype").detail.startswith("bfloat16 (CPU: native bf16 instructions")
+    emulated = doctor.collect(fake_probes())
+    assert (
+        "emulated" in emulated.check("bf16").detail and "emulated" in emulated.check("compute dtype").detail
+    )
+    assert "native" not in emulated.check("compute dtype").detail
+
+
+# ------------------------------------------------------------------------ bitsandbytes' "pip install kernels"
+
+
+def test_the_kernels_notice_is_explained_where_it_was_printed():
+    report = doctor.collect(fake_probes(bnb_cpu_kernel="builtin"))
+    row = report.check("4-bit kernel")
+    assert row.status == doctor.OK and report.ready
+    assert (
+        "built-in CPU kernel" in row.detail
+        and "not needed" in row.detail
+        and "Hugging Face Hub" in row.detail
+    )
+    assert_fits_one_screen(report.render())
+    for quiet_case in (fake_probes(bnb_cpu_kernel="none"), fake_probes(bnb_cpu_kernel="hub")):
+        assert "4-bit kernel" not in doctor.collect(quiet_case).render()
+    on_gpu = doctor.collect(fake_probes(hardware=dict(T4), bnb_cpu_kernel="builtin"))
+    assert "4-bit kernel" not in on_gpu.render()  # the labs compute on the GPU: that kernel never runs
+
+
+def test_the_notice_filter_drops_only_that_record():
+    import logging
+
+    doctor.hide_bnb_hub_kernel_notice()
+    doctor.hide_bnb_hub_kernel_notice()  # idempotent
+    logger = logging.getLogger(doctor.BNB_CPU_OPS_LOGGER)
+    assert sum(isinstance(f, doctor._HubKernelNotice) for f in logger.filters) == 1
+
+    def record(msg):
+        return logging.LogRecord(logger.name, logging.WARNING, __file__, 1, msg, ("x",), None)
+
+    # bitsandbytes 0.50.2's own text (backends/cpu/ops.py), with its %s argument
+    notice = (
+        "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+        "`pip install kernels` and the kernels >= 0.11.1"
+    )
+    assert not logger.filter(record(notice))
+    assert logger.filter(record("some other bitsandbytes warning: %s"))
+
+
+def test_real_bitsandbytes_kernel_probe():
+    import importlib.util
+
+    kernel = doctor.probe_bnb_cpu_kernel()
+    assert kernel in ("none", "builtin", "hub")
+    if importlib.util.find_spec("kernels") is None:
+        assert kernel != "hub"
+    assert doctor._cpu_bf16_native() or kernel == "none"  # bitsandbytes looks only on CPUs with AVX512-BF16
+
+
+def test_labs_and_doctor_import_bitsandbytes_without_the_pip_install_advice():
+    """Fresh processes: a lab's set-up (quiet(), then `import peft`, which imports bitsandbytes) and the doctor's
+    NF4 probe. Where the CPU has AVX512-BF16, bitsandbytes would log its "pip install kernels" advice here."""
+    import subprocess
+
+    lab = "from labutils.notebook import quiet; quiet(); import peft"  # labs 01, 05, 08's set-up order
+    for program in (lab, "from labutils import doctor; doctor.probe_nf4('cpu')"):
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "pip install kernels" not in done.stderr + done.stdout, program
 
 
 # ------------------------------------------------------------------------ profile, models, colab

@@ -4,9 +4,11 @@ manifest (checks.inspect_model); the lab's rule titles.
 
 from __future__ import annotations
 
+import re
+
 from checks import fail
-from checks.inspect_model import active_config, leaf, require_adapters_on, require_lora_model
-from labutils.facts import LLAMA_NAMES
+from checks.inspect_model import active_config, require_adapters_on, require_lora_model
+from labutils.facts import ATTENTION, BERT_ATTENTION, LLAMA_NAMES
 
 # Rules of this lab that are not among the guide's five numbered mistakes.
 TRAIN_HEAD = "Train the adapter and the head before saving"
@@ -21,13 +23,13 @@ SAVE_HEAD_FIX = (
 )
 
 
-BERT_TARGETS = ("query", "value")  # lab 06's targets; key and dense are accepted too
-
-
-BERT_LINEAR = ("query", "key", "value", "dense")
-
-
-BERT_FIX = "target_modules=['query', 'value'] for BERT (q_proj/v_proj is Llama)."
+# BERT's attention projections, one rule for labs 02 and 06 (labutils.facts): query, key and value required,
+# the attention output optional; the other `dense` layers are the MLP and the pooler.
+BERT = ATTENTION["bert"]
+BERT_FIX = (
+    "target_modules=['query', 'key', 'value'] for BERT (q_proj/k_proj/v_proj are Llama's names; "
+    "attention.output.dense is optional)."
+)
 
 
 def _head_name(record: dict) -> str:
@@ -43,9 +45,10 @@ def _head_name(record: dict) -> str:
 
 
 def bert_lora_config(record: dict) -> None:
-    """`model` is a PeftModel whose LoRA layers sit on BERT's query and value projections."""
+    """`model` is a PeftModel whose LoRA layers sit on BERT's query, key and value projections (its
+    attention output optional) and nowhere else."""
     require_lora_model(record, "BERT", BERT_FIX, foreign=("Llama", LLAMA_NAMES))
-    wrapped = require_adapters_on(record, BERT_TARGETS, "BERT", BERT_FIX)
+    wrapped = require_adapters_on(record, BERT_ATTENTION, "BERT", BERT_FIX)
     head_name = _head_name(record)
     on_head = sorted(n for n in wrapped if head_name in n.split("."))
     if on_head:
@@ -55,12 +58,13 @@ def bert_lora_config(record: dict) -> None:
             "the random base head is not saved with the adapter.",
             "train the head whole: " + SAVE_HEAD_FIX,
         )
-    stray = sorted(n for n in wrapped if leaf(n) not in BERT_LINEAR)
+    stray = sorted(n for n in wrapped if not re.fullmatch(f"{BERT.required}|{BERT.optional}", n))
     if stray:
         fail(
             1,
-            f"LoRA also wraps {', '.join(stray[:3])}, which are not BERT's linear projections.",
-            "target_modules=['query', 'value'] (key and dense are optional).",
+            f"LoRA also wraps {', '.join(stray[:3])}, which are not BERT's attention projections (a `dense` "
+            "outside attention.output is the MLP or the pooler).",
+            BERT_FIX,
         )
 
 

@@ -49,7 +49,7 @@ def _trainable_copy(wrapper) -> torch.nn.Module:
 
 
 def lora_config(ns: dict) -> None:
-    """`model` is a PeftModel whose LoRA layers sit on BERT's query and value projections."""
+    """`model` is a PeftModel whose LoRA layers sit on BERT's query, key and value projections."""
     judges.bert_lora_config(model_record(ns, "bert_lora_config", MODEL_TYPES))
 
 

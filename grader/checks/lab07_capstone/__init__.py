@@ -1,5 +1,6 @@
-"""Lab 07, the capstone: lab 04's QLoRA rules and the Trainer's precision (judges.py), the reload (kernel.py),
-and the saved adapter and its validation loss, recomputed from the files (files.py).
+"""Lab 07, the capstone: lab 04's QLoRA rules, the Trainer's precision and the EOS labelled in its batches
+(judges.py), the reload (kernel.py), and the saved adapter and its validation loss, recomputed from the files
+(files.py).
 
 Plain data only: the grader reads OUTSIDE without importing the checks (checks.outside_targets).
 """
@@ -12,6 +13,7 @@ OUTSIDE = {
     "test_lora_config": "judges.llama_lora_config",
     "test_trainable_share": "judges.trainable_share",
     "test_precision": "judges.precision_flags",
+    "test_eos_labelled": "judges.eos_labelled",
     "test_adapter_only": "files.adapter_only_saved",
     "test_adapter_trained": "files.adapter_trained",
     "test_val_improved": "files.validation_improved",
@@ -19,11 +21,17 @@ OUTSIDE = {
 
 # The Trainer trains its own model with its own arguments: what the checks of the model and of the precision
 # flags judge too, recorded right after training (not `model` or `training_args`, which a later cell may rebind).
-RECORDS = {"train": {"model": ["trainer.model", "manifest"], "precision": ["trainer.args", "precision"]}}
+# And it trains on the batches its own collator builds: the locked cell show_labels collates the first rows of
+# its training set into `first_batch` (plain lists) just before training, recorded right after that cell.
+RECORDS = {
+    "show_labels": {"batch": ["first_batch", "value"]},
+    "train": {"model": ["trainer.model", "manifest"], "precision": ["trainer.args", "precision"]},
+}
 FROM_RECORDS = {
     "test_loaded_4bit": ["train", "model", None],
     "test_kbit_prepared": ["train", "model", None],
     "test_lora_config": ["train", "model", None],
     "test_trainable_share": ["train", "model", None],
     "test_precision": ["train", "precision", None],
+    "test_eos_labelled": ["show_labels", "batch", None],
 }

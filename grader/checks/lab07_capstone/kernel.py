@@ -2,8 +2,9 @@
 
 Every check of the QLoRA lab applies unchanged (lab 04's, imported here, so test cells call
 `lab07_checks.<check>(globals())` for all of them). Three more are the capstone's own: the Trainer's
-mixed-precision flags for the hardware, a validation loss recomputed from the saved adapter (files.py),
-and the reload of that adapter for inference onto a fresh base.
+mixed-precision flags for the hardware, the EOS labelled in the batches the Trainer's collator builds (a pad
+token that is not the EOS), a validation loss recomputed from the saved adapter (files.py), and the reload of
+that adapter for inference onto a fresh base.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from checks.lab07_capstone.files import (  # noqa: F401 (the test cells call the
     validation_improved,
 )
 
+BATCH_ROWS = 4  # the first rows of the Trainer's training set, collated as the locked cell show_labels does
+
 RELOAD = "For inference: load the saved adapter onto a fresh base model with PeftModel.from_pretrained"
 
 
@@ -44,12 +47,41 @@ def precision_flags(ns: dict) -> None:
     judges.precision_flags(publish("precision_flags", {"fp16": bool(args.fp16), "bf16": bool(args.bf16)}))
 
 
+def batch_record(trainer, tokenizer) -> dict:
+    """The first rows of the Trainer's own training set, collated by its own collator, as plain lists (what the
+    locked cell show_labels binds to `first_batch`, and the kernel guard records right after it)."""
+    rows = [trainer.train_dataset[i] for i in range(min(BATCH_ROWS, len(trainer.train_dataset)))]
+    record = {key: value.tolist() for key, value in trainer.data_collator(rows).items()}
+    return record | {"eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id}
+
+
+def eos_labelled(ns: dict) -> None:
+    """In the batches the learner's Trainer builds, the EOS that ends each text keeps its label (the grader also
+    judges the batch the locked cell recorded before training: checks.lab07_capstone.FROM_RECORDS)."""
+    from transformers import PreTrainedTokenizerBase, Trainer
+
+    trainer = need(ns, "trainer", Trainer, where="the cell that builds the Trainer")
+    tokenizer = need(ns, "tokenizer", PreTrainedTokenizerBase, where="the set-up cell")
+    judges.eos_labelled(publish("eos_labelled", batch_record(trainer, tokenizer)))
+
+
+EMBEDDINGS = ("embed_tokens", "lm_head")  # whole layers peft saves beside the adapter after a resize
+
+
+def _without_embeddings(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An adapter's tensors without whole embedding layers: a vocabulary resized for a new pad token makes peft
+    save them (save_embedding_layers="auto"), and their new row was never trained."""
+    return {k: v for k, v in state.items() if k.split(".")[-2:-1] not in ([e] for e in EMBEDDINGS)}
+
+
 def _adapter_state(model) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
     name = model.active_adapter
     name = name[0] if isinstance(name, (list, tuple)) else name
-    return get_peft_model_state_dict(model, adapter_name=name)
+    return _without_embeddings(
+        get_peft_model_state_dict(model, adapter_name=name, save_embedding_layers=False)
+    )
 
 
 def reloaded_for_inference(ns: dict) -> None:
@@ -88,7 +120,7 @@ def reloaded_for_inference(ns: dict) -> None:
     weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.exists():
         fail(RELOAD, f"{adapter_dir} holds no {ADAPTER_WEIGHTS} to load.", "save the adapter first.")
-    saved = load_file(str(weights))
+    saved = _without_embeddings(load_file(str(weights)))
     loaded = _adapter_state(inference)
     if set(saved) != set(loaded) or any(
         not torch.allclose(saved[k].float().cpu(), loaded[k].detach().float().cpu()) for k in saved

@@ -134,15 +134,17 @@ BERT_MODULES = {"embeddings.word_embeddings": (4096, 128), "encoder.layer.0.atte
                 "encoder.layer.0.attention.self.key": (128, 128), "encoder.layer.0.attention.self.value": (128, 128),
                 "encoder.layer.0.attention.output.dense": (128, 128), "encoder.layer.0.intermediate.dense": (128, 512),
                 "encoder.layer.0.output.dense": (512, 128), "pooler.dense": (128, 128)}  # fmt: skip
-# LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"]).to_dict(),
-# the fields the judges read and a few beside them.
+# LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "key", "value"]).to_dict(),
+# the fields the judges read and a few beside them (peft keeps target_modules as a set: the record sorts it).
 SEQ_CLS = {"task_type": "SEQ_CLS", "peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
-           "bias": "none", "target_modules": ["query", "value"], "modules_to_save": ["classifier", "score"]}  # fmt: skip
+           "bias": "none", "target_modules": ["key", "query", "value"], "modules_to_save": ["classifier", "score"]}  # fmt: skip
 NO_TASK = {"task_type": None, "modules_to_save": None}  # LoraConfig(r=4, ...) without task_type
 PEFT_TYPES = {"SEQ_CLS": "PeftModelForSequenceClassification", "CAUSAL_LM": "PeftModelForCausalLM"}
 
 
-def bert(*, lora=("query", "value"), head="classifier", head_saved=True, frozen=(), config=None, peft=True):
+def bert(
+    *, lora=("query", "key", "value"), head="classifier", head_saved=True, frozen=(), config=None, peft=True
+):
     """A manifest of the course's tiny BERT classifier (one encoder layer shown) as checks.inspect_model.manifest
     writes it: wrapped by get_peft_model with LoRA (r=4) on the `lora` leaves and `config`'s changes to SEQ_CLS;
     the head `head` (None: a BertModel, which has none) in modules_to_save when `head_saved`, `frozen` naming
@@ -203,7 +205,11 @@ def judges(hidden_check):
 def test_reference_manifest_passes_both_judges(judges, verdict):
     assert verdict(judges.bert_lora_config, bert()) == ""
     assert verdict(judges.head_wrapped, bert()) == ""
-    assert verdict(judges.bert_lora_config, bert(lora=("query", "key", "value", "dense"))) == ""
+    # the attention output is optional (labutils.facts.ATTENTION["bert"], the rule lab 02 checks too)
+    attention_output = bert() | {"modules": {**bert()["modules"]}}
+    for name in [n for n in attention_output["modules"] if n.endswith("attention.output.dense")]:
+        attention_output["modules"][name] = "lora"
+    assert verdict(judges.bert_lora_config, attention_output) == ""
 
 
 @pytest.mark.parametrize(
@@ -214,24 +220,47 @@ def test_reference_manifest_passes_both_judges(judges, verdict):
             "Mistake 1",
             "(those are Llama names)",
         ),
-        (bert(lora=("query",)), "Mistake 1", "(value missing; target_modules was ['query', 'value'])"),
+        (
+            bert(lora=("query",)),
+            "Mistake 1",
+            "(key, value missing; target_modules was ['key', 'query', 'value'])",
+        ),
+        (
+            bert(lora=("query", "value"))
+            | {"peft_config": {"default": SEQ_CLS | {"target_modules": ["query", "value"]}}},
+            "Mistake 1",
+            "(key missing; target_modules was ['query', 'value'])",
+        ),
+        (
+            bert(lora=("query", "key", "value", "dense")),
+            "Mistake 1",
+            "which are not BERT's attention projections (a `dense` outside attention.output is the MLP or the pooler)",
+        ),
         (
             bert(head=None, config=NO_TASK),
             "Mistake 5",
             "PeftModel has no classification head (no `classifier` or `score`)",
         ),
         (
-            bert(lora=("query", "value", "classifier")),
+            bert(lora=("query", "key", "value", "classifier")),
             "Mistake 5",
             "LoRA wraps the head (base_model.model.classifier)",
         ),
         (
-            bert(lora=("query", "value", "word_embeddings")),
+            bert(lora=("query", "key", "value", "word_embeddings")),
             "Mistake 1",
-            "also wraps base_model.model.bert.embeddings.word_embeddings, which are not BERT's linear projections",
+            "also wraps base_model.model.bert.embeddings.word_embeddings, which are not BERT's attention projections",
         ),
     ],
-    ids=["llama_targets", "value_missing", "no_head", "lora_on_the_head", "lora_on_embeddings"],
+    ids=[
+        "llama_targets",
+        "key_value_missing",
+        "key_missing",
+        "dense_too_loose",
+        "no_head",
+        "lora_on_the_head",
+        "lora_on_embeddings",
+    ],
 )
 def test_lora_config_judge_names_each_wrong_config(judges, verdict, record, rule, words):
     message = verdict(judges.bert_lora_config, record)
@@ -314,7 +343,7 @@ def lab06(tmp_path_factory):
 
     def wrap(task_type):
         config = LoraConfig(
-            task_type=task_type, r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"]
+            task_type=task_type, r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "key", "value"]
         )
         return get_peft_model(base(), config).eval()
 

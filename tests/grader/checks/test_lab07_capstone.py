@@ -201,3 +201,151 @@ def test_a_foreign_adapter_does_not_load_onto_the_course_model(files, tmp_path, 
         and f"the adapter in {folder} does not load onto the course model (" in message
         and "query" in message  # peft's own error: the BERT names are not found in the Llama
     )
+
+
+# ---- a pad token of its own: the EOS labelled in the batches the Trainer's collator builds -------------------
+EOS, PAD = 2, 1043  # the tiny Llama's </s>, and the <|pad|> exercise 1 adds after its 1043 tokens
+# Two texts ending with the EOS, the shorter one padded: what DataCollatorForLanguageModeling builds.
+BATCH = {
+    "input_ids": [[1, 262, 79, 622, EOS], [1, 661, EOS, PAD, PAD]],
+    "attention_mask": [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]],
+    "labels": [[1, 262, 79, 622, EOS], [1, 661, EOS, -100, -100]],
+    "eos_id": EOS,
+    "pad_id": PAD,
+}
+# The same texts with pad = EOS: the collator labels every pad-id token -100, and so every EOS.
+PAD_IS_EOS = BATCH | {
+    "input_ids": [[1, 262, 79, 622, EOS], [1, 661, EOS, EOS, EOS]],
+    "labels": [[1, 262, 79, 622, -100], [1, 661, -100, -100, -100]],
+    "pad_id": EOS,
+}
+
+
+@pytest.fixture
+def capstone_judges(hidden_check):
+    return hidden_check("lab07_capstone.judges")
+
+
+def test_eos_labelled_accepts_a_batch_whose_eos_keeps_its_label(capstone_judges, verdict):
+    assert verdict(capstone_judges.eos_labelled, BATCH) == ""
+    # without an attention mask every position counts as real: the EOS is still labelled
+    assert (
+        verdict(capstone_judges.eos_labelled, {k: v for k, v in BATCH.items() if k != "attention_mask"}) == ""
+    )
+
+
+def test_eos_labelled_names_pad_equal_to_eos_and_the_fix(capstone_judges, verdict):
+    message = verdict(capstone_judges.eos_labelled, PAD_IS_EOS)
+    assert message.startswith(f"[{capstone_judges.PAD_RULE}]")
+    assert (
+        "the EOS that ends the text is labelled -100 in 2 of 2 sequences: the pad token is the EOS (id 2)"
+        in message
+    )
+    assert "DataCollatorForLanguageModeling sets the label of every pad-id token to -100" in message
+    assert "the model never learns to stop" in message
+    assert (
+        "Fix: if tokenizer.pad_token is None or is the EOS, tokenizer.add_special_tokens({'pad_token': '<|pad|>'})"
+        in message
+    )
+    assert len("PeftMistake: " + message) <= scores.MESSAGE_CHARS
+
+
+def test_eos_labelled_fails_an_eos_masked_some_other_way(capstone_judges, verdict):
+    """A pad token of its own, but the EOS masked all the same (one of two sequences): still no stopping learned."""
+    masked = BATCH | {"labels": [[1, 262, 79, 622, EOS], [1, 661, -100, -100, -100]]}
+    message = verdict(capstone_judges.eos_labelled, masked)
+    assert message.startswith(f"[{capstone_judges.PAD_RULE}]")
+    assert "labelled -100 in 1 of 2 sequences: the collator masks it (pad id 1043, EOS id 2)" in message
+
+
+def test_eos_labelled_fails_a_batch_without_an_eos(capstone_judges, verdict):
+    """Nothing to stop at is not a pass: padding at the EOS's id hidden by the attention mask does not count."""
+    no_eos = BATCH | {"input_ids": [[1, 262, 79, 622, 5], [1, 661, 5, EOS, EOS]], "pad_id": EOS}
+    message = verdict(capstone_judges.eos_labelled, no_eos)
+    assert message.startswith(f"[{capstone_judges.PAD_RULE}]")
+    assert "none of the 2 sequences of a training batch holds the EOS (id 2)" in message
+
+
+def _tokenized(tokenizer):
+    """The capstone's data cell on four course examples: formatted with the EOS, tokenized."""
+    from datasets import Dataset
+
+    from labutils.data import format_instruction, load_instructions
+
+    texts = [format_instruction(row, tokenizer.eos_token) for row in list(load_instructions()["train"])[:4]]
+    return Dataset.from_dict({"text": texts}).map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=64),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+# (what the tokenizer ships, how exercise 1 handles it, the words of the verdict: "" passes). No pad token is the
+# hub's Llama; "pad = EOS" the common recipe; "if None" handles a missing pad token only; "<|pad|>" the lab's answer;
+# the tiny tokenizer's own pad token is not the EOS.
+PAD_CASES = {
+    "no_pad-pad_is_eos": (None, "pad = EOS", "the pad token is the EOS (id 2)"),
+    "no_pad-new_pad": (None, "<|pad|>", ""),
+    "ships_eos-only_none_handled": ("eos", "if None", "the pad token is the EOS (id 2)"),
+    "ships_eos-new_pad": ("eos", "<|pad|>", ""),
+    "own_pad": ("own", "<|pad|>", ""),
+}
+
+
+@pytest.mark.parametrize(("ships", "handles", "words"), PAD_CASES.values(), ids=PAD_CASES)
+def test_eos_labelled_reads_the_trainers_own_batches(
+    capstone, tiny, tmp_path, verdict, ships, handles, words
+):
+    """A real Trainer (not trained) with the capstone's collator, on tokenizers that ship no pad token or pad == EOS:
+    the check collates the Trainer's own training set exactly as the locked cell show_labels does."""
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    if ships != "own":
+        tokenizer.pad_token = None if ships is None else tokenizer.eos_token
+    if handles == "pad = EOS" and tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    elif handles == "if None" and tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    elif handles == "<|pad|>" and tokenizer.pad_token in (None, tokenizer.eos_token):
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    trainer = Trainer(
+        model=fresh_base(tiny),
+        args=TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True),
+        train_dataset=_tokenized(tokenizer),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
+    message = verdict(capstone.eos_labelled, {"trainer": trainer, "tokenizer": tokenizer})
+    assert (words in message) if words else message == "", message
+    if words:
+        assert "labelled -100 in 4 of 4 sequences" in message and "Fix: " in message
+    record = capstone.batch_record(trainer, tokenizer)
+    assert record["pad_id"] != record["eos_id"] if not words else record["pad_id"] == record["eos_id"]
+
+
+def test_eos_labelled_names_a_missing_trainer(capstone, verdict):
+    assert "`trainer` is not defined" in verdict(capstone.eos_labelled, {})
+
+
+def test_outside_the_eos_is_judged_on_the_batch_the_locked_cell_recorded(hidden_check):
+    """A test cell that saw a batch with the EOS labelled still fails when the batch the locked cell show_labels
+    collated from the Trainer just before training (what it trained on) masked every EOS."""
+    evidence, runner = hidden_check("evidence"), hidden_check("outside")
+    from checks import PeftMistake
+
+    def judge(recorded: dict) -> None:
+        output = {
+            "output_type": "display_data",
+            "data": {evidence.MIME: {"check": "eos_labelled", "record": BATCH}},
+        }
+        cells = {
+            "test_eos_labelled": {"outputs": [output]},
+            "show_labels": {"metadata": {evidence.RECORDED_KEY: {"batch": recorded}}},
+        }
+        runner._judge_record("07_capstone", "judges.eos_labelled", cells, "test_eos_labelled")
+
+    judge(BATCH)  # the same batch: it passes
+    with pytest.raises(
+        PeftMistake, match=r"the pad token is the EOS .*judged on what the notebook's cell show_labels"
+    ):
+        judge(PAD_IS_EOS)
