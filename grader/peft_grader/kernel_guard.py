@@ -38,6 +38,7 @@ import builtins
 import functools
 import hashlib
 import json
+import operator
 import os
 import sys
 import threading
@@ -60,6 +61,7 @@ LIBRARIES = (
     "ipykernel.zmqshell",
     "jupyter_client.session",
 )
+LIBRARY_ROOTS = {lib.split(".")[0] for lib in LIBRARIES}
 # What no lab needs and only tampering does: refused (and held for review) when learner code does it.
 REFUSED = {
     "object.__setattr__": "replaces a function's code or defaults",
@@ -238,6 +240,7 @@ class _Guard:
             except Exception:  # noqa: BLE001 - a missing library is the lab's to report
                 pass
         self.libraries: dict[str, tuple[dict, dict]] = {}
+        self._index: _LibraryIndex | None = None  # self.libraries as flat lists, for a quick comparison
         self.callbacks = {event: list(cbs) for event, cbs in shell.events.callbacks.items()}
 
     # ---- whose code is it ---------------------------------------------------------------------------------
@@ -381,8 +384,9 @@ class _Guard:
 
     # ---- after every cell -------------------------------------------------------------------------------
     def restore(self, *_args) -> None:
-        if self.sealed is not None:  # the hidden test that just ran: did anything change what it used?
-            self._verify_sealed()
+        # the hidden test that just ran: did anything change what it used? (libraries as indexed: the check
+        # below has just been made, and nothing between here and there touches a library)
+        as_indexed = self.sealed is not None and self._verify_sealed()
         for name in [m for m in sys.modules if m == "checks" or m.startswith("checks.")]:
             del sys.modules[name]
         sys.meta_path[:] = self.meta_path
@@ -408,7 +412,8 @@ class _Guard:
             if isinstance(value, FUNCTIONS) and shell_dict.get(name) is not value:
                 shell_dict[name] = value
         self._restore_outputs()
-        self._restore_libraries()
+        if not as_indexed:
+            self._restore_libraries()
         self._learner_modules()
 
     def _restore_extension_points(self) -> None:
@@ -504,8 +509,10 @@ class _Guard:
 
     def _restore_libraries(self) -> None:
         """Functions and methods of the libraries, as they were when each module was first loaded."""
+        if self._libraries_as_indexed():  # the common case: nothing to restore
+            return
         for name, module in list(sys.modules.items()):
-            if module is None or not any(name == lib or name.startswith(lib + ".") for lib in LIBRARIES):
+            if module is None or not _is_library(name):
                 continue
             saved = self.libraries.get(name)
             if saved is None:  # loaded since the last cell: its state now is its pristine state
@@ -529,6 +536,22 @@ class _Guard:
                             type.__delattr__(cls, key)
                 except (TypeError, AttributeError):
                     continue
+        self._index = _LibraryIndex.of(self.libraries)
+
+    def _libraries_as_indexed(self) -> bool:
+        """Whether the libraries are as the snapshot has them (the index's quick comparison); modules loaded
+        since the last look are snapshotted as they are now, their pristine state, as the full restore would."""
+        index = self._index
+        if index is None:
+            return False
+        loaded = index.loaded(self.libraries)
+        if loaded is None or not index.untouched():
+            return False
+        for name in loaded:
+            self.libraries[name] = _snapshot(name, sys.modules[name])
+            if not index.add(name, sys.modules[name], self.libraries[name]):
+                self._index = None
+        return True
 
     def _python_files(self) -> dict[str, str]:
         """sha256 of every Python file in the learner's folder (not the kernel's private one)."""
@@ -606,9 +629,11 @@ class _Guard:
             if module is not None and (name == "checks" or name.startswith("checks."))
         }
 
-    def _verify_sealed(self) -> None:
+    def _verify_sealed(self) -> bool:
         """After a hidden test: a function of the checks rebound, or a library's function, class method or
-        builtin replaced while it ran (by learner code the check called, or a signal, or a thread) voids it."""
+        builtin replaced while it ran (by learner code the check called, or a signal, or a thread) voids it.
+        True where the libraries were found as the snapshot has them."""
+        as_indexed = self._libraries_as_indexed()
         changed = [
             f"{name}.{key}"
             for name, saved in self.sealed.items()
@@ -620,7 +645,8 @@ class _Guard:
             for k, v in self.builtins.items()
             if k not in KERNEL_BUILTINS and vars(builtins).get(k) is not v
         ]
-        changed += self._changed_libraries(made_by_learner=True)
+        if not as_indexed:
+            changed += self._changed_libraries(made_by_learner=True)
         self.sealed = None
         if changed:
             self.report(
@@ -628,11 +654,14 @@ class _Guard:
                 f"changed {', '.join(sorted(changed)[:3])} while a hidden test ran: its verdict is void",
                 self.current_cell() | {"void": True},
             )
+        return as_indexed
 
     def _changed_libraries(self, made_by_learner: bool = False) -> list[str]:
         """The libraries' functions and class members that differ from their snapshot (nothing restored);
         `made_by_learner`: only those replaced by something learner code made (a library wraps its own: torch
         patches an optimizer's step the first time one is built)."""
+        if self._libraries_as_indexed():
+            return []
         changed = []
         for name, (functions, classes) in self.libraries.items():
             module = sys.modules.get(name)
@@ -698,6 +727,92 @@ class _Guard:
         self.shell.kernel.session.send(
             stream, REPLY, json.loads(json.dumps(reply, default=str)), parent=msg, ident=idents
         )
+
+
+class _LibraryIndex:
+    """The guard's snapshot of the libraries (`_Guard.libraries`) as flat lists of (namespace, name, saved
+    value), so that "has anything changed?" is answered by `map` in C, some 100,000 functions and methods in
+    about 10 ms where the full restore's loop takes 25. Grading asks it several times per hidden test (the
+    clean room, the seal, the verification after it), and nearly always the answer is no."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.modules: list = []
+        self.spaces: list[dict] = []
+        self.keys: list[str] = []
+        self.values: list = []
+        self.classes: list = []  # each class's members, read through its mappingproxy
+        self.sizes: list[int] = []
+        self.class_spaces: list = []
+        self.class_keys: list[str] = []
+        self.class_values: list = []
+        self.module_names = set(sys.modules)  # every module the last look saw, library or not
+
+    @classmethod
+    def of(cls, libraries: dict) -> _LibraryIndex | None:
+        index = cls()
+        for name, saved in libraries.items():
+            module = sys.modules.get(name)
+            if module is not None and not index.add(name, module, saved):
+                return None
+        return index
+
+    def add(self, name: str, module, saved: tuple[dict, dict]) -> bool:
+        """Index one module's snapshot; False where its namespace is not a plain dict (then no index)."""
+        namespace = vars(module)
+        if type(namespace) is not dict:
+            return False
+        functions, classes = saved
+        self.names.append(name)
+        self.modules.append(module)
+        self.spaces += [namespace] * len(functions)
+        self.keys += functions.keys()
+        self.values += functions.values()
+        for owner, (size, members) in classes.items():
+            proxy = vars(owner)
+            self.classes.append(proxy)
+            self.sizes.append(len(proxy))
+            if len(proxy) != size:  # members added since the snapshot: the full restore looks at them too
+                members = {**members, **{k: v for k, v in proxy.items() if k not in members}}
+            self.class_spaces += [proxy] * len(members)
+            self.class_keys += members.keys()
+            self.class_values += members.values()
+        self.module_names.add(name)
+        return True
+
+    def loaded(self, libraries: dict) -> list[str] | None:
+        """The library modules loaded since the last look and never snapshotted; None where one that was
+        snapshotted before is back (removed from sys.modules and loaded again: the full restore's case)."""
+        new = sys.modules.keys() - self.module_names
+        found = [name for name in new if _is_library(name) and sys.modules.get(name) is not None]
+        if any(name in libraries for name in found):
+            return None
+        self.module_names.update(name for name in new if not _is_library(name))
+        return found
+
+    def untouched(self) -> bool:
+        """Every indexed module still in sys.modules, and every function, class member and class size as
+        indexed (identity, never `==`, which a learner's object could answer)."""
+        is_ = operator.is_
+        return (
+            all(map(is_, map(sys.modules.get, self.names), self.modules))
+            and all(map(is_, map(dict.get, self.spaces, self.keys), self.values))
+            and all(
+                map(
+                    is_,
+                    map(types.MappingProxyType.get, self.class_spaces, self.class_keys),
+                    self.class_values,
+                )
+            )
+            and list(map(len, self.classes)) == self.sizes
+        )
+
+
+def _is_library(name: str) -> bool:
+    """A module of one of the libraries the checks read (LIBRARIES), or of their packages."""
+    return name.split(".")[0] in LIBRARY_ROOTS and any(
+        name == lib or name.startswith(lib + ".") for lib in LIBRARIES
+    )
 
 
 def _signal_handlers() -> dict:
