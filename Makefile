@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# torch is installed first and pinned to the CPU wheel, so nothing later pulls a multi-GB CUDA build.
+# torch is installed first, the build this machine needs (src/labutils/torch_choice.py: PyTorch's CPU wheels
+# without an NVIDIA GPU, a CUDA build the driver can run with one; TORCH_INDEX=URL overrides), so nothing
+# later pulls a multi-GB CUDA build onto a machine that cannot use it.
 TORCH  ?= torch==2.13.0
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -16,7 +18,7 @@ CONSTRAINTS := src/labutils/constraints.txt
 $(STAMP): pyproject.toml $(CONSTRAINTS) grader/hub/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python src/labutils/torch_choice.py "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[grader,dev]" -c $(CONSTRAINTS)
 	@# bubblewrap sandboxes the kernels that run learners' code while grading; without it grading still
 	@# works, with a warning, and less isolation (see grader/README.md).

@@ -23,6 +23,7 @@ from typing import Any
 from labutils import profiles
 from labutils.errors import CourseError
 from labutils.facts import compute_dtype_name, training_dtype_name, training_precision
+from labutils.torch_choice import probe_nvidia
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 _STATUS_LABEL = {OK: "ok", WARN: "WARN", FAIL: "FAIL"}
@@ -193,6 +194,8 @@ def detect_hardware() -> dict[str, Any]:
         "bf16_supported": bf16,
         "bf16_native": native,
         "compute_dtype": recommended_compute_dtype(cuda, bf16),
+        "torch_version": torch.__version__,
+        "torch_cuda": torch.version.cuda,  # None for a CPU-only build
     }
 
 
@@ -396,6 +399,28 @@ def _device_label(hw: Mapping[str, Any]) -> str:
 
 def check_device(hw: Mapping[str, Any]) -> Check:
     return Check("device", OK, _device_label(hw))
+
+
+def check_gpu_use(nvidia: Mapping[str, Any] | None, hw: Mapping[str, Any]) -> Check | None:
+    """A row only where the machine has an NVIDIA GPU (`nvidia-smi` lists one) that torch cannot use: a
+    CPU-only build, or a CUDA build newer than the driver (torch then says only a warning, and every lab
+    would run on the CPU)."""
+    if nvidia is None or hw.get("cuda_available"):
+        return None
+    gpus = ", ".join(nvidia.get("gpus") or ["an NVIDIA GPU"])
+    torch_cuda, driver = hw.get("torch_cuda"), nvidia.get("cuda")
+    version = hw.get("torch_version", "")
+    if torch_cuda is None:
+        why = f"torch {version} is a CPU-only build"
+    elif driver is not None and tuple(int(x) for x in str(torch_cuda).split(".")[:2]) > tuple(driver):
+        why = f"torch {version} needs CUDA {torch_cuda}; the driver supports CUDA {driver[0]}.{driver[1]}"
+    else:
+        why = f"torch {version} (CUDA {torch_cuda}) cannot initialise the GPU"
+    fix = (
+        "`.venv/bin/pip uninstall -y torch && rm .venv/.installed && make setup` (it picks the torch build "
+        "this GPU's driver can run), or update the NVIDIA driver"
+    )
+    return Check("gpu", FAIL, f"this machine has {gpus}, but {why}", fix, summary="torch cannot use the GPU")
 
 
 def check_bf16(hw: Mapping[str, Any]) -> Check:
@@ -616,7 +641,7 @@ def collect(probes: Mapping[str, Any] | None = None) -> Report:
     `probes` keys, each optional: "versions" (dict package -> version or None, plus "python"),
     "hardware" (a `detect_hardware()`-shaped dict), "nf4" (a `probe_nf4()`-shaped dict),
     "bnb_cpu_kernel" (`probe_bnb_cpu_kernel()`'s answer), "profile" ({"name": ..., "error": ...}),
-    "colab" (bool).
+    "colab" (bool), "nvidia" (`labutils.torch_choice.probe_nvidia()`'s answer: the GPUs nvidia-smi lists).
     """
     probes = dict(probes or {})
     on_colab = bool(probes["colab"]) if "colab" in probes else running_on_colab()
@@ -628,6 +653,9 @@ def collect(probes: Mapping[str, Any] | None = None) -> Report:
         hw = {"cuda_available": False, "device": "cpu"}
     else:
         checks += [check_device(hw), check_bf16(hw), check_compute_dtype(hw)]
+    nvidia = probes["nvidia"] if "nvidia" in probes else probe_nvidia()
+    if (row := check_gpu_use(nvidia, hw)) is not None:
+        checks.append(row)
     device = "cuda" if hw.get("cuda_available") else "cpu"
 
     checks.append(check_nf4(probes["nf4"] if "nf4" in probes else probe_nf4(device), on_colab))

@@ -52,6 +52,7 @@ def fake_probes(**overrides):
         "bnb_cpu_kernel": "none",
         "profile": {"name": "tiny", "error": None},
         "colab": False,
+        "nvidia": None,
     }
     probes.update(overrides)
     return probes
