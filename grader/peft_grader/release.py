@@ -14,14 +14,38 @@ SETUP_CELL = "colab_setup"  # the grade_id of every lab's first code cell
 # its clone pointing at the repository setting.
 COLAB_SETUP = """\
 # Set-up. On Colab: install the course (with the library versions it is tested with) and use real hub
-# models on the GPU. Anywhere else this cell does nothing.
+# models on the GPU. Anywhere else this cell does nothing. If a step fails, the cell stops and says why:
+# fix that and run it again, it picks up where it stopped.
 import os
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/peft-course"):
-        !git clone -q --depth 1 https://github.com/peft-course/peft-course /content/peft-course
-        !pip install -q -e /content/peft-course -c /content/peft-course/src/labutils/constraints.txt
+    steps = []
+    if not os.path.isfile("/content/peft-course/pyproject.toml"):  # not cloned yet, or a clone cut short
+        steps.append(
+            (
+                "clone the course",
+                "rm -rf /content/peft-course && "
+                "git clone -q --depth 1 https://github.com/peft-course/peft-course /content/peft-course",
+            )
+        )
+    if not os.path.isfile("/content/peft-course/.installed"):
+        steps.append(
+            (
+                "install the course",
+                "pip install -q -e /content/peft-course -c /content/peft-course/src/labutils/constraints.txt"
+                " && touch /content/peft-course/.installed",
+            )
+        )
+    for step, command in steps:
+        print(f"Set-up: {step}", flush=True)
+        done = subprocess.run(command, shell=True, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(
+                f"The set-up stopped: this step failed ({step}).\\n{done.stderr.strip()[-2000:]}\\n"
+                "Fix the cause (the network? Runtime > Disconnect and delete runtime), then run this cell again."
+            )
     sys.path.insert(0, "/content/peft-course/src")
     os.environ.setdefault("PEFT_COURSE_PROFILE", "hub")"""
 

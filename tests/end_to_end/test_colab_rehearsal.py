@@ -2,8 +2,10 @@
 
 What Colab's runtime has and lacks, set up for one kernel per lab:
 - `google.colab` is imported before the first cell (the set-up cells look for it in sys.modules); the
-  set-up cell's `!git clone` / `!pip install` lines are recorded, not run (tests/learner/test_colab.py checks
-  what they install: the course without the `grader` and `dev` extras);
+  set-up cell's shell commands run, with stand-ins for `git` and `pip` that record their arguments first on
+  PATH, and the course folder in the lab's own folder (each badge opens a fresh runtime);
+  tests/learner/test_colab.py checks what they install (the course without the `grader` and `dev` extras)
+  and that a failed step stops the cell and a rerun repairs it;
 - `nbgrader` and `jupyterlab`, which that install leaves out, cannot be imported;
 - the profile is not set beforehand: the set-up cell switches to `hub`;
 - the hub ids are served from a Hugging Face cache seeded with the course's own models under those ids
@@ -42,8 +44,6 @@ class _NotOnColab(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _NotOnColab())
 import google.colab  # noqa: E402,F401  (the stand-in on PYTHONPATH: Colab imports its module at start)
 
-SHELL_COMMANDS = []
-get_ipython().system = SHELL_COMMANDS.append  # noqa: F821  (!git clone, !pip install: recorded, not run)
 """
 PROBE = """
 try:
@@ -51,7 +51,9 @@ try:
     print("nbgrader: importable")
 except ModuleNotFoundError:
     print("nbgrader: not importable")
-print("shell commands:", len(SHELL_COMMANDS))
+import os
+log = os.path.join(os.environ["COLAB_TOOLS"], "log")
+print("shell commands:", len(open(log).read().splitlines()) if os.path.exists(log) else 0)
 """
 
 
@@ -68,7 +70,16 @@ def colab(tmp_path_factory):
     colab_module.mkdir(parents=True)
     (colab_module / "__init__.py").write_text('"""A stand-in for Colab\'s own module."""\n')
     seed_hub_cache(root / "hf-cache")
+    tools = root / "bin"  # git and pip stand-ins: record the set-up cell's commands, clone an empty course
+    tools.mkdir()
+    for name, body in (
+        ("git", 'for a; do dest=$a; done; mkdir -p "$dest" && touch "$dest/pyproject.toml"'),
+        ("pip", "true"),
+    ):
+        (tools / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "$COLAB_TOOLS/log"\n{body}\n')
+        (tools / name).chmod(0o755)
     return {
+        "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
         "IPYTHONDIR": str(root / "ipython"),
         "PYTHONPATH": os.pathsep.join([str(root / "site"), str(nbcourse.GRADER)]),
         "HF_HUB_CACHE": str(root / "hf-cache"),
@@ -97,6 +108,9 @@ def test_lab_runs_on_colab_in_the_hub_profile(lab, colab, monkeypatch):
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
     work = colab["root"] / lab
     work.mkdir()
+    monkeypatch.setenv("COLAB_TOOLS", str(work))  # this runtime's record of the set-up cell's commands
+    for cell in nb.cells:  # this runtime's /content, in the lab's folder
+        cell.source = cell.source.replace("/content/peft-course", str(work / "peft-course"))
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}
     ).execute()

@@ -1,7 +1,8 @@
 """The workshop path: every released lab opens in Colab and its set-up cell does the right thing there.
 
-The set-up cell runs here with IPython's own transformation of its `!` lines, against a recording
-shell, with the `google.colab` module present (Colab) and absent (a laptop): no network is needed.
+The set-up cell runs here as on Colab, its shell commands run for real with stand-ins for `git` and `pip`
+first on PATH (a failing one where a test says so) and the course folder moved into a temporary one, with
+the `google.colab` module present (Colab) and absent (a laptop): no network is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from IPython.core.inputtransformer2 import TransformerManager
 
 from peft_grader import nbcourse
 from peft_grader.course import colab_url, repository
@@ -29,19 +29,30 @@ def _setup_cell(path: Path) -> str:
     return cell.source
 
 
-class _Shell:
-    """Stands in for get_ipython(): records the shell commands instead of running them."""
-
-    def __init__(self):
-        self.commands: list[str] = []
-
-    def system(self, command: str) -> None:
-        self.commands.append(command)
+COURSE = "/content/peft-course"
 
 
-def _run_setup(
-    source: str, monkeypatch, on_colab: bool, cloned: bool = False
-) -> tuple[list[str], str | None]:
+def _fake_tools(folder: Path, git_fails: bool = False, pip_fails: bool = False) -> Path:
+    """`git` and `pip` that log their arguments; a working `git clone` writes a clone's pyproject.toml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "log"
+    git = (
+        "echo \"fatal: unable to access 'https://github.com/': Could not resolve host\" >&2; exit 128"
+        if git_fails
+        else 'for a; do dest=$a; done; mkdir -p "$dest" && touch "$dest/pyproject.toml"'
+    )
+    pip = 'echo "ERROR: No matching distribution found for peft==0.21.2" >&2; exit 1' if pip_fails else "true"
+    for name, body in (("git", git), ("pip", pip)):
+        tool = folder / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
+        tool.chmod(0o755)
+    return log
+
+
+def _run_setup(source: str, monkeypatch, tmp_path: Path, on_colab: bool, **failures):
+    """The cell as Colab runs it, its commands run for real by the shell, with /content/peft-course moved
+    into tmp_path and stand-ins for git and pip first on PATH. Returns the commands run, the profile chosen,
+    and the readable message where the cell stopped (else None)."""
     # setenv first, so pytest restores the variable even though the cell sets it after delenv
     monkeypatch.setenv("PEFT_COURSE_PROFILE", "unset")
     monkeypatch.delenv("PEFT_COURSE_PROFILE")
@@ -50,11 +61,16 @@ def _run_setup(
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    real_isdir = os.path.isdir
-    monkeypatch.setattr(os.path, "isdir", lambda p: cloned if p == "/content/peft-course" else real_isdir(p))
-    shell = _Shell()
-    exec(TransformerManager().transform_cell(source), {"get_ipython": lambda: shell})  # noqa: S102
-    return shell.commands, os.environ.get("PEFT_COURSE_PROFILE")
+    log = _fake_tools(tmp_path / "bin", **failures)
+    log.unlink(missing_ok=True)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    stopped = None
+    try:
+        exec(source.replace(COURSE, str(tmp_path / "peft-course")), {})  # noqa: S102
+    except SystemExit as stop:
+        stopped = str(stop)
+    commands = log.read_text().splitlines() if log.exists() else []
+    return commands, os.environ.get("PEFT_COURSE_PROFILE"), stopped
 
 
 @pytest.mark.parametrize("path", RELEASED, ids=lambda p: p.stem)
@@ -65,25 +81,50 @@ def test_badge_opens_this_notebook_in_the_repository(path):
 
 
 @pytest.mark.parametrize("path", RELEASED, ids=lambda p: p.stem)
-def test_setup_cell_on_colab_installs_the_pinned_course_and_picks_the_hub(path, monkeypatch):
-    commands, profile = _run_setup(_setup_cell(path), monkeypatch, on_colab=True)
-    assert len(commands) == 2, commands
-    assert f"https://github.com/{repository()} /content/peft-course" in commands[0]
-    assert commands[1].startswith("pip install") and "-e /content/peft-course" in commands[1]
-    assert "-c /content/peft-course/src/labutils/constraints.txt" in commands[1]
-    assert profile == "hub" and "/content/peft-course/src" in sys.path
+def test_setup_cell_on_colab_installs_the_pinned_course_and_picks_the_hub(path, monkeypatch, tmp_path):
+    commands, profile, stopped = _run_setup(_setup_cell(path), monkeypatch, tmp_path, on_colab=True)
+    assert stopped is None and len(commands) == 2, commands
+    assert commands[0].startswith("git clone") and f"https://github.com/{repository()} " in commands[0]
+    assert commands[1].startswith("pip install") and f"-e {tmp_path}/peft-course" in commands[1]
+    assert f"-c {tmp_path}/peft-course/src/labutils/constraints.txt" in commands[1]
+    assert profile == "hub" and f"{tmp_path}/peft-course/src" in sys.path
+    # a second lab in the same runtime only selects the hub
+    commands, profile, stopped = _run_setup(_setup_cell(path), monkeypatch, tmp_path, on_colab=True)
+    assert commands == [] and profile == "hub" and stopped is None
 
 
 @pytest.mark.parametrize("path", RELEASED, ids=lambda p: p.stem)
-def test_setup_cell_on_colab_with_the_course_installed_only_selects_the_hub(path, monkeypatch):
-    commands, profile = _run_setup(_setup_cell(path), monkeypatch, on_colab=True, cloned=True)
-    assert commands == [] and profile == "hub"  # a second lab in the same runtime still uses hub models
+def test_setup_cell_does_nothing_locally(path, monkeypatch, tmp_path):
+    commands, profile, stopped = _run_setup(_setup_cell(path), monkeypatch, tmp_path, on_colab=False)
+    assert commands == [] and profile is None and stopped is None
 
 
-@pytest.mark.parametrize("path", RELEASED, ids=lambda p: p.stem)
-def test_setup_cell_does_nothing_locally(path, monkeypatch):
-    commands, profile = _run_setup(_setup_cell(path), monkeypatch, on_colab=False)
-    assert commands == [] and profile is None
+SETUP = RELEASED[0]  # the cell is the same in every lab (tests/grader/test_release.py)
+
+
+def test_a_failed_clone_stops_with_the_reason_and_a_rerun_repairs_it(monkeypatch, tmp_path):
+    (tmp_path / "peft-course" / "src").mkdir(parents=True)  # a clone cut short: no pyproject.toml
+    commands, profile, stopped = _run_setup(_setup_cell(SETUP), monkeypatch, tmp_path, True, git_fails=True)
+    assert (
+        stopped and "this step failed (clone the course)" in stopped and "Could not resolve host" in stopped
+    )
+    assert "run this cell again" in stopped and profile is None and len(commands) == 1  # pip never ran
+    commands, profile, stopped = _run_setup(_setup_cell(SETUP), monkeypatch, tmp_path, True)
+    assert stopped is None and [c.split()[:2] for c in commands] == [["git", "clone"], ["pip", "install"]]
+    assert profile == "hub" and not (tmp_path / "peft-course" / "src").exists()  # the half-made clone went
+
+
+def test_a_failed_install_stops_with_the_reason_and_a_rerun_repairs_it(monkeypatch, tmp_path):
+    commands, profile, stopped = _run_setup(_setup_cell(SETUP), monkeypatch, tmp_path, True, pip_fails=True)
+    assert (
+        stopped
+        and "this step failed (install the course)" in stopped
+        and "No matching distribution" in stopped
+    )
+    assert not (tmp_path / "peft-course" / ".installed").exists() and profile is None
+    commands, profile, stopped = _run_setup(_setup_cell(SETUP), monkeypatch, tmp_path, True)
+    assert stopped is None and [c.split()[:2] for c in commands] == [["pip", "install"]]  # the clone is kept
+    assert (tmp_path / "peft-course" / ".installed").exists() and profile == "hub"
 
 
 def test_constraints_are_the_versions_installed_here():
