@@ -30,14 +30,16 @@ def chosen_rank(cfg: dict) -> None:
             2,
             f"r={max(ranks)} is too high for this simple instruction task: it multiplies trainable "
             f"parameters and adapter memory (r=64 is {64 // high}x r={high}) for little gain. 32-64 is for "
-            "complex tasks with much data.",
+            "complex tasks with much data. In the known-rank task of section 3 the loss stops improving once r "
+            "reaches the update's rank: past that plateau, rank adds cost and nothing else.",
             f"r between {low} and {high} (the guide: 8-16 for most tasks).",
         )
     if min(ranks) < low:
         fail(
             2,
             f"r={min(ranks)} is too low: the adapter may lack the capacity to learn the task "
-            "(in the sweep, small ranks end with a higher loss on the same budget).",
+            "(in the known-rank task of section 3, a rank below the update's rank leaves the loss far from zero; "
+            "in the sweep, small ranks end with a higher loss on the same budget).",
             f"r between {low} and {high} (the guide: start with 8-16, increase if underfitting).",
         )
 
