@@ -84,6 +84,24 @@ def on(monkeypatch):
     return simulate
 
 
+def colab_tool_stand_ins(folder: Path, log: str, git_fails: bool = False, pip_fails: bool = False) -> Path:
+    """`git` and `pip` for the Colab set-up cell, in `folder`: each appends its command line to `log` (a path, or
+    a shell expression such as "$COLAB_TOOLS/log"); a working `git clone` leaves a clone's pyproject.toml, a
+    failing one or `pip` exits as the real ones do offline. Returns `folder`, to put first on PATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    git = (
+        "echo \"fatal: unable to access 'https://github.com/': Could not resolve host\" >&2; exit 128"
+        if git_fails
+        else 'for a; do dest=$a; done; mkdir -p "$dest" && touch "$dest/pyproject.toml"'
+    )
+    pip = 'echo "ERROR: No matching distribution found for peft==0.21.2" >&2; exit 1' if pip_fails else "true"
+    for name, body in (("git", git), ("pip", pip)):
+        tool = folder / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
+        tool.chmod(0o755)
+    return folder
+
+
 def borrowed_venv(venv: Path) -> Path:
     """A fresh virtual environment that borrows this one's third-party libraries (pip included) through a
     .pth file: their folder joins sys.path, but none of its own .pth files run, so this checkout's editable

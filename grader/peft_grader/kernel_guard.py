@@ -646,7 +646,7 @@ class _Guard:
             if k not in KERNEL_BUILTINS and vars(builtins).get(k) is not v
         ]
         if not as_indexed:
-            changed += self._changed_libraries(made_by_learner=True)
+            changed += self._library_differences(made_by_learner=True)
         self.sealed = None
         if changed:
             self.report(
@@ -660,8 +660,10 @@ class _Guard:
         """The libraries' functions and class members that differ from their snapshot (nothing restored);
         `made_by_learner`: only those replaced by something learner code made (a library wraps its own: torch
         patches an optimizer's step the first time one is built)."""
-        if self._libraries_as_indexed():
-            return []
+        return [] if self._libraries_as_indexed() else self._library_differences(made_by_learner)
+
+    def _library_differences(self, made_by_learner: bool) -> list[str]:
+        """`_changed_libraries` without the quick comparison: for a caller that has just made it."""
         changed = []
         for name, (functions, classes) in self.libraries.items():
             module = sys.modules.get(name)

@@ -22,6 +22,7 @@ import os
 
 import nbformat
 import pytest
+from conftest import colab_tool_stand_ins
 from nbclient import NotebookClient
 
 from peft_grader import nbcourse
@@ -70,14 +71,8 @@ def colab(tmp_path_factory):
     colab_module.mkdir(parents=True)
     (colab_module / "__init__.py").write_text('"""A stand-in for Colab\'s own module."""\n')
     seed_hub_cache(root / "hf-cache")
-    tools = root / "bin"  # git and pip stand-ins: record the set-up cell's commands, clone an empty course
-    tools.mkdir()
-    for name, body in (
-        ("git", 'for a; do dest=$a; done; mkdir -p "$dest" && touch "$dest/pyproject.toml"'),
-        ("pip", "true"),
-    ):
-        (tools / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "$COLAB_TOOLS/log"\n{body}\n')
-        (tools / name).chmod(0o755)
+    # git and pip stand-ins: they record the set-up cell's commands in the runtime's folder, clone an empty course
+    tools = colab_tool_stand_ins(root / "bin", "$COLAB_TOOLS/log")
     return {
         "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
         "IPYTHONDIR": str(root / "ipython"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import colab_tool_stand_ins
 
 from peft_grader import nbcourse
 from peft_grader.course import colab_url, repository
@@ -32,23 +33,6 @@ def _setup_cell(path: Path) -> str:
 COURSE = "/content/peft-course"
 
 
-def _fake_tools(folder: Path, git_fails: bool = False, pip_fails: bool = False) -> Path:
-    """`git` and `pip` that log their arguments; a working `git clone` writes a clone's pyproject.toml."""
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / "log"
-    git = (
-        "echo \"fatal: unable to access 'https://github.com/': Could not resolve host\" >&2; exit 128"
-        if git_fails
-        else 'for a; do dest=$a; done; mkdir -p "$dest" && touch "$dest/pyproject.toml"'
-    )
-    pip = 'echo "ERROR: No matching distribution found for peft==0.21.2" >&2; exit 1' if pip_fails else "true"
-    for name, body in (("git", git), ("pip", pip)):
-        tool = folder / name
-        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
-        tool.chmod(0o755)
-    return log
-
-
 def _run_setup(source: str, monkeypatch, tmp_path: Path, on_colab: bool, **failures):
     """The cell as Colab runs it, its commands run for real by the shell, with /content/peft-course moved
     into tmp_path and stand-ins for git and pip first on PATH. Returns the commands run, the profile chosen,
@@ -61,7 +45,8 @@ def _run_setup(source: str, monkeypatch, tmp_path: Path, on_colab: bool, **failu
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    log = _fake_tools(tmp_path / "bin", **failures)
+    log = tmp_path / "bin" / "log"
+    colab_tool_stand_ins(tmp_path / "bin", str(log), **failures)
     log.unlink(missing_ok=True)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     stopped = None
