@@ -120,14 +120,14 @@ def _manifest(model) -> dict:
     return plain(manifest(model))
 
 
-def _losses(results) -> dict[str, float]:
-    """{variant: final loss} from the comparison's `results`, read as plain data."""
+def _seed_losses(results) -> dict[str, list[float]]:
+    """{variant: [final loss per seed]} from the comparison's `results`, read as plain data."""
     found = {}
     for name, entry in plain(results).items():
-        loss = entry.get("loss") if type(entry) is dict else None
-        if type(loss) not in (int, float):
-            raise TypeError(f"results[{name!r}]['loss'] is not a number")
-        found[name] = float(loss)
+        losses = entry.get("seed_losses") if type(entry) is dict else None
+        if type(losses) is not list or not losses or any(type(x) not in (int, float) for x in losses):
+            raise TypeError(f"results[{name!r}]['seed_losses'] is not a list of numbers")
+        found[name] = [float(x) for x in losses]
     return found
 
 
@@ -139,7 +139,7 @@ def _precision(args) -> dict[str, bool]:
 
 RECORDERS = {
     "manifest": _manifest,  # a model: the manifest its judges read (checks.inspect_model)
-    "losses": _losses,
+    "seed_losses": _seed_losses,
     "precision": _precision,  # a Trainer's arguments
     "value": plain,
 }

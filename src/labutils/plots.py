@@ -43,11 +43,22 @@ def loss_curve(losses: Sequence[float], title: str = "Training loss", label: str
     return fig
 
 
-def points(values: Mapping[str, tuple[float, float]], title: str, xlabel: str, ylabel: str):
-    """One labelled point per entry, e.g. (trainable parameters, final loss) per LoRA variant."""
+def points(
+    values: Mapping[str, tuple[float, float]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+):
+    """One labelled point per entry, e.g. (trainable parameters, final loss) per LoRA variant; `ranges` draws
+    each entry's (lowest, highest) y as a bar, e.g. the spread over seeds around the mean."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for name, (x, y) in values.items():
+        if ranges and name in ranges:
+            low, high = ranges[name]
+            ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", markersize=6, capsize=3)
+            continue
         ax.scatter([x], [y], s=40)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4))
     ax.set_title(title)

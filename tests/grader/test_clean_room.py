@@ -100,13 +100,13 @@ CELLS = [
     # provenance: what a locked cell measured, recorded right after it ran, whatever a later cell does
     (
         "measure",
-        "results = {'a': {'loss': 2.5}, 'b': {'loss': 1.5}}",
-        {"record": {"losses": ["results", "losses"]}},
+        "results = {'a': {'seed_losses': [2.5, 2.0]}, 'b': {'seed_losses': [1.5]}}",
+        {"record": {"runs": ["results", "seed_losses"]}},
     ),
-    ("edit_results", "results['a']['loss'] = 0.1", {}),
+    ("edit_results", "results['a']['seed_losses'][0] = 0.1", {}),
     (
         "read_record",
-        "import peft_grader.kernel_guard as guard\nprint('recorded:', guard.recorded('measure', 'losses'))",
+        "import peft_grader.kernel_guard as guard\nprint('recorded:', guard.recorded('measure', 'runs'))",
         {},
     ),
 ]
@@ -229,5 +229,6 @@ def test_honest_code_runs_and_is_not_held(ran, cell):
 
 
 def test_a_locked_cells_measurements_are_recorded_as_they_were(ran):
-    assert ran["measure"].metadata["recorded"] == {"losses": {"a": 2.5, "b": 1.5}}
-    assert _printed(ran["read_record"]).strip() == "recorded: {'a': 2.5, 'b': 1.5}"  # not the edited 0.1
+    assert ran["measure"].metadata["recorded"] == {"runs": {"a": [2.5, 2.0], "b": [1.5]}}
+    # not the edited 0.1
+    assert _printed(ran["read_record"]).strip() == "recorded: {'a': [2.5, 2.0], 'b': [1.5]}"

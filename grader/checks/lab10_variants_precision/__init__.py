@@ -13,7 +13,7 @@ OUTSIDE = {
     "test_merge": "judges.merge_fidelity",
 }
 
-# The comparison cell measures each variant's final loss: the choice is judged on what it measured, not on the
-# learner's `results` as a later cell may have left it.
-RECORDS = {"compare": {"losses": ["results", "losses"]}}
-FROM_RECORDS = {"test_choice": ["compare", "losses", "losses"]}
+# The comparison cell measures each variant's final loss per seed: the choice is judged on what it measured, not
+# on the learner's `results` as a later cell may have left it.
+RECORDS = {"compare": {"seed_losses": ["results", "seed_losses"]}}
+FROM_RECORDS = {"test_choice": ["compare", "seed_losses", "seed_losses"]}

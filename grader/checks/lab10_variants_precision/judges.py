@@ -13,6 +13,13 @@ VARIANTS_RULE = "Compare LoRA's variants on one budget: the same rank, alpha, st
 CHOICE_RULE = "Choose a variant by what you measured, not by what it is called"
 
 
+TIE_RULE = "Compare variants over seeds: a gap smaller than the seeds' spread is a tie, not a win"
+
+
+# Two means or gaps of the same measurements, summed in another order, differ by far less than this.
+SAME_NUMBER = 1e-9
+
+
 MEMORY_RULE = "Training memory: frozen weights at their dtype, fp32 adapter weights, their gradients and AdamW's two states"
 
 
@@ -89,19 +96,51 @@ def lora_variants(record: dict) -> None:
 
 
 def variant_choice(record: dict) -> None:
-    """chosen_variant is the measured best: the lowest final loss in the learner's own results."""
-    losses = record["losses"]
-    if not losses:
+    """chosen_variant has the lowest mean loss over the seeds the comparison cell ran, and lead_is_real says
+    whether its gap to the runner-up is larger than the spread (highest minus lowest) of both."""
+    runs = record["seed_losses"]
+    if not runs:
         fail(CHOICE_RULE, "`results` holds no measured variant.", "run the comparison cell first.")
-    best = min(losses, key=losses.get)
-    if record["chosen"] != best:
-        shown = ", ".join(f"{n} {loss:.3f}" for n, loss in sorted(losses.items(), key=lambda kv: kv[1]))
+    means = {name: sum(losses) / len(losses) for name, losses in runs.items()}
+    spreads = {name: max(losses) - min(losses) for name, losses in runs.items()}
+    best = min(means, key=means.get)
+    chosen = record["chosen"]
+    # Means summed in another order may differ in their last bits: within the tolerance, either is the lowest.
+    if chosen not in means or means[chosen] > means[best] + SAME_NUMBER:
+        shown = ", ".join(f"{n} {loss:.3f}" for n, loss in sorted(means.items(), key=lambda kv: kv[1]))
         fail(
             CHOICE_RULE,
-            f"chosen_variant is {record['chosen']!r}, but your own measurement puts {best!r} lowest "
-            f"(final loss: {shown}).",
+            f"chosen_variant is {chosen!r}, but your own measurement puts {best!r} lowest "
+            f"(mean final loss over the seeds: {shown}).",
             "chosen_variant = min(results, key=lambda name: results[name]['loss']).",
         )
+    answer = record["lead_is_real"]
+    if type(answer) is not bool:
+        fail(TIE_RULE, f"lead_is_real is a {answer}, not True or False.", "lead_is_real = gap > spread.")
+    others = {name: mean for name, mean in means.items() if name != chosen}
+    if not others:
+        return
+    runner_up = min(others, key=others.get)
+    gap = means[runner_up] - means[chosen]
+    spread = max(spreads[chosen], spreads[runner_up])
+    if abs(gap - spread) <= SAME_NUMBER or answer == (gap > spread):
+        return
+    measured = (
+        f"{chosen!r} leads {runner_up!r} by {gap:.3f} in mean loss, and the seeds' spread of the two is "
+        f"{spread:.3f}"
+    )
+    if answer:
+        fail(
+            TIE_RULE,
+            f"lead_is_real is True, but {measured}: the gap is inside the noise, a tie that another seed could "
+            "reverse.",
+            "lead_is_real = gap > max(spread of the best, spread of the runner-up).",
+        )
+    fail(
+        TIE_RULE,
+        f"lead_is_real is False, but {measured}: the gap is larger than the noise, a real lead on these seeds.",
+        "lead_is_real = gap > max(spread of the best, spread of the runner-up).",
+    )
 
 
 def memory_formula(record: dict) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import copy
 
+import numpy
 import torch
 
 from checks import error_text, fail, need
-from checks.evidence import publish, recorded
+from checks.evidence import RECORDERS, publish, recorded
 from checks.lab10_variants_precision import judges
 
 
@@ -65,12 +66,17 @@ def variants_applied(ns: dict) -> None:
 
 
 def choice(ns: dict) -> None:
-    """chosen_variant is the lowest final loss the comparison cell measured (as it measured it, where grading
-    recorded it: checks.evidence.recorded)."""
+    """chosen_variant is the lowest mean loss the comparison cell measured, and lead_is_real says whether its
+    lead beats the seeds' spread (as the cell measured them, where grading recorded it:
+    checks.evidence.recorded)."""
     results = need(ns, "results", dict, where="the comparison cell")
     chosen = need(ns, "chosen_variant", where="the exercise cell")
-    losses = recorded("compare", "losses") or {str(n): float(r["loss"]) for n, r in results.items()}
-    judges.variant_choice(publish("variant_choice", {"losses": losses, "chosen": str(chosen)}))
+    lead = need(ns, "lead_is_real", where="the exercise cell")
+    seed_losses = recorded("compare", "seed_losses") or RECORDERS["seed_losses"](results)
+    # bool and numpy's bool are answers; anything else is shown as its type's name, never asked for its truth
+    answer = bool(lead) if type(lead) in (bool, numpy.bool_) else type(lead).__name__
+    record = {"seed_losses": seed_losses, "chosen": str(chosen), "lead_is_real": answer}
+    judges.variant_choice(publish("variant_choice", record))
 
 
 # Cases the lab never shows: (total, trainable, weight_bytes) -> the bytes the rule counts.
