@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo lab grade-ui hub test test-fast lint release grade bench clean
+.PHONY: setup demo lab grade-ui hub test test-fast lint release grade mutate bench clean
 
 setup: $(STAMP)
 
@@ -85,6 +85,12 @@ release: setup
 
 grade: setup
 	$(BIN)/labutils grade $(SUBMISSIONS)
+
+# Mutation testing of the hidden checks: every mutant of the labs' reference solutions, graded (LABS="04_qlora"
+# for one lab); the report is mutation/mutation.md.
+LABS ?= $(notdir $(basename $(wildcard grader/source/*/*.ipynb)))
+mutate: setup
+	$(BIN)/labutils mutate $(LABS) --out mutation
 
 # Benchmarks print tables (17 minutes on 2 cores); results and commands are kept in bench/README.md.
 bench: setup

@@ -53,6 +53,16 @@ def grade_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def mutate_cmd(args: argparse.Namespace) -> int:
+    from peft_grader import mutate
+
+    kinds = (args.kind,) if args.kind else (mutate.PEFT, mutate.GENERIC)
+    outcomes = mutate.run(args.labs, Path(args.out), kinds, workers=args.workers)
+    print(mutate.report(outcomes))
+    print(f"report: {Path(args.out) / 'mutation.md'}")
+    return 0
+
+
 def hub_cmd(args: argparse.Namespace) -> int:
     from peft_grader import hub
 
@@ -125,6 +135,13 @@ def add_commands(sub) -> None:
         "imported the libraries once (slower; the same isolation)",
     )
     p.set_defaults(func=grade_cmd)
+
+    p = sub.add_parser("mutate", help="mutation testing: grade mutants of labs' reference solutions")
+    p.add_argument("labs", nargs="+", help="labs whose solution cells to mutate")
+    p.add_argument("--out", default="mutation", help="folder for the mutants, their grading and the report")
+    p.add_argument("--kind", choices=["peft", "generic"], help="only PEFT-aware or only generic operators")
+    p.add_argument("--workers", type=int, help="mutants graded at once (default: the machine's cores)")
+    p.set_defaults(func=mutate_cmd)
 
     p = sub.add_parser("hub", help="a class on JupyterHub: start it, release labs, collect, return feedback")
     p.add_argument("action", choices=["start", "release", "collect", "feedback"])

@@ -44,6 +44,7 @@ GRADER_COMMANDS = {
     "grade": "autograde a class: a folder of <student>/<lab>.ipynb, or a zip",
     "check": "self-check a lab notebook against the hidden checks",
     "hub": "a class on JupyterHub: start it, release labs, collect, return feedback",
+    "mutate": "mutation testing: grade mutants of labs' reference solutions",
 }
 
 

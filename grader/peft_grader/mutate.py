@@ -1,0 +1,330 @@
+"""Mutation testing of the hidden checks (`labutils mutate LAB...`): how many wrong answers they catch.
+
+Each lab's reference solution cells are changed one site at a time by operators on Python's syntax tree
+(`ast`): PEFT-aware ones (a rank or alpha changed, a target module dropped or swapped for GPT-2's, the
+quantization type, double quantization or compute dtype changed, a keyword such as `quantization_config` or
+`task_type` removed, `is_trainable` flipped, a step count or learning rate set to 0,
+`prepare_model_for_kbit_training` removed) and generic ones (a comparison or arithmetic operator swapped, a
+statement removed, a truth value flipped). Every mutant is graded through the real pipeline (`grading.grade`:
+sandbox, warm kernels, the checks outside the kernel), then sorted:
+
+- killed: a hidden check lost points with a PeftMistake, a message naming the rule it broke;
+- survived: full marks, so the checks let it through (a missed mistake, or an equivalent answer);
+- broken: the mutant crashed or was not graded, so it proves nothing about the checks.
+
+The mutation score is killed / (killed + survived).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from labutils.errors import CourseError
+
+PEFT, GENERIC = "peft", "generic"
+
+
+@dataclass
+class Mutant:
+    lab: str
+    cell: str  # the solution cell's grade_id
+    operator: str
+    kind: str  # PEFT or GENERIC
+    change: str  # what changed, in words
+    source: str  # the mutated cell
+    original: str
+
+    @property
+    def student(self) -> str:
+        return f"mutant-{self.lab}-{self.cell}-{self.index}"
+
+    index: int = 0
+
+    def diff(self) -> str:
+        return "".join(
+            difflib.unified_diff(
+                self.original.splitlines(True), self.source.splitlines(True), "reference", "mutant", n=1
+            )
+        )
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    verdict: str  # killed, survived or broken
+    score: float
+    max_score: float
+    said: list[str] = field(default_factory=list)  # the messages of the checks that lost points
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Operators. Each takes a node and returns [(change in words, replacement node or None to remove it)].
+# ---------------------------------------------------------------------------------------------------------
+def _number(node) -> float | None:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    return None
+
+
+def _rank_or_alpha(keyword: ast.keyword):
+    value = _number(keyword.value)
+    if keyword.arg not in ("r", "lora_alpha") or value is None:
+        return []
+    options = {value * 2, value // 2 if isinstance(value, int) else value / 2, 128} - {value}
+    return [
+        (f"{keyword.arg}={value} -> {new}", ast.keyword(keyword.arg, ast.Constant(new))) for new in options
+    ]
+
+
+def _targets(keyword: ast.keyword):
+    if keyword.arg != "target_modules" or not isinstance(keyword.value, (ast.List, ast.Tuple)):
+        return []
+    names = keyword.value.elts
+    found = []
+    for i, element in enumerate(names):
+        if isinstance(element, ast.Constant) and len(names) > 1:
+            rest = [copy.deepcopy(e) for j, e in enumerate(names) if j != i]
+            found.append((f"target {element.value!r} dropped", ast.keyword(keyword.arg, ast.List(rest))))
+    found.append(
+        ("targets swapped for GPT-2's c_attn", ast.keyword(keyword.arg, ast.List([ast.Constant("c_attn")])))
+    )
+    return found
+
+
+_REPLACED = {
+    "bnb_4bit_quant_type": lambda v: ast.Constant("fp4" if getattr(v, "value", "") == "nf4" else "nf4"),
+    "bnb_4bit_compute_dtype": lambda v: ast.parse("torch.float32", mode="eval").body,
+    "learning_rate": lambda v: ast.Constant(0),
+    "steps": lambda v: ast.Constant(0),
+    "max_steps": lambda v: ast.Constant(0),
+}
+_FLIPPED = ("bnb_4bit_use_double_quant", "is_trainable", "load_in_4bit", "use_rslora", "use_dora")
+_REMOVED = ("quantization_config", "modules_to_save", "task_type", "adapter_name", "target_modules")
+
+
+def _keyword(keyword: ast.keyword):
+    found = _rank_or_alpha(keyword) + _targets(keyword)
+    if keyword.arg in _REPLACED:
+        new = _REPLACED[keyword.arg](keyword.value)
+        found.append((f"{keyword.arg} -> {ast.unparse(new)}", ast.keyword(keyword.arg, new)))
+    if (
+        keyword.arg in _FLIPPED
+        and isinstance(keyword.value, ast.Constant)
+        and type(keyword.value.value) is bool
+    ):
+        found.append(
+            (f"{keyword.arg} flipped", ast.keyword(keyword.arg, ast.Constant(not keyword.value.value)))
+        )
+    if keyword.arg in _REMOVED:
+        found.append((f"{keyword.arg}= removed", None))
+    return found
+
+
+def _prepare_removed(call: ast.Call):
+    name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+    if name == "prepare_model_for_kbit_training" and call.args:
+        return [("prepare_model_for_kbit_training removed", copy.deepcopy(call.args[0]))]
+    return []
+
+
+_SWAPS = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+}
+
+
+def _operator_swapped(node):
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _SWAPS:
+        new = copy.deepcopy(node)
+        new.ops = [_SWAPS[type(node.ops[0])]()]
+        return [(f"{ast.unparse(node)} -> {ast.unparse(new)}", new)]
+    if isinstance(node, ast.BinOp) and type(node.op) in _SWAPS:
+        new = copy.deepcopy(node)
+        new.op = _SWAPS[type(node.op)]()
+        return [(f"{ast.unparse(node)} -> {ast.unparse(new)}", new)]
+    return []
+
+
+def _truth_flipped(node):
+    if isinstance(node, ast.Constant) and type(node.value) is bool:
+        return [(f"{node.value} -> {not node.value}", ast.Constant(not node.value))]
+    return []
+
+
+# name -> (kind, the node type it applies to, the operator)
+OPERATORS: dict[str, tuple[str, type, Callable]] = {
+    "keyword": (PEFT, ast.keyword, _keyword),
+    "prepare_removed": (PEFT, ast.Call, _prepare_removed),
+    "operator_swapped": (GENERIC, ast.AST, _operator_swapped),
+    "truth_flipped": (GENERIC, ast.Constant, _truth_flipped),
+}
+
+
+class _Replace(ast.NodeTransformer):
+    def __init__(self, target: ast.AST, new: ast.AST | None):
+        self.target, self.new = target, new
+
+    def visit(self, node):
+        if node is self.target:
+            return self.new
+        return super().visit(node)
+
+
+def _statement_removed(tree: ast.Module) -> Iterator[tuple[str, ast.Module]]:
+    """Each top-level statement replaced by `pass` (a cell of one statement keeps it: that is an empty answer)."""
+    if len(tree.body) < 2:
+        return
+    for i, statement in enumerate(tree.body):
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            continue
+        new = copy.deepcopy(tree)
+        new.body[i] = ast.Pass()
+        first = ast.unparse(statement).splitlines()[0]
+        yield f"statement removed: {first[:70]}", new
+
+
+def mutants_of(lab: str, cell: str, source: str) -> list[Mutant]:
+    """Every mutant of one solution cell: each operator at every site where it applies."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:  # a cell with IPython syntax (%%time): no syntax tree to mutate
+        raise CourseError(
+            f"{lab}, cell {cell}: its solution is not plain Python ({err.msg}), so it cannot be mutated."
+        ) from None
+    found: list[tuple[str, str, str, ast.Module]] = []
+    nodes = list(ast.walk(tree))
+    for name, (kind, node_type, operator) in OPERATORS.items():
+        for index, node in enumerate(nodes):
+            if not isinstance(node, node_type):
+                continue
+            for change, new in operator(node):
+                twin = copy.deepcopy(tree)
+                target = list(ast.walk(twin))[index]
+                mutated = ast.fix_missing_locations(_Replace(target, new).visit(twin))
+                found.append((name, kind, change, mutated))
+    found += [("statement_removed", GENERIC, change, new) for change, new in _statement_removed(tree)]
+    mutants, seen = [], {ast.unparse(tree)}
+    for name, kind, change, mutated in found:
+        text = ast.unparse(mutated) + "\n"
+        if text.strip() in seen:  # two operators that make the same program: one mutant
+            continue
+        seen.add(text.strip())
+        mutants.append(Mutant(lab, cell, name, kind, change, text, source, index=len(mutants)))
+    return mutants
+
+
+def mutants(lab: str, kinds: tuple[str, ...] = (PEFT, GENERIC)) -> list[Mutant]:
+    """Every mutant of a lab's solution cells (clear error for a lab without any)."""
+    from peft_grader.catalogue import _solutions
+    from peft_grader.nbcourse import labs
+
+    if lab not in labs():
+        raise CourseError(f"{lab!r} is not a course lab. Labs: {', '.join(labs())}.")
+    cells = {gid: src for gid, src in _solutions(lab).items() if src.strip()}
+    code = {gid: src for gid, src in cells.items() if not _is_markdown(lab, gid)}
+    if not code:
+        raise CourseError(f"{lab} has no code solution cells: there is nothing to mutate.")
+    found = []
+    for gid, source in code.items():
+        found += [m for m in mutants_of(lab, gid, source) if m.kind in kinds]
+    return found
+
+
+def _is_markdown(lab: str, grade_id: str) -> bool:
+    import nbformat
+
+    from peft_grader.nbcourse import SOURCE
+
+    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    return any(
+        c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade_id") == grade_id
+        for c in master.cells
+    )
+
+
+def verdict_of(result) -> tuple[str, list[str]]:
+    """killed, survived or broken, from one graded submission, and what the checks that lost points said."""
+    said = [c.message for c in result.checks if c.score < c.max_score]
+    if result.reason:
+        return "broken", [result.reason]
+    if result.score >= result.max_score:
+        return "survived", said
+    if any(message.startswith("PeftMistake") for message in said):
+        return "killed", said
+    return "broken", said
+
+
+def run(
+    labs: list[str], out_dir: Path, kinds=(PEFT, GENERIC), workers: int | None = None, quiet=False
+) -> list[Outcome]:
+    """Write every mutant of `labs` as a class, grade it with the real pipeline, and sort the outcomes."""
+    import nbformat
+
+    from peft_grader import grading
+    from peft_grader.catalogue import submission
+
+    out_dir = Path(out_dir)
+    made = {}
+    for lab in labs:
+        for m in mutants(lab, kinds):
+            target = out_dir / "submissions" / m.student / f"{lab}.ipynb"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(submission(lab, {m.cell: m.source}), target)
+            made[(m.student, lab)] = m
+    results = grading.grade(out_dir / "submissions", out_dir / "graded", quiet=quiet, workers=workers)
+    outcomes = []
+    for r in results:
+        m = made.get((r.student, r.lab))
+        if m is not None:
+            verdict, said = verdict_of(r)
+            outcomes.append(Outcome(m, verdict, r.score, r.max_score, said))
+    (out_dir / "mutation.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
+    (out_dir / "mutation.md").write_text(report(outcomes))
+    return outcomes
+
+
+def report(outcomes: list[Outcome]) -> str:
+    """Per lab: mutants, killed, survived, broken and the score; then every survivor with its diff."""
+    lines = [
+        "| lab | kind | mutants | killed | survived | broken | mutation score |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for lab in sorted({o.mutant.lab for o in outcomes}):
+        for kind in (PEFT, GENERIC):
+            mine = [o for o in outcomes if o.mutant.lab == lab and o.mutant.kind == kind]
+            if not mine:
+                continue
+            count = {v: sum(o.verdict == v for o in mine) for v in ("killed", "survived", "broken")}
+            judged = count["killed"] + count["survived"]
+            score = f"{count['killed'] / judged:.0%}" if judged else "n/a"
+            lines.append(
+                f"| {lab} | {kind} | {len(mine)} | {count['killed']} | {count['survived']} | {count['broken']} | {score} |"
+            )
+    survivors = [o for o in outcomes if o.verdict == "survived"]
+    if survivors:
+        lines += ["", "## Survivors (full marks): a missed mistake, or an equivalent answer", ""]
+        for o in survivors:
+            m = o.mutant
+            lines += [
+                f"### {m.lab}, cell `{m.cell}`: {m.change} ({m.operator})",
+                "",
+                "```diff",
+                m.diff().rstrip(),
+                "```",
+                "",
+            ]
+    return "\n".join(lines) + "\n"
