@@ -8,11 +8,14 @@ quantization type, double quantization or compute dtype changed, a keyword such 
 statement removed, a truth value flipped). Every mutant is graded through the real pipeline (`grading.grade`:
 sandbox, warm kernels, the checks outside the kernel), then sorted:
 
-- killed: a hidden check lost points with a PeftMistake, a message naming the rule it broke;
-- survived: full marks, so the checks let it through (a missed mistake, or an equivalent answer);
+- killed: a hidden check lost points with a PeftMistake naming the rule it broke, and, for a PEFT-aware
+  mutant, naming the mistake its operator makes (INTENDED);
+- killed elsewhere: only other rules were named (caught, but not by the check meant for it);
+- survived: full marks, so the checks let it through: a missed mistake (fix the check, add a catalogue entry)
+  or an equivalent answer (say so, with a reason, in grader/mutation_triage.toml: then "equivalent");
 - broken: the mutant crashed or was not graded, so it proves nothing about the checks.
 
-The mutation score is killed / (killed + survived).
+The mutation score is killed / (killed + killed elsewhere + survived).
 """
 
 from __future__ import annotations
@@ -133,6 +136,38 @@ def _prepare_removed(call: ast.Call):
     return []
 
 
+def _save_changed(call: ast.Call):
+    """`x.save_pretrained(folder)`: merged first (the guide's mistake 4), or written into another folder."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "save_pretrained" and call.args):
+        return []
+    if "tokenizer" in ast.unparse(call.func.value):  # a tokenizer has nothing to merge and no weights to lose
+        return []
+    merged = copy.deepcopy(call)
+    merged.func.value = ast.Call(ast.Attribute(merged.func.value, "merge_and_unload"), [], [])
+    elsewhere = copy.deepcopy(call)
+    elsewhere.args[0] = ast.Constant("saved-elsewhere")
+    return [("merge_and_unload() before save_pretrained", merged), ("saved into another folder", elsewhere)]
+
+
+def _calls(statement: ast.stmt, name: str) -> bool:
+    return any(
+        isinstance(n, ast.Call)
+        and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)
+        for n in ast.walk(statement)
+    )
+
+
+def _prepare_moved(tree: ast.Module) -> Iterator[tuple[str, ast.Module]]:
+    """prepare_model_for_kbit_training moved after get_peft_model (the two statements swapped)."""
+    body = tree.body
+    for i, first in enumerate(body):
+        for j in range(i + 1, len(body)):
+            if _calls(first, "prepare_model_for_kbit_training") and _calls(body[j], "get_peft_model"):
+                new = copy.deepcopy(tree)
+                new.body[i], new.body[j] = new.body[j], new.body[i]
+                yield "prepare_model_for_kbit_training moved after get_peft_model", new
+
+
 _SWAPS = {
     ast.Lt: ast.LtE,
     ast.LtE: ast.Lt,
@@ -165,10 +200,42 @@ def _truth_flipped(node):
     return []
 
 
+# What a check that kills a PEFT-aware mutant must name (any of these words, in its message): the mistake its
+# operator makes. A generic mutant is killed by any named rule.
+INTENDED = {
+    "r=": ("Mistake 2", "budget"),
+    "lora_alpha=": ("Mistake 2", "budget"),
+    "target": ("Mistake 1", "budget"),
+    "task_type": ("Mistake 1", "Mistake 5", "task_type"),
+    "modules_to_save": ("Mistake 5",),
+    "prepare_model_for_kbit_training": ("Mistake 3",),
+    "bnb_4bit": ("QLoRA pattern",),
+    "load_in_4bit": ("QLoRA pattern",),
+    "quantization_config": ("QLoRA pattern", "4-bit"),
+    "merge_and_unload": ("Mistake 4",),
+    "saved into another folder": ("Mistake 4", "adapter"),
+    "is_trainable": ("trainable",),
+    "adapter_name": ("adapter",),
+    "learning_rate": ("train", "loss"),
+    "steps": ("train", "loss"),
+    "max_steps": ("train", "loss"),
+    "use_rslora": ("rsLoRA", "alpha/sqrt"),
+    "use_dora": ("DoRA",),
+}
+
+
+def intended(mutant: Mutant) -> tuple[str, ...]:
+    """The words a check killing this mutant must say; () for a generic mutant (any named rule kills it)."""
+    if mutant.kind != PEFT:
+        return ()
+    return next((words for start, words in INTENDED.items() if mutant.change.startswith(start)), ())
+
+
 # name -> (kind, the node type it applies to, the operator)
 OPERATORS: dict[str, tuple[str, type, Callable]] = {
     "keyword": (PEFT, ast.keyword, _keyword),
     "prepare_removed": (PEFT, ast.Call, _prepare_removed),
+    "save_changed": (PEFT, ast.Call, _save_changed),
     "operator_swapped": (GENERIC, ast.AST, _operator_swapped),
     "truth_flipped": (GENERIC, ast.Constant, _truth_flipped),
 }
@@ -216,6 +283,7 @@ def mutants_of(lab: str, cell: str, source: str) -> list[Mutant]:
                 target = list(ast.walk(twin))[index]
                 mutated = ast.fix_missing_locations(_Replace(target, new).visit(twin))
                 found.append((name, kind, change, mutated))
+    found += [("prepare_moved", PEFT, change, new) for change, new in _prepare_moved(tree)]
     found += [("statement_removed", GENERIC, change, new) for change, new in _statement_removed(tree)]
     mutants, seen = [], {ast.unparse(tree)}
     for name, kind, change, mutated in found:
@@ -256,22 +324,46 @@ def _is_markdown(lab: str, grade_id: str) -> bool:
     )
 
 
-def verdict_of(result) -> tuple[str, list[str]]:
-    """killed, survived or broken, from one graded submission, and what the checks that lost points said."""
+def verdict_of(result, words: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """From one graded submission: killed (a check lost points naming a rule, and one of `words` where given),
+    killed elsewhere (named rules, none of them the operator's mistake), survived or broken; and what the
+    checks that lost points said."""
     said = [c.message for c in result.checks if c.score < c.max_score]
     if result.reason:
         return "broken", [result.reason]
     if result.score >= result.max_score:
         return "survived", said
-    if any(message.startswith("PeftMistake") for message in said):
+    named = [message for message in said if message.startswith("PeftMistake")]
+    if not named:
+        return "broken", said
+    if not words or any(w.lower() in message.lower() for message in named for w in words):
         return "killed", said
-    return "broken", said
+    return "killed elsewhere", said
+
+
+TRIAGE = Path(__file__).resolve().parents[1] / "mutation_triage.toml"
+
+
+def triage(path: Path = TRIAGE) -> dict[tuple[str, str, str], str]:
+    """Survivors judged equivalent answers: (lab, cell, change) -> the reason."""
+    from peft_grader.catalogue import tomllib
+
+    if not path.exists():
+        return {}
+    data = tomllib.loads(path.read_text())
+    return {(e["lab"], e["cell"], e["change"]): e["reason"] for e in data.get("equivalent", [])}
 
 
 def run(
-    labs: list[str], out_dir: Path, kinds=(PEFT, GENERIC), workers: int | None = None, quiet=False
+    labs: list[str],
+    out_dir: Path,
+    kinds=(PEFT, GENERIC),
+    workers: int | None = None,
+    quiet=False,
+    changes: set[str] | None = None,
 ) -> list[Outcome]:
-    """Write every mutant of `labs` as a class, grade it with the real pipeline, and sort the outcomes."""
+    """Write every mutant of `labs` (only those whose change is in `changes`, where given) as a class, grade it
+    with the real pipeline, and sort the outcomes (a survivor the triage file calls equivalent: "equivalent")."""
     import nbformat
 
     from peft_grader import grading
@@ -281,50 +373,61 @@ def run(
     made = {}
     for lab in labs:
         for m in mutants(lab, kinds):
+            if changes is not None and m.change not in changes:
+                continue
             target = out_dir / "submissions" / m.student / f"{lab}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(submission(lab, {m.cell: m.source}), target)
             made[(m.student, lab)] = m
+    if not made:
+        raise CourseError(f"no mutant of {', '.join(labs)} matches: nothing to grade.")
     results = grading.grade(out_dir / "submissions", out_dir / "graded", quiet=quiet, workers=workers)
-    outcomes = []
+    outcomes, equivalent = [], triage()
     for r in results:
         m = made.get((r.student, r.lab))
         if m is not None:
-            verdict, said = verdict_of(r)
+            verdict, said = verdict_of(r, intended(m))
+            reason = equivalent.get((m.lab, m.cell, m.change))
+            if verdict == "survived" and reason:
+                verdict, said = "equivalent", [reason]
             outcomes.append(Outcome(m, verdict, r.score, r.max_score, said))
     (out_dir / "mutation.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
     (out_dir / "mutation.md").write_text(report(outcomes))
     return outcomes
 
 
+VERDICTS = ("killed", "killed elsewhere", "survived", "equivalent", "broken")
+
+
 def report(outcomes: list[Outcome]) -> str:
-    """Per lab: mutants, killed, survived, broken and the score; then every survivor with its diff."""
+    """Per lab and kind: the mutants by verdict and the mutation score (killed by the intended check, over all
+    but the equivalent and the broken); then every mutant not killed as intended, with its cell's diff."""
     lines = [
-        "| lab | kind | mutants | killed | survived | broken | mutation score |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| lab | kind | mutants | " + " | ".join(VERDICTS) + " | mutation score |",
+        "|---|---|---:|" + "---:|" * len(VERDICTS) + "---:|",
     ]
     for lab in sorted({o.mutant.lab for o in outcomes}):
         for kind in (PEFT, GENERIC):
             mine = [o for o in outcomes if o.mutant.lab == lab and o.mutant.kind == kind]
             if not mine:
                 continue
-            count = {v: sum(o.verdict == v for o in mine) for v in ("killed", "survived", "broken")}
-            judged = count["killed"] + count["survived"]
+            count = {v: sum(o.verdict == v for o in mine) for v in VERDICTS}
+            judged = count["killed"] + count["killed elsewhere"] + count["survived"]
             score = f"{count['killed'] / judged:.0%}" if judged else "n/a"
-            lines.append(
-                f"| {lab} | {kind} | {len(mine)} | {count['killed']} | {count['survived']} | {count['broken']} | {score} |"
-            )
-    survivors = [o for o in outcomes if o.verdict == "survived"]
-    if survivors:
-        lines += ["", "## Survivors (full marks): a missed mistake, or an equivalent answer", ""]
-        for o in survivors:
+            counts = " | ".join(str(count[v]) for v in VERDICTS)
+            lines.append(f"| {lab} | {kind} | {len(mine)} | {counts} | {score} |")
+    for verdict, heading in (
+        ("survived", "Survivors (full marks): a missed mistake, or an equivalent answer to triage"),
+        ("killed elsewhere", "Killed by another check than the one for the operator's mistake"),
+        ("equivalent", "Equivalent answers (grader/mutation_triage.toml)"),
+        ("broken", "Broken (crashed before any check could judge it)"),
+    ):
+        chosen = [o for o in outcomes if o.verdict == verdict]
+        if not chosen:
+            continue
+        lines += ["", f"## {heading}", ""]
+        for o in chosen:
             m = o.mutant
-            lines += [
-                f"### {m.lab}, cell `{m.cell}`: {m.change} ({m.operator})",
-                "",
-                "```diff",
-                m.diff().rstrip(),
-                "```",
-                "",
-            ]
+            lines += [f"### {m.lab}, cell `{m.cell}`: {m.change} ({m.operator})", "", "```diff"]
+            lines += [m.diff().rstrip(), "```"] + [f"- {text[:300]}" for text in o.said[:2]] + [""]
     return "\n".join(lines) + "\n"

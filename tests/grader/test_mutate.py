@@ -76,6 +76,47 @@ def result(score, messages, reason=""):
 
 def test_a_graded_mutant_is_killed_only_by_a_named_rule():
     assert mutate.verdict_of(result(2, ["PeftMistake: [rule] r is 8. Fix: r=16."]))[0] == "killed"
+    rank = ("Mistake 2", "budget")
+    said = ["PeftMistake: [Mistake 2: LoRA rank too high] r=128. Fix: r=16."]
+    assert mutate.verdict_of(result(2, said), rank)[0] == "killed"
+    said = ["PeftMistake: [Mistake 4: Saving merged model] full weights. Fix: save the adapter."]
+    assert mutate.verdict_of(result(2, said), rank)[0] == "killed elsewhere"
     assert mutate.verdict_of(result(4, []))[0] == "survived"
     assert mutate.verdict_of(result(2, ["NameError: name 'model' is not defined"]))[0] == "broken"
     assert mutate.verdict_of(result(0, [], reason="the notebook timed out"))[0] == "broken"
+
+
+def test_each_peft_operator_names_the_mistake_its_kill_must_name():
+    found = changes()
+    assert mutate.intended(found["r=16 -> 128"]) == ("Mistake 2", "budget")
+    assert mutate.intended(found["prepare_model_for_kbit_training removed"]) == ("Mistake 3",)
+    assert mutate.intended(found["total > 0 -> total >= 0"]) == ()  # generic: any named rule
+    for lab in labs():
+        for m in mutate.mutants(lab, (mutate.PEFT,)):
+            assert mutate.intended(m), f"{lab} {m.change}: no intended rule"
+
+
+def test_save_operators_and_the_moved_preparation():
+    source = """model = prepare_model_for_kbit_training(model)
+model = get_peft_model(model, config)
+model.save_pretrained(ADAPTER_DIR)
+tokenizer.save_pretrained(ADAPTER_DIR)
+"""
+    found = changes(source)
+    assert (
+        "model.merge_and_unload().save_pretrained(ADAPTER_DIR)"
+        in found["merge_and_unload() before save_pretrained"].source
+    )
+    assert "model.save_pretrained('saved-elsewhere')" in found["saved into another folder"].source
+    moved = found["prepare_model_for_kbit_training moved after get_peft_model"].source.splitlines()
+    assert moved[:2] == [
+        "model = get_peft_model(model, config)",
+        "model = prepare_model_for_kbit_training(model)",
+    ]
+    assert not any("tokenizer.merge" in m.source for m in found.values())
+
+
+def test_the_triage_file_names_real_mutants_with_reasons():
+    for (lab, cell, change), reason in mutate.triage().items():
+        assert reason.strip()
+        assert change in {m.change for m in mutate.mutants(lab) if m.cell == cell}, (lab, cell, change)
