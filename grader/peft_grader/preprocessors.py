@@ -68,7 +68,8 @@ def declared_timeouts(master) -> dict[str, int]:
     A lab declares one for a cell that trains, where a mistake makes the training slow on some CPUs
     (the unprepared k-bit model of labs 04 and 07 trains its bf16 layers through torch's slow bf16 matmul
     on a CPU without native bf16, and so does lab 05's bf16 model: 33 s alone, 46 s under a loaded class run,
-    against a 4x margin under the course's 180 s). Only locked cells count: nbgrader restores their source, so a
+    against a 4x margin under the course's 180 s; lab 10's comparison trains five variants over three seeds, 13 s
+    alone). Only locked cells count: nbgrader restores their source, so a
     learner cannot give their own code more time.
     """
     return {
