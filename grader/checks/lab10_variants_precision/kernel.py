@@ -73,8 +73,14 @@ def choice(ns: dict) -> None:
     chosen = need(ns, "chosen_variant", where="the exercise cell")
     lead = need(ns, "lead_is_real", where="the exercise cell")
     seed_losses = recorded("compare", "seed_losses") or RECORDERS["seed_losses"](results)
-    # bool and numpy's bool are answers; anything else is shown as its type's name, never asked for its truth
-    answer = bool(lead) if type(lead) in (bool, numpy.bool_) else type(lead).__name__
+    # bool, numpy's bool and a one-element torch bool tensor (exact types: no subclass's method runs) are answers;
+    # anything else is shown as its type's name, never asked for its truth
+    if type(lead) in (bool, numpy.bool_):
+        answer = bool(lead)
+    elif type(lead) is torch.Tensor and lead.dtype == torch.bool and lead.numel() == 1:
+        answer = bool(lead.item())
+    else:
+        answer = type(lead).__name__
     record = {"seed_losses": seed_losses, "chosen": str(chosen), "lead_is_real": answer}
     judges.variant_choice(publish("variant_choice", record))
 

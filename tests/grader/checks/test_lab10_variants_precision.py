@@ -192,3 +192,24 @@ def test_every_variant_must_be_a_lora_config(hidden_check, verdict, config, kind
     assert found.startswith("[Compare LoRA's variants on one budget")
     assert f"variants['dora'] is a {kind}." in found
     assert "Fix: a LoraConfig each." in found
+
+
+def test_the_kernel_reads_every_kind_of_truth_value_and_asks_nothing_else(hidden_check, monkeypatch):
+    import numpy
+    import torch
+
+    kernel = hidden_check("lab10_variants_precision.kernel")
+    seen = {}
+    monkeypatch.setattr(kernel.judges, "variant_choice", lambda record: seen.setdefault("record", record))
+    monkeypatch.setattr(kernel, "publish", lambda name, record: record)
+    results = {name: {"seed_losses": runs} for name, runs in RUNS.items()}
+
+    class Sly:
+        def __bool__(self):
+            raise AssertionError("the check asked a learner's object for its truth")
+
+    for lead, want in ((True, True), (numpy.bool_(False), False), (torch.tensor(True), True), (Sly(), "Sly")):
+        seen.clear()
+        kernel.choice({"results": results, "chosen_variant": "rslora", "lead_is_real": lead})
+        assert seen["record"]["lead_is_real"] == want
+        assert type(seen["record"]["lead_is_real"]) is type(want)
