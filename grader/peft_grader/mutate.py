@@ -42,12 +42,11 @@ class Mutant:
     change: str  # what changed, in words
     source: str  # the mutated cell
     original: str
+    index: int = 0  # its place among the cell's mutants
 
     @property
     def student(self) -> str:
         return f"mutant-{self.lab}-{self.cell}-{self.index}"
-
-    index: int = 0
 
     def diff(self) -> str:
         return "".join(
@@ -296,32 +295,23 @@ def mutants_of(lab: str, cell: str, source: str) -> list[Mutant]:
 
 
 def mutants(lab: str, kinds: tuple[str, ...] = (PEFT, GENERIC)) -> list[Mutant]:
-    """Every mutant of a lab's solution cells (clear error for a lab without any)."""
+    """Every mutant of a lab's code solution cells (clear error for a lab without any)."""
+    import nbformat
+
     from peft_grader.catalogue import _solutions
-    from peft_grader.nbcourse import labs
+    from peft_grader.nbcourse import SOURCE, labs
 
     if lab not in labs():
         raise CourseError(f"{lab!r} is not a course lab. Labs: {', '.join(labs())}.")
-    cells = {gid: src for gid, src in _solutions(lab).items() if src.strip()}
-    code = {gid: src for gid, src in cells.items() if not _is_markdown(lab, gid)}
-    if not code:
+    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
+    code = {c.metadata.get("nbgrader", {}).get("grade_id") for c in master.cells if c.cell_type == "code"}
+    cells = {gid: src for gid, src in _solutions(lab).items() if gid in code and src.strip()}
+    if not cells:
         raise CourseError(f"{lab} has no code solution cells: there is nothing to mutate.")
     found = []
-    for gid, source in code.items():
+    for gid, source in cells.items():
         found += [m for m in mutants_of(lab, gid, source) if m.kind in kinds]
     return found
-
-
-def _is_markdown(lab: str, grade_id: str) -> bool:
-    import nbformat
-
-    from peft_grader.nbcourse import SOURCE
-
-    master = nbformat.read(SOURCE / lab / f"{lab}.ipynb", as_version=4)
-    return any(
-        c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade_id") == grade_id
-        for c in master.cells
-    )
 
 
 def verdict_of(result, words: tuple[str, ...] = ()) -> tuple[str, list[str]]:
