@@ -59,7 +59,7 @@ class Mutant:
 @dataclass
 class Outcome:
     mutant: Mutant
-    verdict: str  # killed, survived or broken
+    verdict: str  # one of VERDICTS
     score: float
     max_score: float
     said: list[str] = field(default_factory=list)  # the messages of the checks that lost points
@@ -128,16 +128,20 @@ def _keyword(keyword: ast.keyword):
     return found
 
 
+def _called(call: ast.Call) -> str:
+    """The name a call calls: `f(...)` and `module.f(...)` both give "f"."""
+    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+
 def _prepare_removed(call: ast.Call):
-    name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
-    if name == "prepare_model_for_kbit_training" and call.args:
+    if _called(call) == "prepare_model_for_kbit_training" and call.args:
         return [("prepare_model_for_kbit_training removed", copy.deepcopy(call.args[0]))]
     return []
 
 
 def _save_changed(call: ast.Call):
     """`x.save_pretrained(folder)`: merged first (the guide's mistake 4), or written into another folder."""
-    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "save_pretrained" and call.args):
+    if not (isinstance(call.func, ast.Attribute) and _called(call) == "save_pretrained" and call.args):
         return []
     if "tokenizer" in ast.unparse(call.func.value):  # a tokenizer has nothing to merge and no weights to lose
         return []
@@ -149,11 +153,7 @@ def _save_changed(call: ast.Call):
 
 
 def _calls(statement: ast.stmt, name: str) -> bool:
-    return any(
-        isinstance(n, ast.Call)
-        and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)
-        for n in ast.walk(statement)
-    )
+    return any(isinstance(n, ast.Call) and _called(n) == name for n in ast.walk(statement))
 
 
 def _prepare_moved(tree: ast.Module) -> Iterator[tuple[str, ast.Module]]:
