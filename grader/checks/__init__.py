@@ -33,6 +33,7 @@ GUIDE_MISTAKES = {
 QLORA_CONFIG = "QLoRA pattern: 4-bit NF4 with double quantization and the right compute dtype"
 TRAINABLE_SHARE = "Check print_trainable_parameters(): only LoRA weights train, well under 1%"
 TRAINED_ADAPTER = "After training, save the adapter only: model.save_pretrained(dir)"
+TASK_TYPE = "Correct pattern: the task_type of the model's task (task_type='CAUSAL_LM' for a causal LM)"
 
 
 class PeftMistake(AssertionError):

@@ -220,9 +220,19 @@ def adapter_folder(ns: dict) -> Path:
 
 def saved_adapter_dir(ns: dict, rule: int | str, found: str, fix: str) -> Path:
     """ADAPTER_DIR, or `rule`'s failure where no adapter_config.json was saved there (`found` names the folder as
-    {adapter_dir}): the guard of every check that loads or reads the saved adapter."""
+    {adapter_dir}), or Mistake 4's where a whole model was saved there instead: the guard of every check that loads
+    or reads the saved adapter."""
     adapter_dir = Path(need(ns, "ADAPTER_DIR", (str, Path)))
     if not (adapter_dir / "adapter_config.json").is_file():
+        if adapter_dir.is_dir() and (weights := full_weight_files(adapter_dir)):
+            fail(
+                4,
+                f"{adapter_dir} holds a whole model ({', '.join(p.name for p in weights[:3])}) and no adapter: a "
+                "merged (or unwrapped) model was saved where the adapter belongs, gigabytes on a real model, and "
+                "no longer an adapter that can be reloaded, swapped or shared.",
+                "save the PeftModel itself: model.save_pretrained(ADAPTER_DIR); merge only for deployment, into "
+                "another folder.",
+            )
         fail(rule, found.format(adapter_dir=adapter_dir), fix)
     return adapter_dir
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from checks import fail
+from checks import TASK_TYPE, fail
 
 
 def base_model(model):
@@ -211,3 +211,52 @@ def require_adapters_on(record: dict, wanted: Collection[str], arch: str, fix: s
             fix,
         )
     return wrapped
+
+
+# What config_as_asked reads of a LoraConfig (its to_dict()): what a check that builds its own model records.
+CONFIG_FIELDS = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "task_type")
+
+
+def config_as_asked(cfg: dict, what: str, r: int, alpha: int, task_type: str = "") -> None:
+    """Mistake 2 unless `cfg` (a LoraConfig's to_dict(), or a manifest's peft_config entry) gives every layer the
+    rank and alpha the exercise asks for; the task-type rule unless it has the exercise's `task_type` (where
+    given). A rank_pattern or alpha_pattern that gives some layers other values is not the rank asked for."""
+    ranks = sorted({cfg["r"], *(cfg.get("rank_pattern") or {}).values()}, key=repr)
+    alphas = sorted({cfg["lora_alpha"], *(cfg.get("alpha_pattern") or {}).values()}, key=repr)
+    if ranks != [r] or alphas != [alpha]:
+        shown_r = ranks[0] if len(ranks) == 1 else f"{ranks} (rank_pattern)"
+        shown_alpha = alphas[0] if len(alphas) == 1 else f"{alphas} (alpha_pattern)"
+        fail(
+            2,
+            f"{what} has r={shown_r}, lora_alpha={shown_alpha}; the exercise asks for r={r}, lora_alpha={alpha} "
+            f"(the guide's rank range, alpha = 2r), so that what the lab measures and shows is that adapter.",
+            f"LoraConfig(r={r}, lora_alpha={alpha}, ...).",
+        )
+    given = cfg.get("task_type")
+    if (
+        task_type and given != task_type
+    ):  # a TaskType enum is a str: it compares (and is recorded) as its text
+        fail(
+            TASK_TYPE,
+            f"{what} has task_type={given!r}: peft then builds a plain PeftModel instead of the "
+            f"{task_type} model class, and the saved adapter_config.json does not say what the adapter is for.",
+            f"LoraConfig(..., task_type={task_type!r}) (or TaskType.{task_type}).",
+        )
+
+
+def peft_model_or_fail(base, config, arch: str, fix: str):
+    """get_peft_model(base, config) on a check's own fresh base; Mistake 1 where the config's target_modules
+    match nothing in it (peft raises 'not found in the base model')."""
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(base, config)
+    except ValueError as err:  # peft's NoMatchingPeftModuleError is a ValueError
+        if "not found in the base model" not in str(err):
+            raise
+        fail(
+            1,
+            f"target_modules={config.target_modules!r} match no module of the {arch} model, so get_peft_model "
+            "raises 'not found in the base model' and nothing can be wrapped.",
+            fix,
+        )

@@ -24,6 +24,7 @@ import ast
 import copy
 import difflib
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -152,6 +153,17 @@ def _save_changed(call: ast.Call):
     return [("merge_and_unload() before save_pretrained", merged), ("saved into another folder", elsewhere)]
 
 
+def _merged_names(tree: ast.Module) -> set[str]:
+    """Names the cell binds to a merged model (`merged = ....merge_and_unload()`): saving one is already the
+    deployment route, so "merge before the save" does not apply there (a second merge is no mistake, just a crash)."""
+    return {
+        ast.unparse(target)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and _calls(node, "merge_and_unload")
+        for target in node.targets
+    }
+
+
 def _calls(statement: ast.stmt, name: str) -> bool:
     return any(isinstance(n, ast.Call) and _called(n) == name for n in ast.walk(statement))
 
@@ -202,8 +214,8 @@ def _truth_flipped(node):
 # What a check that kills a PEFT-aware mutant must name (any of these words, in its message): the mistake its
 # operator makes. A generic mutant is killed by any named rule.
 INTENDED = {
-    "r=": ("Mistake 2", "budget"),
-    "lora_alpha=": ("Mistake 2", "budget"),
+    "r=": ("Mistake 2", "budget", "2x rank"),
+    "lora_alpha=": ("Mistake 2", "budget", "2x rank"),
     "target": ("Mistake 1", "budget"),
     "task_type": ("Mistake 1", "Mistake 5", "task_type"),
     "modules_to_save": ("Mistake 5",),
@@ -215,9 +227,9 @@ INTENDED = {
     "saved into another folder": ("Mistake 4", "adapter"),
     "is_trainable": ("trainable",),
     "adapter_name": ("adapter",),
-    "learning_rate": ("train", "loss"),
-    "steps": ("train", "loss"),
-    "max_steps": ("train", "loss"),
+    "learning_rate": ("train", "loss", "budget"),
+    "steps": ("train", "loss", "budget"),
+    "max_steps": ("train", "loss", "budget"),
     "use_rslora": ("rsLoRA", "alpha/sqrt"),
     "use_dora": ("DoRA",),
 }
@@ -272,12 +284,14 @@ def mutants_of(lab: str, cell: str, source: str) -> list[Mutant]:
             f"{lab}, cell {cell}: its solution is not plain Python ({err.msg}), so it cannot be mutated."
         ) from None
     found: list[tuple[str, str, str, ast.Module]] = []
-    nodes = list(ast.walk(tree))
+    nodes, merged = list(ast.walk(tree)), _merged_names(tree)
     for name, (kind, node_type, operator) in OPERATORS.items():
         for index, node in enumerate(nodes):
             if not isinstance(node, node_type):
                 continue
             for change, new in operator(node):
+                if change.startswith("merge_and_unload") and ast.unparse(node.func.value) in merged:
+                    continue
                 twin = copy.deepcopy(tree)
                 target = list(ast.walk(twin))[index]
                 mutated = ast.fix_missing_locations(_Replace(target, new).visit(twin))
@@ -335,13 +349,27 @@ TRIAGE = Path(__file__).resolve().parents[1] / "mutation_triage.toml"
 
 
 def triage(path: Path = TRIAGE) -> dict[tuple[str, str, str], str]:
-    """Survivors judged equivalent answers: (lab, cell, change) -> the reason."""
+    """Survivors judged equivalent answers: (lab, cell, change) -> the reason. In each of the three a `*` stands
+    for any text (every other character is itself), for one reason that holds at many sites (a print removed,
+    in any cell)."""
     from peft_grader.catalogue import tomllib
 
     if not path.exists():
         return {}
     data = tomllib.loads(path.read_text())
     return {(e["lab"], e["cell"], e["change"]): e["reason"] for e in data.get("equivalent", [])}
+
+
+def equivalent_reason(m: Mutant, known: dict[tuple[str, str, str], str]) -> str:
+    """The triage file's reason for this mutant ('' where none applies): the first entry it matches."""
+
+    def matches(text: str, pattern: str) -> bool:
+        return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), text, flags=re.DOTALL) is not None
+
+    for (lab, cell, change), reason in known.items():
+        if matches(m.lab, lab) and matches(m.cell, cell) and matches(m.change, change):
+            return reason
+    return ""
 
 
 def run(
@@ -377,7 +405,7 @@ def run(
         m = made.get((r.student, r.lab))
         if m is not None:
             verdict, said = verdict_of(r, intended(m))
-            reason = equivalent.get((m.lab, m.cell, m.change))
+            reason = equivalent_reason(m, equivalent)
             if verdict == "survived" and reason:
                 verdict, said = "equivalent", [reason]
             outcomes.append(Outcome(m, verdict, r.score, r.max_score, said))

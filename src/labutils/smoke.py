@@ -7,6 +7,7 @@ loading, kbit preparation, LoRA, training, adapter-only saving, reloading onto a
 from __future__ import annotations
 
 import copy
+import numbers
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,12 @@ def train_causal_lm(
     import torch
     from tqdm.auto import tqdm
 
+    if (
+        isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1
+    ):  # numpy ints are Integral
+        raise ValueError(
+            f"steps={steps!r}: train_causal_lm needs a whole number of steps, at least 1 (0 trains nothing)."
+        )
     if tokenizer.pad_token_id is None:  # Llama-2-family hub tokenizers have none; padding gets no loss below
         tokenizer = copy.deepcopy(tokenizer)
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token

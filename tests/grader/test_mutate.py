@@ -88,7 +88,7 @@ def test_a_graded_mutant_is_killed_only_by_a_named_rule():
 
 def test_each_peft_operator_names_the_mistake_its_kill_must_name():
     found = changes()
-    assert mutate.intended(found["r=16 -> 128"]) == ("Mistake 2", "budget")
+    assert mutate.intended(found["r=16 -> 128"]) == ("Mistake 2", "budget", "2x rank")
     assert mutate.intended(found["prepare_model_for_kbit_training removed"]) == ("Mistake 3",)
     assert mutate.intended(found["total > 0 -> total >= 0"]) == ()  # generic: any named rule
     for lab in labs():
@@ -114,9 +114,26 @@ tokenizer.save_pretrained(ADAPTER_DIR)
         "model = prepare_model_for_kbit_training(model)",
     ]
     assert not any("tokenizer.merge" in m.source for m in found.values())
+    deploy = changes(
+        "merged = PeftModel.from_pretrained(base, ADAPTER_DIR).merge_and_unload()\nmerged.save_pretrained(DEPLOY)\n"
+    )
+    # a merged model's save: merging it again is no mistake, only a crash
+    assert "saved into another folder" in deploy
+    assert "merge_and_unload() before save_pretrained" not in deploy
 
 
 def test_the_triage_file_names_real_mutants_with_reasons():
-    for (lab, cell, change), reason in mutate.triage().items():
+    known = mutate.triage()
+    everything = [m for lab in labs() for m in mutate.mutants(lab)]
+    for key, reason in known.items():
         assert reason.strip()
-        assert change in {m.change for m in mutate.mutants(lab) if m.cell == cell}, (lab, cell, change)
+        assert any(mutate.equivalent_reason(m, {key: reason}) for m in everything), key  # no stale entry
+
+
+def test_a_triage_pattern_stars_any_text_and_nothing_else():
+    m = changes()["r=16 -> 128"]
+    reason = {("lab", "*", "r=16 -> *"): "any rank"}
+    assert mutate.equivalent_reason(m, reason) == "any rank"
+    assert mutate.equivalent_reason(m, {(m.lab, "*", "r=1? -> 128"): "no"}) == ""  # ? is itself
+    assert mutate.equivalent_reason(m, {(m.lab, "*", "r=[1]6 -> 128"): "no"}) == ""  # so is [
+    assert mutate.equivalent_reason(m, {(m.lab, "other", "*"): "no"}) == ""

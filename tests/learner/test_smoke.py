@@ -113,3 +113,12 @@ def test_training_pads_a_tokenizer_without_a_pad_token_and_leaves_it_alone():
     )
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     assert tokenizer.pad_token is None
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.5, True, "3"])
+def test_train_causal_lm_refuses_a_step_count_that_trains_nothing(steps):
+    """A clear error before any model is touched, not an empty loss list that a later losses[-1] trips on."""
+    from labutils.smoke import train_causal_lm
+
+    with pytest.raises(ValueError, match=f"steps={steps!r}: train_causal_lm needs a whole number of steps"):
+        train_causal_lm(None, None, ["text"], steps=steps, learning_rate=1e-3)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, PeftModel
 
-from checks import TRAINABLE_SHARE, error_text, fail, need
+from checks import error_text, fail, need
 from checks.evidence import publish
 from checks.inspect_model import manifest
 from checks.lab01_lora_anatomy import judges
@@ -265,20 +265,11 @@ def count_on_conv1d_and_4bit(ns: dict) -> None:
 # ---- exercise 2: the wrapped course model ---------------------------------------------------------------
 
 
-def _peft_model(ns: dict) -> PeftModel:
-    model = need(ns, "model", torch.nn.Module, where="the exercise 2 cell")
-    if not isinstance(model, PeftModel):
-        fail(
-            TRAINABLE_SHARE,
-            "`model` is not a PeftModel, so no LoRA adapter is attached.",
-            "model = get_peft_model(model, lora_config).",
-        )
-    return model
-
-
 def _record(ns: dict, check: str) -> dict:
-    """Publish the manifest of the learner's `model` (checks.evidence); the judge reads it."""
-    record = manifest(_peft_model(ns))
+    """Publish the manifest of the learner's `model` (checks.evidence); the judge reads it. A model that was never
+    wrapped is recorded with `lora_config`'s targets, which say why."""
+    model = need(ns, "model", torch.nn.Module, where="the exercise 2 cell")
+    record = manifest(model, None if isinstance(model, PeftModel) else ns.get("lora_config"))
     value = ns.get("trainable_percent")
     record["trainable_percent"] = {
         "defined": "trainable_percent" in ns,

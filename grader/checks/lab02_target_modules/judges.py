@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from checks import fail
-from checks.inspect_model import leaf, lora_names
+from checks.inspect_model import active_config, config_as_asked, leaf, lora_names
 from labutils.facts import ATTENTION
 
 
@@ -46,7 +46,8 @@ def compare_names(model_type: str, names: list[str], wrapped: set[str]) -> Repor
 
 
 def bert_lora_model(record: dict) -> None:
-    """`lora_model` is the BERT classifier with LoRA on its attention projections and a trainable, saved head."""
+    """`lora_model` is the BERT classifier with LoRA (r=8, alpha=16) on its attention projections and a trainable,
+    saved head."""
     if record["model_type"] != "bert" or not record["base_type"].endswith("ForSequenceClassification"):
         fail(
             1,
@@ -87,3 +88,4 @@ def bert_lora_model(record: dict) -> None:
             "LoraConfig(..., task_type='SEQ_CLS') (peft then adds the head to modules_to_save), or "
             "modules_to_save=['classifier'].",
         )
+    config_as_asked(active_config(record), "lora_model", 8, 16)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from checks import fail
+from checks import TASK_TYPE, fail
 from checks.inspect_model import leaf
 from labutils.facts import LLAMA_ATTENTION, LLAMA_MLP, RANK_RANGE
 
 ALPHA = "LoRA alpha: usually 2x rank (lora_alpha = 2 * r)"
-
-
-TASK_TYPE = "Correct pattern: task_type='CAUSAL_LM' for a causal language model"
 
 
 def chosen_rank(cfg: dict) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from checks import fail
-from checks.inspect_model import active_config, require_adapters_on, require_lora_model
+from checks.inspect_model import active_config, config_as_asked, require_adapters_on, require_lora_model
 from labutils.facts import ATTENTION, BERT_ATTENTION, LLAMA_NAMES
 
 # Rules of this lab that are not among the guide's five numbered mistakes.
@@ -45,8 +45,8 @@ def _head_name(record: dict) -> str:
 
 
 def bert_lora_config(record: dict) -> None:
-    """`model` is a PeftModel whose LoRA layers sit on BERT's query, key and value projections (its
-    attention output optional) and nowhere else."""
+    """`model` is a PeftModel whose LoRA layers (r=8, alpha=16) sit on BERT's query, key and value projections
+    (its attention output optional) and nowhere else."""
     require_lora_model(record, "BERT", BERT_FIX, foreign=("Llama", LLAMA_NAMES))
     wrapped = require_adapters_on(record, BERT_ATTENTION, "BERT", BERT_FIX)
     head_name = _head_name(record)
@@ -66,6 +66,7 @@ def bert_lora_config(record: dict) -> None:
             "outside attention.output is the MLP or the pooler).",
             BERT_FIX,
         )
+    config_as_asked(active_config(record), "lora_config", 8, 16)
 
 
 def head_wrapped(record: dict) -> None:

@@ -17,7 +17,7 @@ from peft import PeftModel
 from checks import fail, need
 from checks.adapter_files import ADAPTER_WEIGHTS
 from checks.evidence import publish
-from checks.inspect_model import base_model
+from checks.inspect_model import base_model, walk
 from checks.lab04_qlora.kernel import (  # noqa: F401 (the capstone's test cells call them through this module)
     MODEL_TYPES,
     kbit_prepared,
@@ -84,6 +84,13 @@ def _adapter_state(model) -> dict[str, torch.Tensor]:
     )
 
 
+def _four_bit(model) -> bool:
+    """Whether the model holds bitsandbytes 4-bit layers (read from the modules' own tables, by their classes)."""
+    import bitsandbytes as bnb
+
+    return any(issubclass(type(m), bnb.nn.Linear4bit) for _, m in walk(model))
+
+
 def reloaded_for_inference(ns: dict) -> None:
     """`inference_model` is the saved adapter, loaded with PeftModel.from_pretrained onto a fresh base."""
     from safetensors.torch import load_file
@@ -117,6 +124,20 @@ def reloaded_for_inference(ns: dict) -> None:
                 "base = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=bnb_config, "
                 "device_map='auto'); inference_model = PeftModel.from_pretrained(base, ADAPTER_DIR).",
             )
+    if (
+        trained is not None
+        and isinstance(trained, MODEL_TYPES)
+        and _four_bit(trained)
+        and not _four_bit(inference)
+    ):
+        fail(
+            RELOAD,
+            "the adapter was trained on a 4-bit base and `inference_model` puts it on a base loaded without "
+            "quantization_config: the deployment is another model than the one trained (other weights, several "
+            "times the memory), and the one the exercise asks for is the 4-bit base.",
+            "base = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=bnb_config, "
+            "device_map='auto'), then PeftModel.from_pretrained(base, ADAPTER_DIR).",
+        )
     weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.exists():
         fail(RELOAD, f"{adapter_dir} holds no {ADAPTER_WEIGHTS} to load.", "save the adapter first.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from checks import TRAINABLE_SHARE, fail
 from checks.hardware import precision_flags
-from checks.inspect_model import leaf
+from checks.inspect_model import config_as_asked, leaf
 from checks.lab04_qlora.judges import LLAMA_FIX
 from labutils.facts import LLAMA_ATTENTION
 
@@ -131,8 +131,9 @@ def chat_template_mask(record: dict) -> None:
 
 
 def chat_lora(record: dict) -> None:
-    """lora_config, applied to a fresh base: LoRA on the attention projections, the new tokens' rows
-    trainable through trainable_token_indices, no whole embedding or output layer, a share under 1%."""
+    """lora_config, applied to a fresh base: LoRA (r=16, alpha=32, a causal LM's task type) on the attention
+    projections, the new tokens' rows trainable through trainable_token_indices, no whole embedding or output
+    layer, a share under 1%."""
     whole = [
         n for n in record["whole_modules"] if leaf(n) in ("embed_tokens", "lm_head", "embed_in", "embed_out")
     ]
@@ -161,6 +162,7 @@ def chat_lora(record: dict) -> None:
             f"LoRA is not on {missing} (it wraps {record['lora_leaves'] or 'nothing'}).",
             LLAMA_FIX,
         )
+    config_as_asked(record["config"], "lora_config", 16, 32, "CAUSAL_LM")
     if record["share"] >= MAX_CHAT_SHARE:
         fail(
             TRAINABLE_SHARE,

@@ -15,6 +15,7 @@ import torch
 
 from checks import error_text, fail, need
 from checks.evidence import publish
+from checks.inspect_model import CONFIG_FIELDS, peft_model_or_fail
 from checks.lab09_chat_sft import judges
 from checks.lab09_chat_sft.files import (  # noqa: F401 (the test cells call them here too)
     adapter_saved,
@@ -103,7 +104,7 @@ def template_masks(ns: dict) -> None:
 
 def lora_applied(ns: dict) -> None:
     """lora_config on a fresh base: what it wraps, which token rows train, what trains whole."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from peft.tuners.lora import LoraLayer
     from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
     from peft.utils import ModulesToSaveWrapper
@@ -111,7 +112,7 @@ def lora_applied(ns: dict) -> None:
     config = need(ns, "lora_config", LoraConfig, where="the exercise cell")
     tokenizer = _tokenizer(ns)
     base = base_for(need(ns, "MODEL", str, where="the set-up cell"), tokenizer)
-    model = get_peft_model(base, copy.deepcopy(config))
+    model = peft_model_or_fail(base, copy.deepcopy(config), "course's Llama", judges.LLAMA_FIX)
     rows: set[int] = set()  # the input embedding's rows that train
     for module in model.modules():
         if isinstance(module, TrainableTokensLayer) and isinstance(module.base_layer, torch.nn.Embedding):
@@ -127,6 +128,7 @@ def lora_applied(ns: dict) -> None:
             {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LoraLayer)}
         ),
         "share": trainable / total,
+        "config": {k: config.to_dict()[k] for k in CONFIG_FIELDS},
     }
     judges.chat_lora(publish("chat_lora", record))
 

@@ -5,6 +5,7 @@ fidelity, each from its record; the lab's rule titles.
 from __future__ import annotations
 
 from checks import fail
+from checks.inspect_model import config_as_asked
 from labutils.facts import LLAMA_ATTENTION, LLAMA_NAMES
 
 VARIANTS_RULE = "Compare LoRA's variants on one budget: the same rank, alpha, steps and data for each"
@@ -32,6 +33,10 @@ MERGE_RULE = (
 
 
 VARIANT_NAMES = ("attention", "all_linear", "rslora", "dora", "pissa")
+TARGETS_FIX = (
+    "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for attention only, target_modules='all-linear' for "
+    "every other variant."
+)
 
 
 SCALING_RTOL = 1e-6
@@ -55,13 +60,14 @@ def lora_variants(record: dict) -> None:
             "r=8, lora_alpha=16 for every variant.",
         )
     for name, v in got.items():
+        config_as_asked(v["config"], f"variants[{name!r}]", 8, 16, "CAUSAL_LM")
+    for name, v in got.items():
         want = set(LLAMA_ATTENTION) if name == "attention" else set(LLAMA_NAMES)
         if set(v["leaves"]) != want:
             fail(
                 VARIANTS_RULE if name == "attention" else 1,
                 f"variant {name!r} wraps {v['leaves']}, not {sorted(want)}.",
-                "target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'] for attention only, "
-                "target_modules='all-linear' for every other variant.",
+                TARGETS_FIX,
             )
         rs = name == "rslora"
         want_scaling = v["alpha"] / (v["r"] ** 0.5 if rs else v["r"])
@@ -180,7 +186,16 @@ _MEMORY_HINT = {
 
 
 def fp16_ready(record: dict) -> None:
-    """fp16_model trains under GradScaler: trainable in fp32, frozen floating weights in fp16."""
+    """fp16_model is the all-linear adapter asked for (r=8, alpha=16) and trains under GradScaler: trainable in
+    fp32, frozen floating weights in fp16."""
+    if record["leaves"] != sorted(LLAMA_NAMES):
+        fail(
+            1,
+            f"fp16_model's LoRA wraps {record['leaves'] or 'nothing'}, not every linear layer "
+            f"({sorted(LLAMA_NAMES)}).",
+            "LoraConfig(r=8, lora_alpha=16, target_modules='all-linear').",
+        )
+    config_as_asked(record["config"], "fp16_model", 8, 16)
     if record["trainable_dtypes"] != ["float32"]:
         fail(
             FP16_RULE,

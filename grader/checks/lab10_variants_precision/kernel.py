@@ -16,6 +16,7 @@ import torch
 
 from checks import error_text, fail, need
 from checks.evidence import RECORDERS, publish, recorded
+from checks.inspect_model import CONFIG_FIELDS, active_config, leaf, lora_names, manifest, peft_model_or_fail
 from checks.lab10_variants_precision import judges
 
 
@@ -25,13 +26,17 @@ def _base(ns: dict, dtype=torch.float32):
     return AutoModelForCausalLM.from_pretrained(need(ns, "MODEL", str, where="the set-up cell"), dtype=dtype)
 
 
+def _fields(config) -> dict:
+    """What config_as_asked reads of a LoraConfig."""
+    return {k: config.to_dict()[k] for k in CONFIG_FIELDS}
+
+
 def _variant_state(ns: dict, config) -> dict:
-    from peft import get_peft_model
     from peft.tuners.lora import LoraLayer
 
     fresh = _base(ns)
     original = {n: p.detach().clone() for n, p in fresh.named_parameters() if n.endswith("q_proj.weight")}
-    model = get_peft_model(fresh, copy.deepcopy(config))
+    model = peft_model_or_fail(fresh, copy.deepcopy(config), "course's Llama", judges.TARGETS_FIX)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     first = layers[0][1] if layers else None
     base_now = {
@@ -41,6 +46,7 @@ def _variant_state(ns: dict, config) -> dict:
         "leaves": sorted({n.rsplit(".", 1)[-1] for n, _ in layers}),
         "r": config.r,
         "alpha": config.lora_alpha,
+        "config": _fields(config),
         "scaling": float(first.scaling["default"]) if first else 0.0,
         "dora": any(len(getattr(m, "lora_magnitude_vector", {}) or {}) for _, m in layers),
         "b_zero": all(not m.lora_B["default"].weight.any() for _, m in layers if "default" in m.lora_B),
@@ -165,7 +171,14 @@ def fp16(ns: dict) -> None:
             if not p.requires_grad and p.is_floating_point()
         }
     )
-    record = {"trainable_dtypes": trainable, "frozen_dtypes": frozen, "step_error": ""}
+    seen = manifest(model)
+    record = {
+        "trainable_dtypes": trainable,
+        "frozen_dtypes": frozen,
+        "step_error": "",
+        "leaves": sorted({leaf(n) for n in lora_names(seen)}),
+        "config": {k: active_config(seen).get(k) for k in CONFIG_FIELDS},
+    }
     try:
         step = copy.deepcopy(model)
         optimizer = torch.optim.SGD([p for p in step.parameters() if p.requires_grad], lr=1e-3)

@@ -206,6 +206,15 @@ def test_the_guard_of_checks_that_load_the_adapter_fails_with_their_own_rule(ada
         message
         == f"[Mistake 5: Missing modules_to_save for task-specific heads] {folder} holds no adapter to reload. Fix: save it first."
     )
+    merged = folder / "merged"  # model.merge_and_unload().save_pretrained(ADAPTER_DIR)
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    save_file(_state(), str(merged / "model.safetensors"))
+    message = verdict(guard, {"ADAPTER_DIR": merged})
+    assert (
+        message.startswith("[Mistake 4: ")
+        and "holds a whole model (config.json, model.safetensors)" in message
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])

@@ -211,7 +211,9 @@ MLP = ("gate_proj", "up_proj", "down_proj")
 TOTAL = 17_847_552  # the tiny Llama's parameters with r=16 on q/k/v/o (peft's counter: 53,248 trainable)
 
 
-def course_record(wrapped=ATTENTION, r=16, alpha=32, trainable=53_248, percent="right", unfrozen=()):
+def course_record(
+    wrapped=ATTENTION, r=16, alpha=32, trainable=53_248, percent="right", unfrozen=(), task_type="CAUSAL_LM"
+):
     """The manifest (checks.inspect_model.manifest) of the tiny Llama wrapped on `wrapped`, as kernel._record
     publishes it, with `trainable_percent` as given ("right": peft's share; a value; or absent when None)."""
     prefix = "base_model.model.model.layers"
@@ -240,7 +242,14 @@ def course_record(wrapped=ATTENTION, r=16, alpha=32, trainable=53_248, percent="
         "modules": modules,
         "parameters": parameters,
         "trainable_total": [trainable, TOTAL],
-        "peft_config": {"default": {"r": r, "lora_alpha": alpha, "target_modules": sorted(wrapped)}},
+        "peft_config": {
+            "default": {
+                "r": r,
+                "lora_alpha": alpha,
+                "target_modules": sorted(wrapped),
+                "task_type": task_type,
+            }
+        },
         "trainable_percent": {
             "defined": percent is not None,
             "type": "NoneType" if percent is None else type(value).__name__,
@@ -279,10 +288,14 @@ def test_the_course_model_wrapped_as_asked_passes(lab01_judges):
             {"wrapped": ("q_proj", "gate_proj")},
             r"carry no adapter \(k_proj, o_proj, v_proj\); 2 other modules",
         ),
-        ({"r": 8, "alpha": 8}, r"\[Mistake 2: .*\] r=8, lora_alpha=8: the update is scaled by alpha/r = 1;"),
+        (
+            {"r": 8, "alpha": 8},
+            r"\[Mistake 2: .*\] lora_config has r=8, lora_alpha=8; the exercise asks for r=16,",
+        ),
         ({"r": 16, "alpha": 16}, r"\[Mistake 2: .*Fix: LoraConfig\(r=16, lora_alpha=32"),
+        ({"task_type": None}, r"\[Correct pattern: the task_type .*\] lora_config has task_type=None"),
     ],
-    ids=["adapters missing", "MLP wrapped too", "both", "r=8 alpha=8", "alpha=r"],
+    ids=["adapters missing", "MLP wrapped too", "both", "r=8 alpha=8", "alpha=r", "no task type"],
 )
 def test_wrong_targets_and_scaling_are_named(lab01_judges, change, words):
     with pytest.raises(AssertionError, match=words):
@@ -340,8 +353,15 @@ def test_the_kernel_records_the_real_wrapped_model(anatomy, tiny_llama, verdict,
     assert "not a PeftModel" in verdict(
         anatomy.trainable_share, {"model": tiny_llama, "trainable_percent": 0.3}
     )
+    gpt2_names = {
+        "model": tiny_llama,
+        "lora_config": LoraConfig(target_modules=["c_attn"]),
+    }  # raised: unwrapped
+    assert "Mistake 1" in verdict(anatomy.course_model_wrapped, gpt2_names)
+    assert "(those are GPT-2 names)" in verdict(anatomy.course_model_wrapped, gpt2_names)
     model = get_peft_model(
-        copy.deepcopy(tiny_llama), LoraConfig(r=16, lora_alpha=32, target_modules=list(ATTENTION))
+        copy.deepcopy(tiny_llama),
+        LoraConfig(r=16, lora_alpha=32, target_modules=list(ATTENTION), task_type="CAUSAL_LM"),
     )
     assert model.get_nb_trainable_parameters() == (53_248, TOTAL)
     share = 100 * 53_248 / TOTAL

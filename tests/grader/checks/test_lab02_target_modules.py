@@ -67,7 +67,9 @@ def test_lora_model_needs_attention_only_and_a_saved_head(targets):
     from peft import LoraConfig, get_peft_model
 
     def wrapped(**kwargs):
-        return get_peft_model(targets.load_tiny("classifier"), LoraConfig(r=4, **kwargs))
+        return get_peft_model(
+            targets.load_tiny("classifier"), LoraConfig(**{"r": 8, "lora_alpha": 16} | kwargs)
+        )
 
     targets.lora_model({"lora_model": wrapped(target_modules=["query", "key", "value"], task_type="SEQ_CLS")})
     targets.lora_model(
@@ -79,6 +81,12 @@ def test_lora_model_needs_attention_only_and_a_saved_head(targets):
         targets.lora_model({"lora_model": wrapped(target_modules=["query", "key", "value", "classifier"])})
     with pytest.raises(AssertionError, match=r"Mistake 1.*attention\.self\.key"):
         targets.lora_model({"lora_model": wrapped(target_modules=["query", "value"], task_type="SEQ_CLS")})
+    with pytest.raises(
+        AssertionError, match=r"Mistake 2.*r=128, lora_alpha=16; the exercise asks for r=8, lora_alpha=16"
+    ):
+        targets.lora_model(
+            {"lora_model": wrapped(target_modules=["query", "key", "value"], task_type="SEQ_CLS", r=128)}
+        )
     with pytest.raises(AssertionError, match="not defined"):
         targets.lora_model({})
 

@@ -136,9 +136,9 @@ BERT_MODULES = {"embeddings.word_embeddings": (4096, 128), "encoder.layer.0.atte
                 "encoder.layer.0.output.dense": (512, 128), "pooler.dense": (128, 128)}  # fmt: skip
 # LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "key", "value"]).to_dict(),
 # the fields the judges read and a few beside them (peft keeps target_modules as a set: the record sorts it).
-SEQ_CLS = {"task_type": "SEQ_CLS", "peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+SEQ_CLS = {"task_type": "SEQ_CLS", "peft_type": "LORA", "r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
            "bias": "none", "target_modules": ["key", "query", "value"], "modules_to_save": ["classifier", "score"]}  # fmt: skip
-NO_TASK = {"task_type": None, "modules_to_save": None}  # LoraConfig(r=4, ...) without task_type
+NO_TASK = {"task_type": None, "modules_to_save": None}  # LoraConfig(r=8, ...) without task_type
 PEFT_TYPES = {"SEQ_CLS": "PeftModelForSequenceClassification", "CAUSAL_LM": "PeftModelForCausalLM"}
 
 
@@ -146,7 +146,7 @@ def bert(
     *, lora=("query", "key", "value"), head="classifier", head_saved=True, frozen=(), config=None, peft=True
 ):
     """A manifest of the course's tiny BERT classifier (one encoder layer shown) as checks.inspect_model.manifest
-    writes it: wrapped by get_peft_model with LoRA (r=4) on the `lora` leaves and `config`'s changes to SEQ_CLS;
+    writes it: wrapped by get_peft_model with LoRA (r=8) on the `lora` leaves and `config`'s changes to SEQ_CLS;
     the head `head` (None: a BertModel, which has none) in modules_to_save when `head_saved`, `frozen` naming
     parameters of its trainable copy that were frozen. `peft=False`: never wrapped."""
     prefix = "base_model.model." if peft else ""
@@ -161,7 +161,7 @@ def bert(
         if "embeddings" not in path:
             parameters[f"{base}.bias"] = ["bfloat16", False, fan_out, False]
         if wrapped:
-            for ab, size in (("lora_A", 4 * fan_in), ("lora_B", fan_out * 4)):
+            for ab, size in (("lora_A", 8 * fan_in), ("lora_B", fan_out * 8)):
                 modules[f"{name}.{ab}.default"] = ""
                 parameters[f"{name}.{ab}.default.weight"] = ["float32", True, size, False]
     if head:
@@ -343,7 +343,11 @@ def lab06(tmp_path_factory):
 
     def wrap(task_type):
         config = LoraConfig(
-            task_type=task_type, r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "key", "value"]
+            task_type=task_type,
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            target_modules=["query", "key", "value"],
         )
         return get_peft_model(base(), config).eval()
 

@@ -349,3 +349,23 @@ def test_outside_the_eos_is_judged_on_the_batch_the_locked_cell_recorded(hidden_
         PeftMistake, match=r"the pad token is the EOS .*judged on what the notebook's cell show_labels"
     ):
         judge(PAD_IS_EOS)
+
+
+def test_reload_of_a_4bit_adapter_needs_a_4bit_base(capstone, tiny, tmp_path, verdict):
+    """An adapter trained on the 4-bit base, put on a base loaded without quantization_config: named; on a fresh
+    4-bit base: accepted."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    def four_bit():
+        nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
+        return AutoModelForCausalLM.from_pretrained(tiny, quantization_config=nf4)
+
+    model = get_peft_model(four_bit(), LoraConfig(**LORA, init_lora_weights=False))
+    model.save_pretrained(tmp_path / "adapter")
+    ns = {"ADAPTER_DIR": tmp_path / "adapter", "model": model}
+    on_4bit = PeftModel.from_pretrained(four_bit(), tmp_path / "adapter")
+    assert verdict(capstone.reloaded_for_inference, ns | {"inference_model": on_4bit}) == ""
+    full = PeftModel.from_pretrained(fresh_base(tiny), tmp_path / "adapter")
+    message = verdict(capstone.reloaded_for_inference, ns | {"inference_model": full})
+    assert message.startswith(f"[{capstone.RELOAD}]") and "loaded without quantization_config" in message

@@ -20,7 +20,8 @@ TEMPLATE = {"error": "", "turns": 2, "markers_used": {"<|user|>": True, "<|assis
             "prompt_masked_in": [], "replies_in_mask": 2, "eos_in_mask": 2, "eos_rendered": 2,
             "generation_prompt": "<|assistant|>\n", "generation_prompt_prefix": True}  # fmt: skip
 LORA = {"modules_to_save": [], "whole_modules": [], "token_rows": [7, 8], "new_ids": [7, 8],
-        "lora_leaves": ["k_proj", "o_proj", "q_proj", "v_proj"], "share": 0.003}  # fmt: skip
+        "lora_leaves": ["k_proj", "o_proj", "q_proj", "v_proj"], "share": 0.003,
+        "config": {"r": 16, "lora_alpha": 32, "rank_pattern": {}, "alpha_pattern": {}, "task_type": "CAUSAL_LM"}}  # fmt: skip
 LABELS = {
     "examples": 8,
     "no_marker": 0,
@@ -69,6 +70,14 @@ LABELS = {
         ),
         ("chat_template_mask", TEMPLATE, {"replies_in_mask": 1}, "only 1 of the 2 replies are inside"),
         ("chat_lora", LORA, {"share": 0.0213}, "2.13% of the model trains"),
+        ("chat_lora", LORA, {"config": LORA["config"] | {"r": 128}}, "Mistake 2"),
+        (
+            "chat_lora",
+            LORA,
+            {"config": LORA["config"] | {"rank_pattern": {"q_proj": 64}}},
+            "[16, 64] (rank_pattern)",
+        ),
+        ("chat_lora", LORA, {"config": LORA["config"] | {"task_type": None}}, "task_type=None"),
         (
             "sft_labels",
             LABELS,

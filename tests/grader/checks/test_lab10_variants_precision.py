@@ -20,6 +20,7 @@ PLAIN = {
     "dora": False,
     "b_zero": True,
     "base_changed": False,
+    "config": {"r": 8, "lora_alpha": 16, "rank_pattern": {}, "alpha_pattern": {}, "task_type": "CAUSAL_LM"},
 }
 VARIANTS = {
     "attention": PLAIN | {"leaves": ["k_proj", "o_proj", "q_proj", "v_proj"]},
@@ -44,6 +45,8 @@ VARIANTS = {
         ("all_linear", {"b_zero": False}, "'all_linear' does not start from the base model"),
         ("rslora", {"base_changed": True}, "'rslora' does not start from the base model"),
         ("pissa", {"b_zero": True}, "starts like plain LoRA"),
+        ("dora", {"config": PLAIN["config"] | {"task_type": None}}, "task_type=None"),
+        ("all_linear", {"config": PLAIN["config"] | {"alpha_pattern": {"q_proj": 64}}}, "alpha_pattern"),
     ],
 )
 def test_variants_judge_names_what_a_config_really_is(judges, name, change, words):
@@ -94,8 +97,13 @@ def test_numbers_summed_in_another_order_give_the_same_verdict(judges):
 
 
 def test_fp16_and_merge_judges(judges):
-    good = {"trainable_dtypes": ["float32"], "frozen_dtypes": ["float16"], "step_error": ""}
+    good = {"trainable_dtypes": ["float32"], "frozen_dtypes": ["float16"], "step_error": "", "leaves": ALL}
+    good["config"] = PLAIN["config"] | {"task_type": None}  # the exercise asks for no task type
     judges.fp16_ready(good)
+    with pytest.raises(AssertionError, match="Mistake 1.*wraps \\['q_proj', 'v_proj'\\]"):
+        judges.fp16_ready(good | {"leaves": ["q_proj", "v_proj"]})  # no target_modules: peft's Llama default
+    with pytest.raises(AssertionError, match="Mistake 2.*r=16, lora_alpha=16"):
+        judges.fp16_ready(good | {"config": good["config"] | {"r": 16}})
     with pytest.raises(AssertionError, match="unscale FP16"):
         judges.fp16_ready(good | {"trainable_dtypes": ["float16"]})
     with pytest.raises(AssertionError, match="doubles"):
@@ -133,11 +141,16 @@ def test_memory_and_fp16_records_from_real_models(hidden_check):
 
     def fp16_model(**kwargs):
         base = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float16)
-        return get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"]), **kwargs)
+        return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"), **kwargs)
 
     checks.fp16({"fp16_model": fp16_model()})
     with pytest.raises(AssertionError, match="unscale FP16"):
         checks.fp16({"fp16_model": fp16_model(autocast_adapter_dtype=False)})
+    gpt2_names = {"MODEL": model_id, "variants": {"attention": LoraConfig(target_modules=["c_attn"])}}
+    with pytest.raises(AssertionError, match=r"Mistake 1.*\['c_attn'\]|Mistake 1.*\{'c_attn'\}"):
+        checks.variants_applied(
+            gpt2_names
+        )  # get_peft_model raises on the check's own base: named, not a crash
 
 
 def test_choice_needs_a_measurement(judges):
@@ -173,7 +186,8 @@ def test_memory_judge_names_a_failing_function_and_a_wrong_total(judges):
 
 
 def test_fp16_judge_names_a_failing_scaler_step(judges):
-    good = {"trainable_dtypes": ["float32"], "frozen_dtypes": ["float16"], "step_error": ""}
+    good = {"trainable_dtypes": ["float32"], "frozen_dtypes": ["float16"], "step_error": "", "leaves": ALL}
+    good["config"] = PLAIN["config"]
     error = "RuntimeError: expected scalar type Half but found Float"
     with pytest.raises(
         AssertionError, match=f"one GradScaler step failed: {error}. Fix: trainable parameters in fp32"
