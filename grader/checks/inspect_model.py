@@ -232,10 +232,8 @@ def config_as_asked(cfg: dict, what: str, r: int, alpha: int, task_type: str = "
             f"(the guide's rank range, alpha = 2r), so that what the lab measures and shows is that adapter.",
             f"LoraConfig(r={r}, lora_alpha={alpha}, ...).",
         )
-    given = cfg.get("task_type")
-    if (
-        task_type and given != task_type
-    ):  # a TaskType enum is a str: it compares (and is recorded) as its text
+    given = cfg.get("task_type")  # a TaskType enum is a str: it compares (and is recorded) as its text
+    if task_type and given != task_type:
         fail(
             TASK_TYPE,
             f"{what} has task_type={given!r}: peft then builds a plain PeftModel instead of the "

@@ -206,6 +206,12 @@ def _operator_swapped(node):
 
 
 def _truth_flipped(node):
+    """True <-> False; a keyword's value is named with its keyword (`gradient_checkpointing=True -> False`), so
+    two flips in one cell read, and triage, apart."""
+    if isinstance(node, ast.keyword) and node.arg and isinstance(node.value, ast.Constant):
+        value = node.value.value
+        if type(value) is bool:
+            return [(f"{node.arg}={value} -> {not value}", ast.keyword(node.arg, ast.Constant(not value)))]
     if isinstance(node, ast.Constant) and type(node.value) is bool:
         return [(f"{node.value} -> {not node.value}", ast.Constant(not node.value))]
     return []
@@ -243,12 +249,12 @@ def intended(mutant: Mutant) -> tuple[str, ...]:
 
 
 # name -> (kind, the node type it applies to, the operator)
-OPERATORS: dict[str, tuple[str, type, Callable]] = {
+OPERATORS: dict[str, tuple[str, type | tuple[type, ...], Callable]] = {
     "keyword": (PEFT, ast.keyword, _keyword),
     "prepare_removed": (PEFT, ast.Call, _prepare_removed),
     "save_changed": (PEFT, ast.Call, _save_changed),
     "operator_swapped": (GENERIC, ast.AST, _operator_swapped),
-    "truth_flipped": (GENERIC, ast.Constant, _truth_flipped),
+    "truth_flipped": (GENERIC, (ast.keyword, ast.Constant), _truth_flipped),
 }
 
 

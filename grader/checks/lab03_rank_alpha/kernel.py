@@ -136,7 +136,8 @@ def sweep_counts(ns: dict) -> None:
 
 
 def sweep_losses(ns: dict) -> None:
-    """Each loss is a real number from after the training budget (below the untrained loss, not all equal)."""
+    """Each loss is a real number from after the training budget (below the untrained loss, not all equal), and
+    at the smallest and largest rank it is the loss the worked example's recipe (alpha = 2r) reaches."""
     sweep = _sweep(ns)
     losses = {}
     for r, (_, loss) in sweep.items():
@@ -165,6 +166,57 @@ def sweep_losses(ns: dict) -> None:
             "or the same model was measured each time.",
             "record the loss after training each rank's own model (e.g. losses[-1]).",
         )
+    for r in (RANKS[0], RANKS[-1]):
+        if r not in losses:
+            continue  # test_sweep_ranks names the missing rank
+        first, last = _recipe_losses(ns, r)
+        # Another seed moves the loss by a few percent of what training gained (0.08 of 1.58 at r=64 here);
+        # an alpha that does not move with r (2/r, or a fixed 16) by a fifth of it or more.
+        if abs(losses[r] - last) > RECIPE_TOLERANCE * (first - last):
+            fail(
+                SWEEP,
+                f"sweep[{r}]'s loss is {losses[r]:.3f}, where the worked example's recipe (lora_alpha = 2 * r, "
+                f"STEPS steps at LEARNING_RATE from torch.manual_seed(SEED)) ends at {last:.3f} here: "
+                "this rank was not trained on the lab's budget. An alpha that does not move with r scales the "
+                "update by alpha/r, so large ranks barely train (or small ones overshoot).",
+                "LoraConfig(r=r, lora_alpha=2 * r, ...) and train_causal_lm(model, tokenizer, texts, steps=STEPS, "
+                "learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE) for every rank.",
+            )
+
+
+RECIPE_TOLERANCE = 0.15  # of the recipe's own loss drop at that rank
+
+
+def _recipe_losses(ns: dict, r: int) -> tuple[float, float]:
+    """The first and last loss of the worked example's recipe at rank r (lora_alpha = 2r, the lab's seed and
+    budget), trained here on a fresh base, with the learner's random state left as it was."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from labutils.smoke import train_causal_lm
+
+    lab = {k: need(ns, k, where="the set-up cell") for k in RECIPE_NAMES}
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(lab["SEED"])
+        base = AutoModelForCausalLM.from_pretrained(lab["MODEL"], dtype=torch.float32).to(lab["DEVICE"])
+        config = LoraConfig(
+            r=r, lora_alpha=2 * r, target_modules=list(LLAMA_ATTENTION), task_type="CAUSAL_LM"
+        )
+        losses = train_causal_lm(
+            get_peft_model(base, config),
+            lab["tokenizer"],
+            lab["texts"],
+            steps=lab["STEPS"],
+            learning_rate=lab["LEARNING_RATE"],
+            batch_size=lab["BATCH_SIZE"],
+        )
+    return losses[0], losses[-1]
+
+
+# What the lab's set-up cell defines that the recipe uses.
+RECIPE_NAMES = ("MODEL", "DEVICE", "tokenizer", "texts", "SEED", "STEPS", "LEARNING_RATE", "BATCH_SIZE")
 
 
 def _chosen(ns: dict) -> LoraConfig:

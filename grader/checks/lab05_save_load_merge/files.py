@@ -66,7 +66,8 @@ def adapter_only_saved(ns: dict) -> None:
 
 
 def deploy_copy_saved(ns: dict) -> None:
-    """DEPLOY_DIR holds a merged, unquantized model, and no merged copy lies anywhere else under OUTPUT_DIR."""
+    """DEPLOY_DIR holds a merged, unquantized model with its tokenizer, and no merged copy lies anywhere else under
+    OUTPUT_DIR."""
     output_dir, adapter_dir, deploy_dir = _paths(ns)
     elsewhere = [
         p for p in full_weight_files(output_dir) if not _inside(p, deploy_dir) and _is_plain_model(p)
@@ -118,6 +119,13 @@ def deploy_copy_saved(ns: dict) -> None:
             DEPLOY_RULE,
             f"the deployment copy is not merged: it still holds LoRA or wrapped-base tensors (e.g. {unmerged[0]}).",
             "save the result of merge_and_unload(), a plain transformers model.",
+        )
+    if not (deploy_dir / "tokenizer_config.json").is_file():
+        fail(
+            DEPLOY_RULE,
+            f"{deploy_dir} holds the merged model but no tokenizer (no tokenizer_config.json): the folder is not "
+            "self-contained, and whoever serves it from there cannot turn a prompt into tokens.",
+            "tokenizer.save_pretrained(DEPLOY_DIR) beside merged.save_pretrained(DEPLOY_DIR).",
         )
 
 

@@ -1,4 +1,5 @@
-"""Lab 03's hidden checks (grader/checks/lab03_rank_alpha/): counts from peft on the meta device, no training."""
+"""Lab 03's hidden checks (grader/checks/lab03_rank_alpha/): counts from peft on the meta device, and the sweep's
+losses at its smallest and largest rank against the worked example's recipe (8 steps on the tiny Llama)."""
 
 from __future__ import annotations
 
@@ -15,20 +16,62 @@ def rank(hidden_check):
     return hidden_check("lab03_rank_alpha.kernel")
 
 
+_RECIPE: dict[
+    int, tuple[float, float]
+] = {}  # rank -> the recipe's first and last loss, trained once per session
+
+
 @pytest.fixture
-def good_sweep(rank):
-    # The tiny Llama: per unit of r, q and o add 2 x 256 each, k and v 256 + 64 each, over 2 layers.
-    return {r: {"trainable": 3328 * r, "loss": 10.0 - 0.1 * i} for i, r in enumerate(rank.RANKS)}
+def lab_setup(rank):
+    """The names the lab's set-up cell defines (the tiny profile, on the CPU), and the recipe's losses."""
+    from transformers import AutoTokenizer
+
+    from labutils.data import format_instruction, load_instructions
+    from labutils.models import ensure_tiny_model
+
+    model = str(ensure_tiny_model("causal_lm"))
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    texts = [format_instruction(example, tokenizer.eos_token) for example in load_instructions()["train"]]
+    ns = {"MODEL": model, "DEVICE": "cpu", "tokenizer": tokenizer, "texts": texts, "SEED": 0}
+    ns |= {"STEPS": 8, "LEARNING_RATE": 2e-3, "BATCH_SIZE": 4}
+    for r in (rank.RANKS[0], rank.RANKS[-1]):
+        if r not in _RECIPE:
+            _RECIPE[r] = rank._recipe_losses(ns, r)
+    return ns
+
+
+@pytest.fixture
+def good_sweep(rank, lab_setup):
+    # The tiny Llama: per unit of r, q and o add 2 x 256 each, k and v 256 + 64 each, over 2 layers. At the
+    # smallest and largest rank, the loss the recipe reaches.
+    sweep = {r: {"trainable": 3328 * r, "loss": 10.0 - 0.1 * i} for i, r in enumerate(rank.RANKS)}
+    for r, (_, last) in _RECIPE.items():
+        sweep[r]["loss"] = last
+    return sweep
 
 
 def test_peft_counts_are_linear_in_r(rank):
     assert [rank.peft_trainable(r) for r in (2, 8, 64)] == [6656, 26624, 212992]
 
 
-def test_a_correct_sweep_passes_and_extra_ranks_are_welcome(rank, good_sweep, verdict):
-    ns = {"sweep": good_sweep | {1: {"trainable": 3328, "loss": 10.5}}, "BASE_LOSS": 10.6}
+def test_a_correct_sweep_passes_and_extra_ranks_are_welcome(rank, good_sweep, lab_setup, verdict):
+    ns = lab_setup | {"sweep": good_sweep | {1: {"trainable": 3328, "loss": 10.5}}, "BASE_LOSS": 10.6}
     for check in (rank.sweep_ranks, rank.sweep_counts, rank.sweep_losses):
         assert verdict(check, ns) == ""
+
+
+def test_a_sweep_whose_alpha_does_not_move_with_r_is_named(rank, good_sweep, lab_setup, verdict):
+    """Measured on the tiny Llama at r=64 (recipe 8.77): another seed gives 8.70-8.78, lora_alpha = 2 / r
+    10.34, a fixed lora_alpha = 16 9.14. The tolerance is 15% of the recipe's own drop (about 0.24)."""
+    first, last = _RECIPE[64]
+    assert first - last > 1.0  # the recipe trains: the drop the tolerance is measured against is real
+    other_seed = good_sweep | {64: {"trainable": 3328 * 64, "loss": last + 0.08}}
+    assert verdict(rank.sweep_losses, lab_setup | {"sweep": other_seed}) == ""
+    for loss in (last + 0.37, 10.34):  # alpha fixed at 16; alpha = 2 / r
+        sweep = good_sweep | {64: {"trainable": 3328 * 64, "loss": loss}}
+        found = verdict(rank.sweep_losses, lab_setup | {"sweep": sweep})
+        assert found.startswith("[Rank sweep: ") and f"sweep[64]'s loss is {loss:.3f}, where" in found
+        assert f"ends at {last:.3f} here: this rank was not trained on the lab's budget" in found
 
 
 def test_sweep_mistakes_are_named(rank, good_sweep, verdict):
@@ -99,11 +142,11 @@ def test_each_loss_must_be_a_finite_number(rank, good_sweep, verdict, loss, show
     assert f"sweep[8]'s loss is {shown}, not a finite number" in found and "Fix: record the loss" in found
 
 
-def test_a_loss_tensor_counts_as_its_number(rank, good_sweep, verdict):
+def test_a_loss_tensor_counts_as_its_number(rank, good_sweep, lab_setup, verdict):
     import torch
 
     sweep = {r: v | {"loss": torch.tensor(v["loss"])} for r, v in good_sweep.items()}
-    assert verdict(rank.sweep_losses, {"sweep": sweep, "BASE_LOSS": 10.6}) == ""
+    assert verdict(rank.sweep_losses, lab_setup | {"sweep": sweep, "BASE_LOSS": 10.6}) == ""
 
 
 @pytest.mark.parametrize("bad", [0, -8], ids=["zero", "negative"])

@@ -56,6 +56,7 @@ def lab(tmp_path: Path, *, adapter=None, deploy=None, deploy_config=None, extra=
         (deploy_dir).mkdir()
         (deploy_dir / "config.json").write_text(json.dumps(deploy_config or {"model_type": "llama"}))
         write_safetensors(deploy_dir / "model.safetensors", deploy)
+        (deploy_dir / "tokenizer_config.json").write_text("{}")  # tokenizer.save_pretrained(DEPLOY_DIR)
     for relative, tensors in (extra or {}).items():
         write_safetensors(out / relative, tensors)
         (out / relative).with_name("config.json").write_text("{}")
@@ -66,6 +67,15 @@ def test_reference_layout_passes(deploy_files, tmp_path):
     ns = lab(tmp_path, deploy=plain())
     deploy_files.adapter_only_saved(ns)
     deploy_files.deploy_copy_saved(ns)
+
+
+def test_a_deployment_copy_without_its_tokenizer_is_named(deploy_files, tmp_path, verdict):
+    ns = lab(tmp_path, deploy=plain())
+    (ns["DEPLOY_DIR"] / "tokenizer_config.json").unlink()
+    message = verdict(deploy_files.deploy_copy_saved, ns)
+    assert (
+        message.startswith("[Merge only to deploy") and "holds the merged model but no tokenizer" in message
+    )
 
 
 def test_adapter_check_passes_before_the_deploy_copy_exists(deploy_files, tmp_path):

@@ -78,7 +78,11 @@ def test_missing_or_broken_adapter_fails_with_a_fix(head_files, tmp_path):
     full.mkdir()
     (full / "config.json").write_text("{}")
     (full / "model.safetensors").write_bytes(b"")
-    assert "no adapter_config.json" in folder_verdict(head_files.head_saved, full)
+    message = folder_verdict(head_files.head_saved, full)  # a merged model saved where the adapter belongs
+    assert (
+        message.startswith("[Mistake 4: ")
+        and "holds a whole model (config.json, model.safetensors) and no adapter" in message
+    )
 
 
 def test_outside_verdicts_run_without_torch(tmp_path, outside):
