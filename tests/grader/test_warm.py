@@ -98,10 +98,13 @@ def _execute(kc, code: str) -> dict:
         )
 
     kc.execute_interactive(code, timeout=60, output_hook=hook)
-    # IPython's history thread may print a complaint after the answer, or (no newline) just before it
+    # IPython's history thread may print a complaint after the answer, or (no newline) just before or just after
+    # it on the same line: read the first JSON value from the answer's opening brace, ignore what follows
     for line in reversed("".join(out).splitlines()):
         with contextlib.suppress(ValueError):
-            return json.loads(line[line.index("{") :] if "{" in line else line)
+            if "{" not in line:
+                return json.loads(line)
+            return json.JSONDecoder().raw_decode(line[line.index("{") :])[0]
     raise AssertionError(f"the cell printed no JSON: {out}")
 
 
