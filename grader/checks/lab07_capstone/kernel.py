@@ -124,20 +124,15 @@ def reloaded_for_inference(ns: dict) -> None:
                 "base = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=bnb_config, "
                 "device_map='auto'); inference_model = PeftModel.from_pretrained(base, ADAPTER_DIR).",
             )
-    if (
-        trained is not None
-        and isinstance(trained, MODEL_TYPES)
-        and _four_bit(trained)
-        and not _four_bit(inference)
-    ):
-        fail(
-            RELOAD,
-            "the adapter was trained on a 4-bit base and `inference_model` puts it on a base loaded without "
-            "quantization_config: the deployment is another model than the one trained (other weights, several "
-            "times the memory), and the one the exercise asks for is the 4-bit base.",
-            "base = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=bnb_config, "
-            "device_map='auto'), then PeftModel.from_pretrained(base, ADAPTER_DIR).",
-        )
+        if _four_bit(trained) and not _four_bit(inference):
+            fail(
+                RELOAD,
+                "the adapter was trained on a 4-bit base and `inference_model` puts it on a base loaded without "
+                "quantization_config: the deployment is another model than the one trained (other weights, several "
+                "times the memory), and the one the exercise asks for is the 4-bit base.",
+                "base = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=bnb_config, "
+                "device_map='auto'), then PeftModel.from_pretrained(base, ADAPTER_DIR).",
+            )
     weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.exists():
         fail(RELOAD, f"{adapter_dir} holds no {ADAPTER_WEIGHTS} to load.", "save the adapter first.")
