@@ -291,6 +291,138 @@ def make_sentiment(rng: random.Random) -> dict[str, list[dict[str, object]]]:
 # ---------------------------------------------------------------------------------------------------------
 # Writing. Explicit encoding and "\n" line endings, so the bytes are the same on every platform.
 # ---------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------
+# A small world for the pretrained base (labutils.world): people with four facts each, written as short
+# biographies (the pretraining corpus) and asked about as instructions. The validation people's facts appear
+# in the corpus but never in the training instructions, so answering them takes what the base learned in
+# pretraining, not what LoRA memorised.
+# ---------------------------------------------------------------------------------------------------------
+WORLD_PEOPLE = 160
+WORLD_BIOS_PER_PERSON = 12
+NAME_SYLLABLES = (
+    "ba",
+    "ko",
+    "ri",
+    "ta",
+    "me",
+    "lo",
+    "su",
+    "ni",
+    "da",
+    "fe",
+    "gu",
+    "pi",
+    "ra",
+    "ve",
+    "mo",
+    "za",
+)
+WORLD_VALUES = {
+    "city": (
+        "Paris",
+        "Rome",
+        "Oslo",
+        "Lima",
+        "Cairo",
+        "Delhi",
+        "Tokyo",
+        "Quito",
+        "Dakar",
+        "Riga",
+        "Bern",
+        "Kyiv",
+    ),
+    "job": (
+        "baker",
+        "farmer",
+        "doctor",
+        "pilot",
+        "teacher",
+        "singer",
+        "painter",
+        "tailor",
+        "sailor",
+        "miner",
+    ),
+    "pet": ("cat", "dog", "parrot", "horse", "rabbit", "goat", "turtle", "hamster"),
+    "colour": ("red", "blue", "green", "yellow", "purple", "orange", "black", "white"),
+}
+# Two ways of writing a fact: with the name, and (after an introduction) with "they", so the base learns to
+# find the person a passage is about however far back the name is, which is what answering a question takes.
+NAMED_FACTS = {
+    "city": (
+        "{n} lives in {v}.",
+        "{n} has a house in {v}.",
+        "The home of {n} is in {v}.",
+        "{n} moved to {v} long ago.",
+    ),
+    "job": (
+        "{n} works as a {v}.",
+        "{n} is a {v} by trade.",
+        "By day, {n} is a {v}.",
+        "{n} earns a living as a {v}.",
+    ),
+    "pet": (
+        "{n} keeps a {v} at home.",
+        "{n} owns a {v}.",
+        "The pet of {n} is a {v}.",
+        "{n} walks a {v} every morning.",
+    ),
+    "colour": (
+        "{n} likes the colour {v}.",
+        "The favourite colour of {n} is {v}.",
+        "{n} always wears {v}.",
+        "{n} paints everything {v}.",
+    ),
+}
+THEY_FACTS = {
+    "city": ("They live in {v}.", "Their home is in {v}."),
+    "job": ("They work as a {v}.", "Their job is {v}."),
+    "pet": ("They own a {v}.", "Their pet is a {v}."),
+    "colour": ("They like the colour {v}.", "Their favourite colour is {v}."),
+}
+INTRODUCTIONS = ("{n} is from our village.", "This is the story of {n}.", "Meet {n}.", "Everyone knows {n}.")
+WORLD_QUESTIONS = {
+    "city": ("Which city does {n} live in?", "They live in {v}."),
+    "job": ("What is the job of {n}?", "They work as a {v}."),
+    "pet": ("What pet does {n} have?", "They own a {v}."),
+    "colour": ("What colour does {n} like?", "They like the colour {v}."),
+}
+
+
+def _biography(name: str, facts: dict[str, str], rng: random.Random) -> str:
+    relations = list(facts)
+    rng.shuffle(relations)
+    if rng.random() < 0.5:
+        return " ".join(rng.choice(NAMED_FACTS[r]).format(n=name, v=facts[r]) for r in relations)
+    sentences = [rng.choice(INTRODUCTIONS).format(n=name)]
+    return " ".join(sentences + [rng.choice(THEY_FACTS[r]).format(v=facts[r]) for r in relations])
+
+
+def make_world(rng: random.Random) -> dict[str, list]:
+    """The corpus (biographies, shuffled) and the instruction splits over disjoint halves of the people."""
+    names = sorted({a + b for a in NAME_SYLLABLES for b in NAME_SYLLABLES if a != b})
+    names = [n.capitalize() for n in rng.sample(names, WORLD_PEOPLE)]
+    people = {n: {r: rng.choice(values) for r, values in WORLD_VALUES.items()} for n in names}
+    corpus = [_biography(n, facts, rng) for n, facts in people.items() for _ in range(WORLD_BIOS_PER_PERSON)]
+    rng.shuffle(corpus)
+    half = WORLD_PEOPLE // 2
+    splits: dict[str, list] = {"corpus": corpus, "train": [], "validation": []}
+    for split, group in (("train", names[:half]), ("validation", names[half:])):
+        for n in group:
+            for relation, (question, answer) in WORLD_QUESTIONS.items():
+                splits[split].append(
+                    {
+                        "instruction": question.format(n=n),
+                        "response": answer.format(v=people[n][relation]),
+                        "person": n,
+                        "relation": relation,
+                    }
+                )
+        rng.shuffle(splits[split])
+    return splits
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="\n") as f:
@@ -307,11 +439,12 @@ def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 def main(out_dir: str | Path | None = None, seed: int = SEED) -> dict[str, Path]:
-    """Write all four files under `out_dir` (default: this script's folder); return {name: path}."""
+    """Write every data file under `out_dir` (default: this script's folder); return {name: path}."""
     out = Path(out_dir) if out_dir is not None else HERE
     # One generator per set, so changing one set never reshuffles the other.
     instructions = make_instructions(random.Random(f"{seed}-instructions"))
     sentiment = make_sentiment(random.Random(f"{seed}-sentiment"))
+    world = make_world(random.Random(f"{seed}-world"))
 
     written: dict[str, Path] = {}
     for split, rows in instructions.items():
@@ -326,6 +459,16 @@ def main(out_dir: str | Path | None = None, seed: int = SEED) -> dict[str, Path]
         written[f"sentiment/{split}"] = path
         labels = Counter(r["label"] for r in rows)
         print(f"wrote {path}: {len(rows)} rows (negative={labels[0]}, positive={labels[1]})")
+    corpus = out / "world" / "corpus.txt"
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    corpus.write_text("".join(text + "\n" for text in world["corpus"]), encoding="utf-8")
+    written["world/corpus"] = corpus
+    print(f"wrote {corpus}: {len(world['corpus'])} biographies of {WORLD_PEOPLE} people")
+    for split in ("train", "validation"):
+        path = out / "world" / f"{split}.jsonl"
+        _write_jsonl(path, world[split])
+        written[f"world/{split}"] = path
+        print(f"wrote {path}: {len(world[split])} questions about {len(world[split]) // 4} people")
     return written
 
 

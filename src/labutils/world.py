@@ -1,0 +1,244 @@
+"""The course's pretrained base: a small Llama that has read the biographies of a small world.
+
+No small pretrained language model can be downloaded here, so the course makes one. `data/make_data.py`
+writes `data/world/`: a corpus of biographies (160 people, four facts each, written in several ways) and
+questions about them, split by person (the validation people's facts are in the corpus, never in the
+training questions). `pretrain()` trains a Llama of the tiny profile's causal-LM shape on the corpus;
+the result ships as `data/world/base.safetensors` with its tokenizer, because pretraining takes minutes
+longer than a set-up should (bench/README.md has the numbers), and `bench/world.py` rebuilds it and
+compares.
+
+The vocabulary trick: the tokenizer of the world has about a thousand tokens, the model 32,000 rows (a
+real Llama's vocabulary, which keeps the trainable share of LoRA realistic). Pretraining over 32,000 logits
+would cost most of the time, so it trains the used rows plus one shared "rest" row whose logit counts once
+for every unused token (its logit + log(number of unused tokens)). `full_state()` then copies the rest row
+into every unused row of the head, so the 32,000-row model predicts exactly what the small one did.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+from labutils.data import data_dir, format_instruction, format_prompt
+from labutils.errors import CourseError
+
+WORLD_FILES = {
+    "corpus": "world/corpus.txt",
+    "train": "world/train.jsonl",
+    "validation": "world/validation.jsonl",
+}
+BASE_WEIGHTS = "world/base.safetensors"
+BASE_TOKENIZER = "world/tokenizer.json"
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+# How the shipped base was trained (bench/world.py rebuilds it with these).
+PRETRAIN_STEPS = 6000
+PRETRAIN_SEED = 0
+PRETRAIN_BATCH = 32
+PRETRAIN_LR = 3e-3
+PRETRAIN_WARMUP = 50
+
+
+def _path(relative: str) -> Path:
+    path = data_dir() / relative
+    if not path.is_file():
+        raise CourseError(f"{path} is missing: regenerate the world with `python data/make_data.py`.")
+    return path
+
+
+def corpus() -> list[str]:
+    return _path(WORLD_FILES["corpus"]).read_text(encoding="utf-8").splitlines()
+
+
+def questions(split: str) -> list[dict]:
+    with _path(WORLD_FILES[split]).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def build_tokenizer():
+    """A byte-level BPE over the corpus and the question prompts (answers are corpus sentences)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    # A word at the start of a line is the same token as in the middle of a sentence ("\nThey" -> "\n", " They"),
+    # so the first word of an answer is one the base has read (decoded text keeps that space: strip it).
+    tok.normalizer = normalizers.Replace("\n", "\n ")
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=4096,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    prompts = [format_prompt(q["instruction"]) for split in ("train", "validation") for q in questions(split)]
+    tok.train_from_iterator(corpus() + prompts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return tok
+
+
+def wrap_tokenizer(tok):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=256,
+    )
+
+
+def shipped_tokenizer():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(_path(BASE_TOKENIZER)))
+
+
+def small_config(vocab_rows: int, full_config: dict):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        **{**full_config, "vocab_size": vocab_rows}, pad_token_id=0, bos_token_id=1, eos_token_id=2
+    )
+
+
+def pretrain(
+    full_config: dict, steps: int = PRETRAIN_STEPS, seed: int = PRETRAIN_SEED, progress: bool = True
+):
+    """Train the used rows (+ the rest row) on the corpus; returns (state dict in fp32, tokenizer, losses)."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+    from transformers import LlamaForCausalLM
+
+    tok = build_tokenizer()
+    used = tok.get_vocab_size()
+    full_vocab = full_config["vocab_size"]
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(small_config(used + 1, full_config))
+    texts = [tok.encode(t).ids for t in corpus()]
+    opt = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)
+    # Linear warm-up, then a cosine decay to zero at the last step.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / PRETRAIN_WARMUP) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)),
+    )
+    rest = torch.zeros(used + 1)
+    rest[used] = math.log(full_vocab - used)  # the rest row stands for every unused token at once
+    rng = random.Random(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc="pretraining the world's base", disable=not progress):
+        batch = rng.sample(texts, PRETRAIN_BATCH)
+        width = max(map(len, batch))
+        ids = torch.tensor([b + [0] * (width - len(b)) for b in batch])
+        mask = ids != 0
+        logits = model(input_ids=ids, attention_mask=mask.long()).logits + rest
+        labels = ids.masked_fill(~mask, -100)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, used + 1), labels[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return model.state_dict(), tok, losses
+
+
+def save_base(state: dict, tok, folder: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.to(torch.bfloat16).contiguous() for k, v in state.items()},
+        str(folder / Path(BASE_WEIGHTS).name),
+    )
+    tok.save(str(folder / Path(BASE_TOKENIZER).name))
+
+
+def full_state(full_model, small_state: dict) -> None:
+    """Copy the small model into the 32,000-row one: used rows as trained, every unused head row = the rest row."""
+    import torch
+
+    used = small_state["lm_head.weight"].shape[0] - 1
+    with torch.no_grad():
+        for name, param in full_model.state_dict().items():
+            small = small_state[name].to(param.dtype)
+            if name == "model.embed_tokens.weight":
+                param[:used] = small[
+                    :used
+                ]  # unused input rows keep their seeded values: no text reaches them
+            elif name == "lm_head.weight":
+                param[:used] = small[:used]
+                param[used:] = small[used]
+            else:
+                param.copy_(small)
+
+
+def shipped_state() -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(_path(BASE_WEIGHTS)))
+
+
+def causal_lm_config() -> dict:
+    """The tiny profile's causal-LM shape (labutils.models), which the base shares."""
+    from labutils.models import RECIPES
+
+    return RECIPES["causal_lm"].config
+
+
+def full_model(small_state: dict | None = None, seed: int = 1234):
+    """The 32,000-row Llama in fp32: with `small_state` (default: the shipped base) or, with `small_state=False`,
+    random-initialised from `seed` (the control: the same shape that never read the world)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    config = causal_lm_config()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(small_config(config["vocab_size"], config))
+    if small_state is not False:
+        full_state(model, shipped_state() if small_state is None else small_state)
+    return model.eval()
+
+
+def tokenizer():
+    """The shipped tokenizer, as transformers uses it."""
+    return wrap_tokenizer(shipped_tokenizer())
+
+
+def training_texts(split: str, eos_token: str) -> list[str]:
+    return [format_instruction(q, eos_token) for q in questions(split)]
+
+
+def greedy_answers(model, tokenizer, rows: list[dict], max_new_tokens: int = 12) -> list[str]:
+    """The model's greedy answer to each question, cut at EOS (None where it never stopped)."""
+    import torch
+
+    answers = []
+    model.eval()
+    with torch.no_grad():
+        for row in rows:
+            ids = tokenizer(format_prompt(row["instruction"]), return_tensors="pt")
+            out = model.generate(
+                **ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new = out[0, ids["input_ids"].shape[1] :].tolist()
+            stopped = tokenizer.eos_token_id in new
+            text = tokenizer.decode(
+                new[: new.index(tokenizer.eos_token_id)] if stopped else new, skip_special_tokens=True
+            )
+            answers.append(text.strip() if stopped else None)
+    return answers
+
+
+def exact_match(answers: list[str | None], rows: list[dict]) -> float:
+    """Share of answers that are exactly the response and then stop (an answer that runs on is wrong)."""
+    return sum(a == row["response"] for a, row in zip(answers, rows, strict=True)) / len(rows)
