@@ -92,10 +92,13 @@ LABS ?= $(notdir $(basename $(wildcard grader/source/*/*.ipynb)))
 mutate: setup
 	$(BIN)/labutils mutate $(LABS) --out mutation
 
-# Benchmarks print tables (17 minutes on 2 cores); results and commands are kept in bench/README.md.
+# Benchmarks print tables (about 29 minutes on 2 cores); results and commands are kept in bench/README.md.
+# bench/world.py compare pretrains the world's base again and compares it with the shipped one.
 bench: setup
 	$(BIN)/python bench/course.py --dask
 	$(BIN)/python bench/grading_overhead.py
+	$(BIN)/python bench/world.py compare
+	$(BIN)/python bench/world.py capstone
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache
