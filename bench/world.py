@@ -1,6 +1,6 @@
 """The world's pretrained base: rebuild it, compare it with the shipped one, and measure what LoRA teaches it.
 
-    python bench/world.py pretrain [--out DIR]   # pretrain (about 7.5 minutes on 2 cores) and save the base
+    python bench/world.py pretrain [--out DIR]   # pretrain (7.3-7.7 minutes on 2 cores) and save the base
     python bench/world.py compare                # pretrain again into a temporary folder and compare
     python bench/world.py capstone [--seeds 3] [--nf4]  # exact match before/after LoRA, the random-base control
 
@@ -29,7 +29,6 @@ LORA_BATCH = 16
 
 
 def pretrain(out: Path) -> dict:
-    torch.set_num_threads(torch.get_num_threads())
     start = time.perf_counter()
     state, tok, losses = world.pretrain(CONFIG)
     seconds = time.perf_counter() - start
@@ -41,25 +40,6 @@ def pretrain(out: Path) -> dict:
     }
     print(json.dumps(summary))
     return summary
-
-
-def recall(model, tok, split: str) -> float:
-    """Share of facts the base completes right after "Meet <name>. They live in" (and the other relations)."""
-    stems = {
-        "city": "They live in",
-        "job": "They work as a",
-        "pet": "They own a",
-        "colour": "They like the colour",
-    }
-    rows = world.questions(split)
-    right = 0
-    with torch.no_grad():
-        for row in rows:
-            stem = stems[row["relation"]]
-            ids = tok(f"Meet {row['person']}. {stem}", return_tensors="pt")["input_ids"]
-            best = tok.decode([model(input_ids=ids).logits[0, -1].argmax().item()]).strip()
-            right += row["response"] == f"{stem} {best}."
-    return right / len(rows)
 
 
 def perplexity(model, tok, texts: list[str]) -> float:
@@ -151,7 +131,7 @@ def nf4_capstone(base, tok, rows, steps: int) -> None:
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quant)
-    print(f"NF4 base: recall {recall(model, tok, 'validation'):.1%}")
+    print(f"NF4 base: recall {world.recall(model, tok, world.questions('validation')):.1%}")
     start = time.perf_counter()
     tuned = lora_train(prepare_model_for_kbit_training(model), tok, 0, copy_base=False, steps=steps)
     answers = world.greedy_answers(tuned, tok, rows)
@@ -164,7 +144,7 @@ def capstone(seeds: int, nf4: bool = False, steps: int = LORA_STEPS) -> None:
     tok = world.tokenizer()
     base = world.full_model()
     rows = world.questions("validation")
-    print(f"recall of the validation people's facts by the base: {recall(base, tok, 'validation'):.1%}")
+    print(f"recall of the validation people's facts by the base: {world.recall(base, tok, rows):.1%}")
     print(f"perplexity on 200 held-out biographies: {perplexity(base, tok, held_out_biographies()):.2f}")
     print(
         f"base before LoRA: exact match {world.exact_match(world.greedy_answers(base, tok, rows), rows):.1%}"
@@ -179,7 +159,7 @@ def capstone(seeds: int, nf4: bool = False, steps: int = LORA_STEPS) -> None:
         )
     if nf4:
         nf4_capstone(base, tok, rows, steps)
-    control = world.full_model(small_state=False)
+    control = world.full_model(random_init=True)
     answers = world.greedy_answers(lora_train(control, tok, 0, steps=steps), tok, rows)
     print(
         f"random-initialised base of the same shape, same LoRA training: exact match {world.exact_match(answers, rows):.1%}"
@@ -225,7 +205,7 @@ def compare() -> None:
     for name, state in (("shipped", shipped), ("rebuilt", rebuilt)):
         model = world.full_model(state)
         print(
-            f"{name}: recall {recall(model, tok, 'validation'):.1%}, held-out perplexity {perplexity(model, tok, texts):.2f}"
+            f"{name}: recall {world.recall(model, tok, world.questions('validation')):.1%}, held-out perplexity {perplexity(model, tok, texts):.2f}"
         )
     print(f"tokenizer identical: {same_tokenizer}; largest weight difference: {diff:.3g}")
 

@@ -8,7 +8,7 @@ the result ships as `data/world/base.safetensors` with its tokenizer, because pr
 longer than a set-up should (bench/README.md has the numbers), and `bench/world.py` rebuilds it and
 compares.
 
-The vocabulary trick: the tokenizer of the world has about a thousand tokens, the model 32,000 rows (a
+The vocabulary trick: the tokenizer of the world has 761 tokens, the model 32,000 rows (a
 real Llama's vocabulary, which keeps the trainable share of LoRA realistic). Pretraining over 32,000 logits
 would cost most of the time, so it trains the used rows plus one shared "rest" row whose logit counts once
 for every unused token (its logit + log(number of unused tokens)). `full_state()` then copies the rest row
@@ -22,7 +22,7 @@ import math
 import random
 from pathlib import Path
 
-from labutils.data import data_dir, format_instruction, format_prompt
+from labutils.data import data_dir, format_prompt
 from labutils.errors import CourseError
 
 WORLD_FILES = {
@@ -168,9 +168,8 @@ def full_state(full_model, small_state: dict) -> None:
         for name, param in full_model.state_dict().items():
             small = small_state[name].to(param.dtype)
             if name == "model.embed_tokens.weight":
-                param[:used] = small[
-                    :used
-                ]  # unused input rows keep their seeded values: no text reaches them
+                # Unused input rows keep their seeded values: no text of the world reaches them.
+                param[:used] = small[:used]
             elif name == "lm_head.weight":
                 param[:used] = small[:used]
                 param[used:] = small[used]
@@ -191,16 +190,16 @@ def causal_lm_config() -> dict:
     return RECIPES["causal_lm"].config
 
 
-def full_model(small_state: dict | None = None, seed: int = 1234):
-    """The 32,000-row Llama in fp32: with `small_state` (default: the shipped base) or, with `small_state=False`,
-    random-initialised from `seed` (the control: the same shape that never read the world)."""
+def full_model(small_state: dict | None = None, random_init: bool = False, seed: int = 1234):
+    """The 32,000-row Llama in fp32 holding `small_state` (default: the shipped base); with `random_init`,
+    random-initialised from `seed` instead (the control: the same shape that never read the world)."""
     import torch
     from transformers import LlamaForCausalLM
 
     config = causal_lm_config()
     torch.manual_seed(seed)
     model = LlamaForCausalLM(small_config(config["vocab_size"], config))
-    if small_state is not False:
+    if not random_init:
         full_state(model, shipped_state() if small_state is None else small_state)
     return model.eval()
 
@@ -210,11 +209,30 @@ def tokenizer():
     return wrap_tokenizer(shipped_tokenizer())
 
 
-def training_texts(split: str, eos_token: str) -> list[str]:
-    return [format_instruction(q, eos_token) for q in questions(split)]
+# How a biography goes on after "Meet <name>." for each relation: the stems of the answers.
+FACT_STEMS = {
+    "city": "They live in",
+    "job": "They work as a",
+    "pet": "They own a",
+    "colour": "They like the colour",
+}
 
 
-def greedy_answers(model, tokenizer, rows: list[dict], max_new_tokens: int = 12) -> list[str]:
+def recall(model, tokenizer, rows: list[dict]) -> float:
+    """Share of the rows' facts the model completes right after "Meet <name>. They live in" (one greedy token)."""
+    import torch
+
+    right = 0
+    with torch.no_grad():
+        for row in rows:
+            stem = FACT_STEMS[row["relation"]]
+            ids = tokenizer(f"Meet {row['person']}. {stem}", return_tensors="pt")["input_ids"]
+            best = tokenizer.decode([model(input_ids=ids).logits[0, -1].argmax().item()]).strip()
+            right += row["response"] == f"{stem} {best}."
+    return right / len(rows)
+
+
+def greedy_answers(model, tokenizer, rows: list[dict], max_new_tokens: int = 12) -> list[str | None]:
     """The model's greedy answer to each question, cut at EOS (None where it never stopped)."""
     import torch
 

@@ -10,13 +10,6 @@ import torch
 
 from labutils import world
 
-STEMS = {
-    "city": "They live in",
-    "job": "They work as a",
-    "pet": "They own a",
-    "colour": "They like the colour",
-}
-
 
 @pytest.fixture(scope="module")
 def tok():
@@ -28,18 +21,6 @@ def base():
     return world.full_model()
 
 
-def _recall(model, tok, rows) -> float:
-    """Share of facts completed right after "Meet <name>. They live in" (and the other relations)."""
-    right = 0
-    with torch.no_grad():
-        for row in rows:
-            stem = STEMS[row["relation"]]
-            ids = tok(f"Meet {row['person']}. {stem}", return_tensors="pt")["input_ids"]
-            best = tok.decode([model(input_ids=ids).logits[0, -1].argmax().item()]).strip()
-            right += row["response"] == f"{stem} {best}."
-    return right / len(rows)
-
-
 def test_shipped_tokenizer_is_what_the_world_builds():
     # The shipped weights index this vocabulary: a changed corpus must come with a retrained base.
     assert world.shipped_tokenizer().to_str() == world.build_tokenizer().to_str(), (
@@ -49,11 +30,11 @@ def test_shipped_tokenizer_is_what_the_world_builds():
 
 def test_base_knows_the_validation_people(base, tok):
     # The validation people never appear in the training questions: only pretraining put their facts here.
-    assert _recall(base, tok, world.questions("validation")) >= 0.95
+    assert world.recall(base, tok, world.questions("validation")) >= 0.95
 
 
 def test_random_base_of_the_same_shape_knows_nothing(tok):
-    assert _recall(world.full_model(small_state=False), tok, world.questions("validation")[:80]) < 0.2
+    assert world.recall(world.full_model(random_init=True), tok, world.questions("validation")[:80]) < 0.2
 
 
 def test_base_does_not_follow_instructions(base, tok):
