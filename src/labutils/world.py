@@ -44,7 +44,12 @@ PRETRAIN_WARMUP = 50
 def _path(relative: str) -> Path:
     path = data_dir() / relative
     if not path.is_file():
-        raise CourseError(f"{path} is missing: regenerate the world with `python data/make_data.py`.")
+        remedy = (
+            "python bench/world.py pretrain"
+            if relative in (BASE_WEIGHTS, BASE_TOKENIZER)
+            else "python data/make_data.py"
+        )
+        raise CourseError(f"{path} is missing: rebuild it with `{remedy}` (from a clone of the course).")
     return path
 
 

@@ -70,3 +70,16 @@ def test_pretraining_runs_and_matches_the_shipped_shapes():
     assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in shipped.items()}
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert tok.to_str() == world.shipped_tokenizer().to_str()
+
+
+def test_a_missing_base_says_how_to_rebuild_it(tmp_path, monkeypatch):
+    import shutil
+
+    from labutils import data
+    from labutils.errors import CourseError
+
+    shutil.copytree(data.data_dir(), tmp_path / "data", ignore=shutil.ignore_patterns("base.safetensors"))
+    monkeypatch.setenv(data.DATA_DIR_VAR, str(tmp_path / "data"))
+    with pytest.raises(CourseError, match="python bench/world.py pretrain"):
+        world.full_model()
+    assert len(world.questions("validation")) == 320  # the rest of the world still loads
