@@ -192,7 +192,6 @@ def model_dir(role: str) -> Path:
 def build_tokenizer():
     """A byte-level BPE trained on the course data, wrapped so AutoTokenizer can save and reload it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     from labutils.data import corpus_texts
 
@@ -211,6 +210,13 @@ def build_tokenizer():
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A </s> $B", special_tokens=[("<s>", 1), ("</s>", 2)]
     )
+    return as_transformers_tokenizer(tok)
+
+
+def as_transformers_tokenizer(tok):
+    """A `tokenizers.Tokenizer` with the course's special tokens, wrapped so AutoTokenizer can save and reload it."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",

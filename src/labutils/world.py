@@ -84,19 +84,6 @@ def build_tokenizer():
     return tok
 
 
-def wrap_tokenizer(tok):
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        model_max_length=256,
-    )
-
-
 def shipped_tokenizer():
     from tokenizers import Tokenizer
 
@@ -211,7 +198,9 @@ def full_model(small_state: dict | None = None, random_init: bool = False, seed:
 
 def tokenizer():
     """The shipped tokenizer, as transformers uses it."""
-    return wrap_tokenizer(shipped_tokenizer())
+    from labutils.models import as_transformers_tokenizer
+
+    return as_transformers_tokenizer(shipped_tokenizer())
 
 
 # How a biography goes on after "Meet <name>." for each relation: the stems of the answers.
