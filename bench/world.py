@@ -10,6 +10,7 @@ Results and commands are recorded in bench/README.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -76,8 +77,6 @@ def held_out_biographies(n: int = 200) -> list[str]:
 
 
 def lora_train(base, tok, seed: int, copy_base: bool = True, steps: int = LORA_STEPS):
-    import copy
-
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -122,8 +121,7 @@ def nf4_capstone(base, tok, rows, steps: int) -> None:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     with tempfile.TemporaryDirectory() as tmp:
-        base.to(torch.bfloat16).save_pretrained(tmp)
-        base.float()
+        copy.deepcopy(base).to(torch.bfloat16).save_pretrained(tmp)  # a copy: the caller's base stays fp32
         quant = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",

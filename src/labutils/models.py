@@ -23,6 +23,8 @@ CACHE_VAR = "PEFT_COURSE_CACHE"
 # Bump when the way models are built changes (not the configs: those are hashed).
 BUILDER_VERSION = 1
 TOKENIZER_VOCAB = 4096
+# Ids 0-3 in every course tokenizer (the model configs say pad=0, bos=1, eos=2).
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 SEED = 1234
 
 
@@ -195,13 +197,12 @@ def build_tokenizer():
 
     from labutils.data import corpus_texts
 
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=TOKENIZER_VOCAB,
-        special_tokens=specials,
+        special_tokens=SPECIAL_TOKENS,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )

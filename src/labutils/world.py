@@ -32,7 +32,6 @@ WORLD_FILES = {
 }
 BASE_WEIGHTS = "world/base.safetensors"
 BASE_TOKENIZER = "world/tokenizer.json"
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 # How the shipped base was trained (bench/world.py rebuilds it with these).
 PRETRAIN_STEPS = 6000
 PRETRAIN_SEED = 0
@@ -65,6 +64,8 @@ def questions(split: str) -> list[dict]:
 def build_tokenizer():
     """A byte-level BPE over the corpus and the question prompts (answers are corpus sentences)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    from labutils.models import SPECIAL_TOKENS
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     # A word at the start of a line is the same token as in the middle of a sentence ("\nThey" -> "\n", " They"),
