@@ -143,6 +143,7 @@ def capstone(seeds: int, nf4: bool = False, steps: int = LORA_STEPS) -> None:
     base = world.full_model()
     rows = world.questions("validation")
     print(f"recall of the validation people's facts by the base: {world.recall(base, tok, rows):.1%}")
+    print(f"the same after the question's prompt: {world.recall(base, tok, rows, after_prompt=True):.1%}")
     print(f"perplexity on 200 held-out biographies: {perplexity(base, tok, held_out_biographies()):.2f}")
     print(
         f"base before LoRA: exact match {world.exact_match(world.greedy_answers(base, tok, rows), rows):.1%}"

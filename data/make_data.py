@@ -382,6 +382,29 @@ THEY_FACTS = {
     "colour": ("They like the colour {v}.", "Their favourite colour is {v}."),
 }
 INTRODUCTIONS = ("{n} is from our village.", "This is the story of {n}.", "Meet {n}.", "Everyone knows {n}.")
+# Village talk with no name in it, which sits between an introduction and the facts: the base learns to find the
+# person across other text, as it must across a prompt's question and "### Response:". Its questions use the
+# prompts' words, so no token of a prompt is one the base never read.
+CHATTER = (
+    "It rained all week.",
+    "The market opens early.",
+    "Nobody remembers the old bridge.",
+    "Which road leads to the river? The long one.",
+    "What is the best job? Everyone says their own.",
+    "What pet does the miller have? Nobody is sure.",
+    "Which colour is the sky today? Grey.",
+    "What is the job of a sailor? To sail the sea.",
+    "Which city does the train go to? Every one of them.",
+    "The winter was long that year.",
+    "Ask anyone in the square.",
+    "What colour does the sea have? Blue, mostly.",
+    "The village has one well.",
+    "Some say the hills are older than the river.",
+)
+# Half the passages sit under a header line of the kind the prompts use, and half of those that go on with
+# "they" have one between the introduction and the facts; what follows a header is still a biography (the facts
+# run on, with no end of text after one), so the base reads the markers but does not learn to answer.
+HEADERS = ("### Notes:", "### Record:", "### Story:", "### Instruction:", "### Response:")
 WORLD_QUESTIONS = {
     "city": ("Which city does {n} live in?", "They live in {v}."),
     "job": ("What is the job of {n}?", "They work as a {v}."),
@@ -394,9 +417,15 @@ def _biography(name: str, facts: dict[str, str], rng: random.Random) -> str:
     relations = list(facts)
     rng.shuffle(relations)
     if rng.random() < 0.5:
-        return " ".join(rng.choice(NAMED_FACTS[r]).format(n=name, v=facts[r]) for r in relations)
-    sentences = [rng.choice(INTRODUCTIONS).format(n=name)]
-    return " ".join(sentences + [rng.choice(THEY_FACTS[r]).format(v=facts[r]) for r in relations])
+        text = " ".join(rng.choice(NAMED_FACTS[r]).format(n=name, v=facts[r]) for r in relations)
+    else:
+        text = " ".join([rng.choice(INTRODUCTIONS).format(n=name), *rng.sample(CHATTER, rng.randint(0, 2))])
+        # Half of these put a header line between the person and the facts, as a prompt does.
+        text += "\n" + rng.choice(HEADERS) + "\n" if rng.random() < 0.5 else " "
+        text += " ".join(rng.choice(THEY_FACTS[r]).format(v=facts[r]) for r in relations)
+    if rng.random() < 0.5:
+        text = rng.choice(HEADERS) + "\n" + text
+    return text
 
 
 def make_world(rng: random.Random) -> dict[str, list]:
@@ -461,7 +490,8 @@ def main(out_dir: str | Path | None = None, seed: int = SEED) -> dict[str, Path]
         print(f"wrote {path}: {len(rows)} rows (negative={labels[0]}, positive={labels[1]})")
     corpus = out / "world" / "corpus.txt"
     corpus.parent.mkdir(parents=True, exist_ok=True)
-    corpus.write_text("".join(text + "\n" for text in world["corpus"]), encoding="utf-8")
+    # Passages may span two lines (a header, then the biography): a blank line separates them.
+    corpus.write_text("\n\n".join(world["corpus"]) + "\n", encoding="utf-8")
     written["world/corpus"] = corpus
     print(f"wrote {corpus}: {len(world['corpus'])} biographies of {WORLD_PEOPLE} people")
     for split in ("train", "validation"):

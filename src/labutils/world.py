@@ -53,7 +53,8 @@ def _path(relative: str) -> Path:
 
 
 def corpus() -> list[str]:
-    return _path(WORLD_FILES["corpus"]).read_text(encoding="utf-8").splitlines()
+    """The pretraining passages (separated by blank lines in the file)."""
+    return _path(WORLD_FILES["corpus"]).read_text(encoding="utf-8").strip().split("\n\n")
 
 
 def questions(split: str) -> list[dict]:
@@ -124,19 +125,26 @@ def pretrain(
     rest[used] = math.log(full_vocab - used)  # the rest row stands for every unused token at once
     rng = random.Random(seed)
     losses = []
-    for _ in tqdm(range(steps), desc="pretraining the world's base", disable=not progress):
-        batch = rng.sample(texts, PRETRAIN_BATCH)
-        width = max(map(len, batch))
-        ids = torch.tensor([b + [0] * (width - len(b)) for b in batch])
-        mask = ids != 0
-        logits = model(input_ids=ids, attention_mask=mask.long()).logits + rest
-        labels = ids.masked_fill(~mask, -100)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, used + 1), labels[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    # One thread: the same bits on any core count (the thread split changes float sums, and what the base
+    # learns to find across a prompt varies between pretraining runs). Another CPU can still give other bits.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in tqdm(range(steps), desc="pretraining the world's base", disable=not progress):
+            batch = rng.sample(texts, PRETRAIN_BATCH)
+            width = max(map(len, batch))
+            ids = torch.tensor([b + [0] * (width - len(b)) for b in batch])
+            mask = ids != 0
+            logits = model(input_ids=ids, attention_mask=mask.long()).logits + rest
+            labels = ids.masked_fill(~mask, -100)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, used + 1), labels[:, 1:].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
     return model.state_dict(), tok, losses
 
 
@@ -213,15 +221,19 @@ FACT_STEMS = {
 }
 
 
-def recall(model, tokenizer, rows: list[dict]) -> float:
-    """Share of the rows' facts the model completes right after "Meet <name>. They live in" (one greedy token)."""
+def recall(model, tokenizer, rows: list[dict], after_prompt: bool = False) -> float:
+    """Share of the rows' facts the model completes right after "Meet <name>. They live in" (one greedy token).
+
+    With `after_prompt`, the stem follows the row's question in the course's prompt instead: whether the model
+    finds the person across a question, before it has learned to answer one."""
     import torch
 
     right = 0
     with torch.no_grad():
         for row in rows:
             stem = FACT_STEMS[row["relation"]]
-            ids = tokenizer(f"Meet {row['person']}. {stem}", return_tensors="pt")["input_ids"]
+            context = format_prompt(row["instruction"]) if after_prompt else f"Meet {row['person']}. "
+            ids = tokenizer(context + stem, return_tensors="pt")["input_ids"]
             best = tokenizer.decode([model(input_ids=ids).logits[0, -1].argmax().item()]).strip()
             right += row["response"] == f"{stem} {best}."
     return right / len(rows)
