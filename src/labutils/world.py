@@ -8,9 +8,9 @@ the result ships as `data/world/base.safetensors` with its tokenizer, because pr
 longer than a set-up should (bench/README.md has the numbers), and `bench/world.py` rebuilds it and
 compares.
 
-The vocabulary trick: the tokenizer of the world has 761 tokens, the model 32,000 rows (a
+The vocabulary trick: the tokenizer of the world has 858 tokens, the model 32,000 rows (a
 real Llama's vocabulary, which keeps the trainable share of LoRA realistic). Rather than 32,000 logits per
-token, 31,239 of them for tokens no text uses, pretraining trains the used rows plus one shared "rest" row
+token, 31,142 of them for tokens no text uses, pretraining trains the used rows plus one shared "rest" row
 whose logit counts once for every unused token (its logit + log(number of unused tokens)). `full_state()` then copies the rest row
 into every unused row of the head, so the 32,000-row model predicts exactly what the small one did.
 """
