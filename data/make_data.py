@@ -402,8 +402,8 @@ CHATTER = (
     "Some say the hills are older than the river.",
 )
 # Half the passages sit under a header line of the kind the prompts use, and half of those that go on with
-# "they" have one between the introduction and the facts; what follows a header is still a biography (the facts
-# run on, with no end of text after one), so the base reads the markers but does not learn to answer.
+# "they" have one between the introduction and the facts. What follows a header is always a whole biography,
+# never one answer and an end of text, so the base reads the markers but does not learn to answer.
 HEADERS = ("### Notes:", "### Record:", "### Story:", "### Instruction:", "### Response:")
 WORLD_QUESTIONS = {
     "city": ("Which city does {n} live in?", "They live in {v}."),

@@ -34,8 +34,8 @@ def test_base_knows_the_validation_people(base, tok):
 
 
 def test_base_finds_the_person_across_a_prompt(base, tok):
-    # What answering takes besides the fact: the corpus's village talk and header lines teach it (without
-    # them the shipped base found 54% of the facts this way, and LoRA turned 61-81% into exact answers).
+    # What answering takes besides the fact: the corpus's village talk and header lines teach it (the first
+    # base, whose corpus had neither, found 54% of the facts this way; bench/README.md).
     assert world.recall(base, tok, world.questions("validation"), after_prompt=True) >= 0.8
 
 
