@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo lab grade-ui hub test test-fast lint release grade mutate bench clean
+.PHONY: setup demo lab grade-ui hub test test-fast lint release grade mutate bench colab-rehearsal clean
 
 setup: $(STAMP)
 
@@ -99,6 +99,11 @@ bench: setup
 	$(BIN)/python bench/grading_overhead.py
 	$(BIN)/python bench/world.py compare
 	$(BIN)/python bench/world.py capstone
+
+# The workshop path on Colab's own packages (Python 3.13, colab/pip-freeze.gpu.txt) in a Debian 13 chroot: the
+# set-up cell for real, then every lab in the hub profile. Root and the network; about 3 GB of downloads.
+colab-rehearsal:
+	bash colab/rehearse.sh
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

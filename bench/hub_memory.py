@@ -14,12 +14,17 @@ The census is scaled to hub size parameter by parameter: every weight of a model
 matched to its counterpart in the hub architecture, built on the meta device from the model's published
 sizes (HUB_SIZES: no download), and LoRA's A and B to the hub layer they adapt. Models the hidden checks
 load from local tiny checkpoints stay at their own size. The table gives each lab's peak of weights held
-at once against the budget (12 GB of a 15 GB T4, the rest for activations, optimizer state and CUDA's
-context, which this prediction does not count), the cell where it peaks and what is held there.
+at once against the GPU budget (12 GB of a 15 GB T4, the rest for activations, optimizer state and CUDA's
+context, which this prediction does not count), the cell where it peaks and what is held there, and an upper
+bound of its CPU RAM against 9 GB of Colab's 12.7: the kernel's resident memory at every census with its tiny
+weights replaced by their hub size, as if every weight stayed on the CPU (on a GPU runtime most move to the
+GPU; lab 02 keeps its models on the CPU).
 
 --measure runs the same labs on a CUDA device at hub size for real: the cache holds random-weight models
 built from HUB_SIZES (no download), saved in bfloat16 as the hub checkpoints ship, and the table gives
-each lab's seconds and its peak GPU memory (torch.cuda.max_memory_allocated, read by the same hook).
+each lab's seconds, its peak CPU RAM (the kernel's resident peak), its peak GPU memory in tensors
+(torch.cuda.max_memory_allocated) and the device's peak in use (the allocator's peak reserve plus what the
+device has in use beyond the reserve at any census: CUDA's context), read by the same hook.
 """
 
 from __future__ import annotations
@@ -42,14 +47,14 @@ from peft_grader import nbcourse
 GB = 1e9
 # Published sizes of the hub models (their config.json), so the architectures build on the meta device.
 HUB_SIZES = {
-    "causal_lm": dict(  # TinyLlama/TinyLlama_v1.1
-        vocab_size=32000,
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        tie_word_embeddings=False,
+    "causal_lm": dict(  # HuggingFaceTB/SmolLM2-360M: 361,821,120 parameters, its head tied to its embedding
+        vocab_size=49152,
+        hidden_size=960,
+        intermediate_size=2560,
+        num_hidden_layers=32,
+        num_attention_heads=15,
+        num_key_value_heads=5,
+        tie_word_embeddings=True,
     ),
     "classifier": dict(  # google-bert/bert-base-uncased, with the course's two labels
         vocab_size=30522,
@@ -109,6 +114,7 @@ CENSUS = textwrap.dedent(
     import copy as _copy
     import json as _json
     import os as _os
+    import resource as _resource
     import sys as _sys
 
     import torch as _torch
@@ -119,11 +125,27 @@ CENSUS = textwrap.dedent(
     _CELL = [0]
 
 
+    def _rss():
+        with open("/proc/self/status") as status:  # the kernel's resident memory now, in bytes
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
     def _census(event):
+        peak_rss = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * 1024
+        record = {{"event": event, "cell": _CELL[0], "rss": _rss(), "rss_peak": peak_rss}}
+        if _torch.cuda.is_available():  # measured on a GPU: no census of the weights needed
+            free, total = _torch.cuda.mem_get_info()
+            # What the device has in use beyond the allocator's reserve: CUDA's context (and any other process).
+            record.update(
+                held=[],
+                cuda_peak=_torch.cuda.max_memory_allocated(),
+                cuda_reserved_peak=_torch.cuda.max_memory_reserved(),
+                cuda_context=total - free - _torch.cuda.memory_reserved(),
+            )
+        else:
+            record["held"] = _held_models()
         with open(_os.environ["PEFT_COURSE_CENSUS"], "a") as log:
-            cuda = _torch.cuda.max_memory_allocated() if _torch.cuda.is_available() else None
-            held = [] if cuda is not None else _held_models()  # measured on a GPU: no census needed
-            log.write(_json.dumps({{"event": event, "cell": _CELL[0], "held": held, "cuda_peak": cuda}}) + "\\n")
+            log.write(_json.dumps(record) + "\\n")
 
 
     def _after_cell(result):
@@ -178,7 +200,11 @@ def hub_shapes() -> dict[str, tuple[dict[str, list[int]], int, int]]:
         config = getattr(transformers, recipe.config_class)(**sizes)
         with torch.device("meta"):
             model = getattr(transformers, recipe.model_class)(config)
-        one = {_normal(n): list(p.shape) for n, p in model.named_parameters()}
+        one, seen = {}, set()
+        for n, p in model.named_parameters(remove_duplicate=False):
+            # A weight the hub model ties to another (SmolLM2's head is its embedding) holds nothing of its own.
+            one[_normal(n)] = [0] if id(p) in seen else list(p.shape)
+            seen.add(id(p))
         layers = config.num_hidden_layers
         tiny = recipe.config.get("num_hidden_layers", recipe.config.get("n_layer"))
         shapes[recipe.model_class] = (one, layers, tiny)
@@ -233,8 +259,8 @@ def seed_float32_cache(cache: Path, work: Path) -> None:
 
 
 def seed_hub_size_cache(cache: Path, work: Path) -> None:
-    """The hub cache for --measure: the HUB_SIZES models with random weights in bfloat16 (TinyLlama's
-    2.2 GB), with the course tokenizer; the other roles (loaded only by hidden checks) stay tiny."""
+    """The hub cache for --measure: the HUB_SIZES models with random weights in bfloat16 (SmolLM2-360M's
+    0.72 GB), with the course tokenizer; the other roles (loaded only by hidden checks) stay tiny."""
     import torch
     import transformers
     from transformers import AutoTokenizer
@@ -279,30 +305,41 @@ def census(lab: str, work: Path, env: dict[str, str]) -> list[dict]:
 
 
 def peak(events: list[dict], shapes: dict, hub_ids: set[str]) -> dict:
-    best = {"hub": -1.0}
+    """The event where the weights held at hub size peak, and the CPU RAM's upper bound at its own peak: the
+    kernel's resident memory with its tiny weights replaced by their hub size (every weight on the CPU)."""
+    best = {"hub": -1.0, "cpu": 0.0}
     for event in events:
         sized = [(m, *hub_bytes(m, shapes, hub_ids)) for m in event["held"]]
-        hub = sum(h for _, _, h in sized)
+        hub, now = sum(h for _, _, h in sized), sum(n for _, n, _ in sized)
+        best["cpu"] = max(best["cpu"], event["rss"] - now + hub)
         if hub > best["hub"]:
             held = [
                 f"{m['class']} {h / GB:.2f}"
                 for m, _, h in sorted(sized, key=lambda s: -s[2])
                 if h > 0.05 * GB
             ]
-            best = {
-                "hub": hub,
-                "now": sum(n for _, n, _ in sized),
-                "cell": event["cell"],
-                "event": event["event"],
-                "held": held,
-            }
+            best.update(hub=hub, now=now, cell=event["cell"], event=event["event"], held=held)
     return best
+
+
+def measured(events: list[dict]) -> dict:
+    """A run at hub size on a GPU: peak CPU RAM (the kernel's resident peak), the peak of GPU memory in tensors,
+    and the device's peak in use: the allocator's reserve at its peak plus CUDA's context."""
+    return {
+        "seconds": events[-1]["seconds"],
+        "cpu": max(e["rss_peak"] for e in events),
+        "measured": max(e["cuda_peak"] for e in events),
+        "device": max(e["cuda_reserved_peak"] for e in events) + max(e["cuda_context"] for e in events),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labs", nargs="*", default=None)
-    parser.add_argument("--budget-gb", type=float, default=12.0)
+    parser.add_argument("--budget-gb", type=float, default=12.0, help="GPU memory budget (of a T4's 15 GB)")
+    parser.add_argument(
+        "--cpu-budget-gb", type=float, default=9.0, help="CPU RAM budget (of Colab's 12.7 GB)"
+    )
     parser.add_argument("--measure", action="store_true", help="run at hub size on a CUDA device")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args(argv)
@@ -334,29 +371,31 @@ def main(argv: list[str] | None = None) -> int:
     }
     shapes, hub_ids = hub_shapes(), set(HUB_MODELS.values())
     rows = []
+    budget = f"budget {args.budget_gb:g} GB on the GPU, {args.cpu_budget_gb:g} GB of CPU RAM"
     if args.measure:
-        print(f"Measured at hub size on {torch.cuda.get_device_name(0)}; budget {args.budget_gb:g} GB")
-        print(f"{'lab':<20} {'seconds':>8} {'peak GPU GB':>12} {'ok':>4}")
-    else:
+        print(f"Measured at hub size on {torch.cuda.get_device_name(0)}; {budget}")
         print(
-            f"Weights held at once, predicted at hub size (float32 for dtype 'auto'); budget {args.budget_gb:g} GB"
+            f"{'lab':<20} {'seconds':>8} {'CPU GB':>7} {'GPU tensors GB':>15} {'GPU in use GB':>14} {'ok':>4}"
         )
-        print(f"{'lab':<20} {'peak GB':>8} {'ok':>4} {'cell':<24} {'at':<16} held (GB)")
+    else:
+        print(f"Predicted at hub size (float32 for dtype 'auto'); {budget}")
+        print(f"{'lab':<20} {'weights GB':>10} {'CPU GB':>7} {'ok':>4} {'cell':<24} {'at':<16} held (GB)")
     for lab in labs:
         events = census(lab, work, env)
         if args.measure:
-            top = {"measured": max(e["cuda_peak"] for e in events), "seconds": events[-1]["seconds"]}
-            ok = top["measured"] <= args.budget_gb * GB
+            top = measured(events)
+            ok = top["device"] <= args.budget_gb * GB and top["cpu"] <= args.cpu_budget_gb * GB
             print(
-                f"{lab:<20} {top['seconds']:8.1f} {top['measured'] / GB:12.2f} {'yes' if ok else 'NO':>4}",
+                f"{lab:<20} {top['seconds']:8.1f} {top['cpu'] / GB:7.2f} {top['measured'] / GB:15.2f} "
+                f"{top['device'] / GB:14.2f} {'yes' if ok else 'NO':>4}",
                 flush=True,
             )
         else:
             top = peak(events, shapes, hub_ids)
-            ok = top["hub"] <= args.budget_gb * GB
+            ok = top["hub"] <= args.budget_gb * GB and top["cpu"] <= args.cpu_budget_gb * GB
             print(
-                f"{lab:<20} {top['hub'] / GB:8.2f} {'yes' if ok else 'NO':>4} {top['cell']:<24} {top['event']:<16} "
-                + ", ".join(top["held"]),
+                f"{lab:<20} {top['hub'] / GB:10.2f} {top['cpu'] / GB:7.2f} {'yes' if ok else 'NO':>4} "
+                f"{top['cell']:<24} {top['event']:<16} " + ", ".join(top["held"]),
                 flush=True,
             )
         rows.append({"lab": lab, "within_budget": ok, **top})

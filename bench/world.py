@@ -27,6 +27,7 @@ CONFIG = world.causal_lm_config()
 LORA_STEPS = 400
 LORA_LR = 3e-3
 LORA_BATCH = 16
+LORA_WARMUP = 0
 
 
 def pretrain(out: Path) -> dict:
@@ -76,7 +77,16 @@ def held_out_biographies(n: int = 200) -> list[str]:
     return texts
 
 
-def lora_train(base, tok, seed: int, copy_base: bool = True, steps: int = LORA_STEPS):
+def lora_train(
+    base,
+    tok,
+    seed: int,
+    copy_base: bool = True,
+    steps: int = LORA_STEPS,
+    lr: float = LORA_LR,
+    batch_size: int = LORA_BATCH,
+    warmup: int = LORA_WARMUP,
+):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -90,13 +100,16 @@ def lora_train(base, tok, seed: int, copy_base: bool = True, steps: int = LORA_S
         ),
     )
     rows = world.questions("train")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LORA_LR)
-    # A linear decay to zero, the transformers Trainer's default schedule (what lab 07 trains with).
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    # Linear warm-up, then a linear decay to zero: the transformers Trainer's default schedule (what lab 07 trains
+    # with) and its `warmup_steps`.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: step / warmup if step < warmup else (steps - step) / (steps - warmup)
+    )
     rng = random.Random(seed)
     model.train()
     for _ in range(steps):
-        batch = rng.sample(rows, LORA_BATCH)
+        batch = rng.sample(rows, batch_size)
         pairs = [
             (
                 tok(world.format_prompt(r["instruction"]))["input_ids"],

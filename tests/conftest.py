@@ -84,17 +84,22 @@ def on(monkeypatch):
     return simulate
 
 
-def colab_tool_stand_ins(folder: Path, log: str, git_fails: bool = False, pip_fails: bool = False) -> Path:
+def colab_tool_stand_ins(
+    folder: Path, log: str, git_fails: bool = False, pip_fails: bool = False, pip_does: str = "true"
+) -> Path:
     """`git` and `pip` for the Colab set-up cell, in `folder`: each appends its command line to `log` (a path, or
     a shell expression such as "$COLAB_TOOLS/log"); a working `git clone` leaves a clone's pyproject.toml, a
-    failing one or `pip` exits as the real ones do offline. Returns `folder`, to put first on PATH."""
+    failing one or `pip` exits as the real ones do offline; a working `pip` runs the shell code `pip_does`.
+    Returns `folder`, to put first on PATH."""
     folder.mkdir(parents=True, exist_ok=True)
     git = (
         "echo \"fatal: unable to access 'https://github.com/': Could not resolve host\" >&2; exit 128"
         if git_fails
         else 'for a; do dest=$a; done; mkdir -p "$dest" && touch "$dest/pyproject.toml"'
     )
-    pip = 'echo "ERROR: No matching distribution found for peft==0.21.2" >&2; exit 1' if pip_fails else "true"
+    pip = (
+        'echo "ERROR: No matching distribution found for peft==0.21.2" >&2; exit 1' if pip_fails else pip_does
+    )
     for name, body in (("git", git), ("pip", pip)):
         tool = folder / name
         tool.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')

@@ -13,14 +13,18 @@ SETUP_CELL = "colab_setup"  # the grade_id of every lab's first code cell
 # That cell's text, the same in every lab: written into each master by `labutils release` (sync_setup_cells),
 # its clone pointing at the repository setting.
 COLAB_SETUP = """\
-# Set-up. On Colab: install the course (with the library versions it is tested with) and use real hub
-# models on the GPU. Anywhere else this cell does nothing. If a step fails, the cell stops and says why:
-# fix that and run it again, it picks up where it stopped.
+# Set-up. On Colab: install what the course needs and Colab lacks (Colab's own libraries stay where the course
+# works with them), and use real hub models on the GPU. Anywhere else this cell does nothing. If a step fails,
+# the cell stops and says why: fix that and run it again, it picks up where it stopped.
 import os
 import subprocess
 import sys
+from importlib import metadata
 
 if "google.colab" in sys.modules:
+    # The versions this runtime started with: kept across reruns of this cell, gone with a restart.
+    versions = {d.metadata["Name"].lower(): d.version for d in metadata.distributions()}
+    before = globals().setdefault("_versions_at_start", versions)
     steps = []
     if not os.path.isfile("/content/peft-course/pyproject.toml"):  # not cloned yet, or a clone cut short
         steps.append(
@@ -34,8 +38,8 @@ if "google.colab" in sys.modules:
         steps.append(
             (
                 "install the course",
-                "pip install -q -e /content/peft-course -c /content/peft-course/src/labutils/constraints.txt"
-                " && touch /content/peft-course/.installed",
+                "pip install -q -e /content/peft-course"
+                " -c /content/peft-course/src/labutils/constraints-colab.txt && touch /content/peft-course/.installed",
             )
         )
     for step, command in steps:
@@ -46,6 +50,17 @@ if "google.colab" in sys.modules:
                 f"The set-up stopped: this step failed ({step}).\\n{done.stderr.strip()[-2000:]}\\n"
                 "Fix the cause (the network? Runtime > Disconnect and delete runtime), then run this cell again."
             )
+    # A library the runtime had imported before the install replaced it stays old in memory until a restart.
+    imported = metadata.packages_distributions()
+    in_use = {d.lower() for module, dists in imported.items() if module in sys.modules for d in dists}
+    after = {d.metadata["Name"].lower(): d.version for d in metadata.distributions()}
+    changed = {n: v for n, v in after.items() if before.get(n, v) != v}
+    stale = [f"{n} {before[n]} -> {v}" for n, v in sorted(changed.items()) if n in in_use]
+    if stale:
+        raise SystemExit(
+            f"Restart the runtime (Runtime > Restart session), then run this cell again: the course needs "
+            f"{', '.join(stale)}, which this runtime had already imported in its old version."
+        )
     sys.path.insert(0, "/content/peft-course/src")
     os.environ.setdefault("PEFT_COURSE_PROFILE", "hub")"""
 

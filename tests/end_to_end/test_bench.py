@@ -90,7 +90,7 @@ def test_gpu_script_says_it_needs_cuda_without_one():
 
 
 def test_hub_memory_predicts_the_weights_held_at_hub_size():
-    """bench/hub_memory.py's census and scaling, on the course's tiny Llama, against TinyLlama's own sizes."""
+    """bench/hub_memory.py's census and scaling, on the course's tiny Llama, against SmolLM2-360M's own sizes."""
     import copy
 
     import torch
@@ -102,7 +102,7 @@ def test_hub_memory_predicts_the_weights_held_at_hub_size():
     sys.path.insert(0, str(ROOT / "bench"))
     import hub_memory
 
-    hub_id, path = "TinyLlama/TinyLlama_v1.1", ensure_tiny_model("causal_lm")
+    hub_id, path = "HuggingFaceTB/SmolLM2-360M", ensure_tiny_model("causal_lm")
     shapes, hub_ids = hub_memory.hub_shapes(), {hub_id}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.config._name_or_path = hub_id  # as if loaded from the hub id
@@ -110,8 +110,10 @@ def test_hub_memory_predicts_the_weights_held_at_hub_size():
     [held] = hub_memory.held_models([model, model.model])  # peft wrapped it in place: counted once
     now, hub = hub_memory.hub_bytes(held, shapes, hub_ids)
     assert now == 4 * sum(p.numel() for p in model.parameters())
-    lora = 22 * 16 * ((2048 + 2048) * 2 + (2048 + 256) * 2)  # r (in + out) on q, k, v, o of 22 layers
-    assert hub == 4 * (1_100_048_384 + lora)  # TinyLlama's published 1.1B parameters, in float32
+    lora = 32 * 16 * ((960 + 960) * 2 + (960 + 320) * 2)  # r (in + out) on q, k, v, o of 32 layers
+    # SmolLM2-360M's 361,821,120 parameters in float32: its head is its embedding, so the tiny model's own
+    # lm_head counts nothing at hub size.
+    assert hub == 4 * (361_821_120 + lora)
 
     twice = hub_memory.held_models([model, copy.deepcopy(model)])
     assert [hub_memory.hub_bytes(m, shapes, hub_ids)[1] for m in twice] == [hub, hub]
@@ -123,6 +125,26 @@ def test_hub_memory_predicts_the_weights_held_at_hub_size():
     per_weight = {name: per for name, _, per in hub_memory.held_models([four_bit])[0]["params"]}
     assert per_weight["model.layers.0.self_attn.q_proj.weight"] == 0.5  # packed: two weights per byte
     assert per_weight["model.embed_tokens.weight"] == 2  # not quantized: bfloat16
+
+
+def test_hub_memory_bounds_cpu_ram_and_counts_the_cuda_context():
+    """The CPU column: the kernel's resident memory with its tiny weights replaced by their hub size, at its own
+    peak; measured on a GPU: the allocator's peak reserve plus the memory in use beyond it (CUDA's context)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import hub_memory
+
+    model = {"class": "Tiny", "source": "local", "params": [["w", [1000], 4]]}  # 4 kB, not a hub model
+    events = [
+        {"event": "cell", "cell": "a", "rss": 900_000, "held": []},
+        {"event": "cell", "cell": "b", "rss": 500_000, "held": [model]},
+    ]
+    top = hub_memory.peak(events, {}, set())
+    assert (top["hub"], top["cpu"], top["cell"]) == (4000, 900_000, "b")  # the CPU peaks where weights do not
+    gpu = [
+        {"seconds": 9, "rss_peak": 3, "cuda_peak": 10, "cuda_reserved_peak": 12, "cuda_context": 5},
+        {"seconds": 9, "rss_peak": 7, "cuda_peak": 30, "cuda_reserved_peak": 40, "cuda_context": 6},
+    ]
+    assert hub_memory.measured(gpu) == {"seconds": 9, "cpu": 7, "measured": 30, "device": 46}
 
 
 def test_live_check_bench_times_each_check():

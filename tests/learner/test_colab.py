@@ -22,6 +22,7 @@ from peft_grader.course import colab_url, repository
 
 RELEASED = sorted(nbcourse.NOTEBOOKS.glob("*.ipynb"))
 CONSTRAINTS = Path(nbcourse.REPO / "src" / "labutils" / "constraints.txt")
+COLAB_CONSTRAINTS = CONSTRAINTS.with_name("constraints-colab.txt")
 
 
 def _setup_cell(path: Path) -> str:
@@ -33,10 +34,11 @@ def _setup_cell(path: Path) -> str:
 COURSE = "/content/peft-course"
 
 
-def _run_setup(source: str, monkeypatch, tmp_path: Path, on_colab: bool, **failures):
+def _run_setup(source: str, monkeypatch, tmp_path: Path, on_colab: bool, namespace=None, **failures):
     """The cell as Colab runs it, its commands run for real by the shell, with /content/peft-course moved
-    into tmp_path and stand-ins for git and pip first on PATH. Returns the commands run, the profile chosen,
-    and the readable message where the cell stopped (else None)."""
+    into tmp_path and stand-ins for git and pip first on PATH; `namespace`, the notebook's globals, is kept
+    between runs as a kernel keeps them. Returns the commands run, the profile chosen, and the readable message
+    where the cell stopped (else None)."""
     # setenv first, so pytest restores the variable even though the cell sets it after delenv
     monkeypatch.setenv("PEFT_COURSE_PROFILE", "unset")
     monkeypatch.delenv("PEFT_COURSE_PROFILE")
@@ -51,7 +53,7 @@ def _run_setup(source: str, monkeypatch, tmp_path: Path, on_colab: bool, **failu
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     stopped = None
     try:
-        exec(source.replace(COURSE, str(tmp_path / "peft-course")), {})  # noqa: S102
+        exec(source.replace(COURSE, str(tmp_path / "peft-course")), {} if namespace is None else namespace)  # noqa: S102
     except SystemExit as stop:
         stopped = str(stop)
     commands = log.read_text().splitlines() if log.exists() else []
@@ -71,7 +73,7 @@ def test_setup_cell_on_colab_installs_the_pinned_course_and_picks_the_hub(path, 
     assert stopped is None and len(commands) == 2, commands
     assert commands[0].startswith("git clone") and f"https://github.com/{repository()} " in commands[0]
     assert commands[1].startswith("pip install") and f"-e {tmp_path}/peft-course" in commands[1]
-    assert f"-c {tmp_path}/peft-course/src/labutils/constraints.txt" in commands[1]
+    assert f"-c {tmp_path}/peft-course/src/labutils/constraints-colab.txt" in commands[1]
     assert profile == "hub" and f"{tmp_path}/peft-course/src" in sys.path
     # a second lab in the same runtime only selects the hub
     commands, profile, stopped = _run_setup(_setup_cell(path), monkeypatch, tmp_path, on_colab=True)
@@ -112,6 +114,81 @@ def test_a_failed_install_stops_with_the_reason_and_a_rerun_repairs_it(monkeypat
     assert (tmp_path / "peft-course" / ".installed").exists() and profile == "hub"
 
 
+def _fake_library(site: Path, version: str) -> None:
+    """A distribution `colabfake` of `version` in `site`, as pip leaves one (its metadata and its module)."""
+    info = site / f"colabfake-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: colabfake\nVersion: {version}\n")
+    (info / "top_level.txt").write_text("colabfake\n")
+    (site / "colabfake.py").write_text(f"VERSION = {version!r}\n")
+
+
+@pytest.mark.parametrize("imported", [True, False], ids=["imported before", "not imported"])
+def test_a_library_replaced_after_the_runtime_imported_it_asks_for_a_restart(imported, monkeypatch, tmp_path):
+    """The install replaces colabfake 1.0 with 2.0. Imported before, the old one stays in memory: the cell stops
+    and asks for a restart, and after the restart (a new process) the rerun goes on. Not imported: no restart."""
+    site = tmp_path / "site"
+    _fake_library(site, "1.0")
+    monkeypatch.syspath_prepend(str(site))
+    if imported:
+        monkeypatch.setitem(sys.modules, "colabfake", types.ModuleType("colabfake"))
+    old, new = site / "colabfake-1.0.dist-info", site / "colabfake-2.0.dist-info"
+    upgrade = (  # what pip does when it replaces a library: the old metadata goes, the new one comes
+        f"rm -r {old} && mkdir {new} && echo colabfake > {new}/top_level.txt && "
+        f"printf 'Metadata-Version: 2.1\\nName: colabfake\\nVersion: 2.0\\n' > {new}/METADATA"
+    )
+    namespace = {}
+
+    def run():
+        return _run_setup(
+            _setup_cell(SETUP), monkeypatch, tmp_path, True, pip_does=upgrade, namespace=namespace
+        )
+
+    commands, profile, stopped = run()
+    assert [c.split()[:2] for c in commands] == [["git", "clone"], ["pip", "install"]]
+    if not imported:
+        assert stopped is None and profile == "hub"
+        return
+    assert stopped and stopped.startswith(
+        "Restart the runtime (Runtime > Restart session), then run this cell"
+    )
+    assert "colabfake 1.0 -> 2.0, which this runtime had already imported" in stopped and profile is None
+    commands, profile, stopped = run()  # rerun without a restart: still stale
+    assert commands == [] and stopped and "colabfake 1.0 -> 2.0" in stopped
+    monkeypatch.delitem(
+        sys.modules, "colabfake"
+    )  # the restart: a new process, nothing imported, nothing kept
+    namespace.clear()
+    commands, profile, stopped = run()
+    assert commands == [] and stopped is None and profile == "hub"
+
+
+def test_colab_constraints_add_what_colab_lacks_and_never_downgrade():
+    """The set-up cell's pins on Colab: what Colab lacks at the versions CI tests, and a replacement of what
+    Colab has only to a newer version. Colab's versions: colab/pip-freeze.gpu.txt."""
+    from packaging.version import Version
+
+    def pins(path: Path) -> dict[str, str]:
+        lines = path.read_text().splitlines()
+        return {
+            name.lower().replace("_", "-"): v.split("+")[0]
+            for name, v in (line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+        }
+
+    colab, ours, tested = (
+        pins(nbcourse.REPO / "colab/pip-freeze.gpu.txt"),
+        pins(COLAB_CONSTRAINTS),
+        pins(CONSTRAINTS),
+    )
+    assert {"bitsandbytes", "trl"} <= set(ours) and not {"bitsandbytes", "trl"} & set(colab)
+    for name in ("bitsandbytes", "trl"):
+        assert ours[name] == tested[name]
+    for name, pinned in ours.items():
+        if name in colab:
+            assert Version(pinned) > Version(colab[name]), f"{name}: {colab[name]} on Colab, {pinned} pinned"
+    assert not {"transformers", "peft", "accelerate", "torch", "jsonschema"} & set(ours)  # Colab's stay
+
+
 def test_constraints_are_the_versions_installed_here():
     """Colab gets exactly the library versions `make setup` installed and CI tested."""
     pins = [line.split("==") for line in CONSTRAINTS.read_text().splitlines() if "==" in line]
@@ -126,3 +203,27 @@ def test_workshop_guide_links_every_lab_in_colab():
     text = (nbcourse.REPO / "WORKSHOP.md").read_text()
     for lab in nbcourse.labs():
         assert f"]({colab_url(lab)})" in text, f"WORKSHOP.md has no Colab link to {lab}"
+
+
+def test_the_rehearsal_reports_what_the_setup_cell_changed():
+    """colab/rehearse.py's report of two `pip list`s: installed, upgraded (by version order, not text order),
+    downgraded and removed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rehearse", nbcourse.REPO / "colab" / "rehearse.py")
+    rehearse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rehearse)
+    before = {"datasets": "4.0.0", "pyarrow": "9.0.0", "jsonschema": "4.26.0", "six": "1.16.0", "gone": "1"}
+    after = {
+        "datasets": "4.7.0",
+        "pyarrow": "21.0.0",
+        "jsonschema": "4.24.1",
+        "six": "1.16.0",
+        "trl": "1.16.0",
+    }
+    assert rehearse.changes(before, after) == {
+        "installed": [["trl", "1.16.0"]],
+        "upgraded": [["datasets", "4.0.0", "4.7.0"], ["pyarrow", "9.0.0", "21.0.0"]],
+        "downgraded": [["jsonschema", "4.26.0", "4.24.1"]],
+        "removed": [["gone", "1"]],
+    }

@@ -57,7 +57,7 @@ def test_hub_profile_returns_hub_ids_without_building(monkeypatch, no_build):
     monkeypatch.setenv(PROFILE_VAR, "hub")
     for role, model_id in profiles.HUB_MODELS.items():
         assert course_model(role) == model_id
-    assert course_model() == "TinyLlama/TinyLlama_v1.1"
+    assert course_model() == "HuggingFaceTB/SmolLM2-360M"
 
 
 def test_hub_override_replaces_only_its_role(monkeypatch, no_build):
