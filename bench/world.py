@@ -24,10 +24,10 @@ from labutils import world
 
 CONFIG = world.causal_lm_config()
 # The capstone recipe: what lab 07 will ask (r=16, alpha=32 on q/k/v/o), with its own step budget.
-LORA_STEPS = 400
-LORA_LR = 3e-3
+LORA_STEPS = 600
+LORA_LR = 2e-3
 LORA_BATCH = 16
-LORA_WARMUP = 0
+LORA_WARMUP = 40
 
 
 def pretrain(out: Path) -> dict:
