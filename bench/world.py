@@ -142,8 +142,11 @@ def nf4_capstone(base, tok, rows, steps: int) -> None:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
+        # Recall on a copy of its own: on a CPU with AVX512-BF16 an eval-mode forward makes bitsandbytes repack
+        # the 4-bit weights for inference, and no gradient flows through them after that (bench/README.md).
+        probe = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quant)
         model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quant)
-    print(f"NF4 base: recall {world.recall(model, tok, world.questions('validation')):.1%}")
+    print(f"NF4 base: recall {world.recall(probe, tok, world.questions('validation')):.1%}")
     start = time.perf_counter()
     tuned = lora_train(prepare_model_for_kbit_training(model), tok, 0, copy_base=False, steps=steps)
     answers = world.greedy_answers(tuned, tok, rows)
