@@ -24,22 +24,6 @@ import time
 from pathlib import Path
 
 COURSE = Path("/content/peft-course")
-STARTUP = """
-import importlib.abc
-import sys
-
-
-class _NotOnColab(importlib.abc.MetaPathFinder):
-    # the set-up cell installs the course without the grader extra; Colab has neither
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("nbgrader", "jupyterlab"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, _NotOnColab())
-import google.colab  # noqa: E402,F401  (Colab imports its module at start)
-"""
 
 
 def freeze() -> dict[str, str]:
@@ -169,12 +153,12 @@ def main() -> int:
     if exit_code == 0:
         sys.path[:0] = [str(COURSE / "src"), str(COURSE / "grader")]
         from peft_grader import nbcourse
-        from peft_grader.hub_cache import seed_hub_cache
+        from peft_grader.hub_cache import COLAB_KERNEL_STARTUP, seed_hub_cache
 
         seed_hub_cache(work / "hf-cache")
         startup = work / "ipython" / "profile_default" / "startup"
         startup.mkdir(parents=True)
-        (startup / "00-colab.py").write_text(STARTUP)
+        (startup / "00-colab.py").write_text(COLAB_KERNEL_STARTUP)
         env = {
             "IPYTHONDIR": str(work / "ipython"),
             "PYTHONPATH": os.pathsep.join([str(site), str(COURSE / "grader")]),

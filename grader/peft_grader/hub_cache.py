@@ -10,6 +10,25 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+# A kernel like Colab's, as an IPython start-up file: Colab's module is loaded before the first cell (the stand-in
+# on PYTHONPATH; the labs' set-up cell looks for it in sys.modules), and nbgrader and JupyterLab, which the set-up
+# cell does not install, cannot be imported.
+COLAB_KERNEL_STARTUP = """
+import importlib.abc
+import sys
+
+
+class _NotOnColab(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("nbgrader", "jupyterlab"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotOnColab())
+import google.colab  # noqa: E402,F401
+"""
+
 
 def seed_hub_cache(
     hub_cache: Path, roles: list[str] | None = None, sources: dict[str, Path] | None = None

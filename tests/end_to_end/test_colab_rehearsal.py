@@ -29,23 +29,6 @@ from peft_grader import nbcourse
 
 pytestmark = pytest.mark.slow
 
-COLAB_STARTUP = """
-import importlib.abc
-import sys
-
-
-class _NotOnColab(importlib.abc.MetaPathFinder):
-    # the set-up cell installs the course without the grader extra
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("nbgrader", "jupyterlab"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, _NotOnColab())
-import google.colab  # noqa: E402,F401  (the stand-in on PYTHONPATH: Colab imports its module at start)
-
-"""
 PROBE = """
 try:
     import nbgrader  # noqa: F401
@@ -61,12 +44,12 @@ print("shell commands:", len(open(log).read().splitlines()) if os.path.exists(lo
 @pytest.fixture(scope="module")
 def colab(tmp_path_factory):
     """The environment of a Colab kernel: IPython startup, the google.colab stand-in, the seeded hub cache."""
-    from peft_grader.hub_cache import seed_hub_cache
+    from peft_grader.hub_cache import COLAB_KERNEL_STARTUP, seed_hub_cache
 
     root = tmp_path_factory.mktemp("colab")
     startup = root / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
-    (startup / "00-colab.py").write_text(COLAB_STARTUP)
+    (startup / "00-colab.py").write_text(COLAB_KERNEL_STARTUP)
     colab_module = root / "site" / "google" / "colab"  # `google` stays a namespace package
     colab_module.mkdir(parents=True)
     (colab_module / "__init__.py").write_text('"""A stand-in for Colab\'s own module."""\n')
