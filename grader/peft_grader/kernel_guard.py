@@ -239,6 +239,14 @@ class _Guard:
                 __import__(library)
             except Exception:  # noqa: BLE001 - a missing library is the lab's to report
                 pass
+        # The course's own setting of bitsandbytes, which every lab's quiet() makes: made here, so the snapshot
+        # has it and the lab's call changes nothing (labutils.doctor.keep_4bit_layers_trainable).
+        try:
+            from labutils.doctor import keep_4bit_layers_trainable
+
+            keep_4bit_layers_trainable()
+        except Exception:  # noqa: BLE001 - without bitsandbytes there is nothing to set
+            pass
         self.libraries: dict[str, tuple[dict, dict]] = {}
         self._index: _LibraryIndex | None = None  # self.libraries as flat lists, for a quick comparison
         self.callbacks = {event: list(cbs) for event, cbs in shell.events.callbacks.items()}

@@ -402,8 +402,6 @@ def serve(address: str) -> None:
         importlib.import_module(name)
     for module, attribute in PRELOAD_ATTRIBUTES:
         getattr(importlib.import_module(module), attribute)
-    # What the labs' quiet() does, done here so the kernels' snapshot of the libraries already has it.
-    importlib.import_module("labutils.doctor").keep_4bit_layers_trainable()
     private_at = os.environ["PEFT_WARM_PRIVATE"]
     if why := _self_test(private_at):  # e.g. a container without the right to make namespaces
         print(f"unavailable: {why}", flush=True)

@@ -264,8 +264,8 @@ def _never_repack() -> bool:
 
 def keep_4bit_layers_trainable() -> None:
     """Make every 4-bit layer built from now on keep its weight in the trainable layout on a CPU (see above):
-    the same QLoRA training on every CPU. Idempotent; notebook.quiet() and the grader's warm kernels call it
-    before a lab loads a model."""
+    the same QLoRA training on every CPU. Idempotent; notebook.quiet() calls it before a lab loads a model, and
+    the grader's kernel guard before it takes its snapshot of the libraries."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import bitsandbytes.nn.modules as bnb_modules
