@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from labutils import world
+from labutils import doctor, world
 
 CONFIG = world.causal_lm_config()
 # The capstone recipe: what lab 07 will ask (r=16, alpha=32 on q/k/v/o), with its own step budget.
@@ -88,6 +88,7 @@ def lora_train(
     warmup: int = LORA_WARMUP,
 ):
     from peft import LoraConfig, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
     model = get_peft_model(
@@ -101,11 +102,8 @@ def lora_train(
     )
     rows = world.questions("train")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    # Linear warm-up, then a linear decay to zero: the transformers Trainer's default schedule (what lab 07 trains
-    # with) and its `warmup_steps`.
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: step / warmup if step < warmup else (steps - step) / (steps - warmup)
-    )
+    # The transformers Trainer's default schedule (what lab 07 trains with) and its `warmup_steps`.
+    sched = get_linear_schedule_with_warmup(opt, warmup, steps)
     rng = random.Random(seed)
     model.train()
     for _ in range(steps):
@@ -142,11 +140,10 @@ def nf4_capstone(base, tok, rows, steps: int) -> None:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
-        # Recall on a copy of its own: on a CPU with AVX512-BF16 an eval-mode forward makes bitsandbytes repack
-        # the 4-bit weights for inference, and no gradient flows through them after that (bench/README.md).
-        probe = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quant)
+        # As the labs do: the recall's eval-mode forward must not leave the 4-bit layers without a backward.
+        doctor.keep_4bit_layers_trainable()
         model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quant)
-    print(f"NF4 base: recall {world.recall(probe, tok, world.questions('validation')):.1%}")
+    print(f"NF4 base: recall {world.recall(model, tok, world.questions('validation')):.1%}")
     start = time.perf_counter()
     tuned = lora_train(prepare_model_for_kbit_training(model), tok, 0, copy_base=False, steps=steps)
     answers = world.greedy_answers(tuned, tok, rows)
