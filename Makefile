@@ -61,9 +61,10 @@ grade-ui: setup
 	  { echo "usage: make grade-ui COURSE=path (a course folder written by labutils grade, with gradebook.db)"; exit 2; }
 	cd "$(COURSE)" && $(abspath $(BIN))/jupyter lab $(LAB_ARGS)
 
-# A JupyterHub for a demo class (grader/README.md, "A class on JupyterHub"): students log in with a shared
-# password and fetch, submit and get feedback in JupyterLab's Assignments tab. HUB_DIR holds everything;
-# HUB_FLAGS adds e.g. --students ada,bo,cy --port 8000 --ip 0.0.0.0 --password SECRET.
+# JupyterHub for a class (grader/README.md, "A class on JupyterHub"), as root: each student their own Unix
+# account and issued password (HUB_DIR/passwords.csv), their JupyterLab as that account in a memory cgroup;
+# fetch, submit and feedback in JupyterLab's Assignments tab. HUB_DIR holds everything; HUB_FLAGS adds e.g.
+# --students ada,bo,cy --port 8000 --ip 0.0.0.0, or --demo (one account, one shared password: no isolation).
 HUB_DIR   ?= hub
 HUB_FLAGS ?=
 hub: setup
@@ -99,6 +100,8 @@ bench: setup
 	$(BIN)/python bench/grading_overhead.py
 	$(BIN)/python bench/world.py compare
 	$(BIN)/python bench/world.py capstone
+	if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/hub_load.py --students 20; \
+	  else echo "bench/hub_load.py skipped: a class hub makes Unix accounts (root only)"; fi
 
 # The workshop path on Colab's own packages (Python 3.13, colab/pip-freeze.gpu.txt) in a Debian 13 chroot: the
 # set-up cell for real, then every lab in the hub profile. Root and the network; about 3 GB of downloads.

@@ -1,11 +1,16 @@
-# JupyterHub for a demo class of the course, started by `make hub` (labutils hub start), which writes
-# HUB_DIR/hub.json and points PEFT_HUB_DIR at it. One machine, one Unix account for everyone:
-# - SharedPasswordAuthenticator: the class list logs in with one shared password;
-# - SimpleLocalProcessSpawner: each student's JupyterLab runs as this account, in HUB_DIR/homes/<name>;
-# - nbgrader's exchange in HUB_DIR/exchange: Assignments tab -> fetch, submit, fetch feedback.
-# A real class differs in each of these three (grader/README.md, "A class on JupyterHub").
+# JupyterHub for a class of the course, started by `make hub` (labutils hub start), which writes
+# HUB_DIR/hub.json and points PEFT_HUB_DIR at it.
+# A class (root; the default):
+# - PAMAuthenticator: each student logs in with their own Unix account and the password the instructor
+#   issued (labutils hub add / password); only the students' group may log in;
+# - ClassSpawner (peft_grader.hub_spawner): each student's JupyterLab runs as their account, in their home
+#   (HUB_DIR/homes/<name>, 0700), inside a memory cgroup of their own.
+# The --demo hub: one shared password (SharedPasswordAuthenticator) and this one account for everyone
+# (SimpleLocalProcessSpawner): no isolation at all.
+# Both: nbgrader's exchange in HUB_DIR/exchange (Assignments tab: fetch, submit, fetch feedback).
 import json
 import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -25,16 +30,24 @@ c.ConfigurableHTTPProxy.command = [settings["proxy"]]
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings['proxy_api_port']}"
 c.ConfigurableHTTPProxy.pid_file = str(hub / "proxy.pid")
 
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = settings["password"]
-c.Authenticator.allowed_users = set(settings["students"])
+if settings.get("class"):
+    from peft_grader.hub_accounts import STUDENTS_GROUP
 
-c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = str(hub / "homes" / "{username}")
+    c.JupyterHub.authenticator_class = "pam"
+    c.PAMAuthenticator.allowed_groups = {STUDENTS_GROUP}  # a student added later can log in at once
+    c.Authenticator.blocked_users = {"root"}
+    c.JupyterHub.spawner_class = "peft_grader.hub_spawner.ClassSpawner"
+    c.Spawner.mem_limit = settings["memory_limit"]
+else:
+    c.JupyterHub.authenticator_class = "shared-password"
+    c.SharedPasswordAuthenticator.user_password = settings["password"]
+    c.Authenticator.allowed_users = set(settings["students"])
+    c.JupyterHub.spawner_class = "simple"
+    c.SimpleLocalProcessSpawner.home_dir_template = str(hub / "homes" / "{username}")
+    if os.getuid() == 0:
+        c.Spawner.args = ["--allow-root"]  # a container's root, as CI's: JupyterLab refuses root without it
 c.Spawner.cmd = [str(bin_dir / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
-if os.getuid() == 0:
-    c.Spawner.args = ["--allow-root"]  # a container's root, as CI's: JupyterLab refuses root without it
 c.Spawner.environment = {
     # the students' nbgrader settings (exchange, course, their id) and their JupyterLab without the
     # instructor's formgrader: HUB_DIR/student-config, written by labutils hub start
@@ -49,11 +62,15 @@ c.Spawner.http_timeout = 120
 
 def _first_login(spawner):
     """A home with JupyterLab's news toast off: the class machine may be offline (it asks, then fetches)."""
-    home = Path(spawner.home_dir)
+    account = pwd.getpwnam(spawner.user.name) if settings.get("class") else None
+    home = Path(account.pw_dir if account else spawner.home_dir)
     news = home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
     if not news.exists():
         news.parent.mkdir(parents=True, exist_ok=True)
         news.write_text(json.dumps({"fetchNews": "false"}))
+        if account:  # written by root into the student's home: theirs
+            for path in [home / ".jupyter", *(home / ".jupyter").rglob("*")]:
+                os.lchown(path, account.pw_uid, account.pw_gid)
 
 
 c.Spawner.pre_spawn_hook = _first_login

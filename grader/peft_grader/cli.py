@@ -68,8 +68,16 @@ def hub_cmd(args: argparse.Namespace) -> int:
 
     root = Path(args.dir)
     if args.action == "start":
-        return hub.start(root, args.students.split(","), args.password, args.port, args.ip)
-    if args.action == "release":
+        return hub.start(root, args.students.split(","), args.password, args.port, args.ip, demo=args.demo)
+    if args.action in ("add", "password"):
+        issued = (hub.add if args.action == "add" else hub.password)(root, args.labs)
+        for name, password in issued.items():
+            print(f"{name}: password {password}")
+        print(f"(also in {root / 'passwords.csv'}, root only)")
+    elif args.action == "remove":
+        for name in hub.remove(root, args.labs):
+            print(f"removed {name}: they can no longer log in; their home, submissions and grades are kept")
+    elif args.action == "release":
         for lab in hub.release(root, args.labs):
             print(f"released {lab} to the exchange: students fetch it in JupyterLab's Assignments tab")
     elif args.action == "collect":
@@ -143,12 +151,25 @@ def add_commands(sub) -> None:
     p.add_argument("--workers", type=int, help="mutants graded at once (default: the machine's cores)")
     p.set_defaults(func=mutate_cmd)
 
-    p = sub.add_parser("hub", help="a class on JupyterHub: start it, release labs, collect, return feedback")
-    p.add_argument("action", choices=["start", "release", "collect", "feedback"])
-    p.add_argument("labs", nargs="*", help="labs to release, collect or return feedback on")
+    p = sub.add_parser(
+        "hub", help="a class on JupyterHub: start it, add or remove students, release labs, collect, feedback"
+    )
+    p.add_argument("action", choices=["start", "add", "remove", "password", "release", "collect", "feedback"])
+    p.add_argument(
+        "labs",
+        nargs="*",
+        metavar="NAME",
+        help="labs to release, collect or return feedback on; students to add, remove or give a new password",
+    )
     p.add_argument("--dir", default="hub", help="the hub's folder (default: hub/)")
     p.add_argument("--students", default="ada,bo", help="start: the class list, comma-separated")
-    p.add_argument("--password", help="start: the class's shared password (default: generated, then kept)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="start: one Unix account and one shared password for everyone "
+        "(no isolation: a look on a laptop, never a class)",
+    )
+    p.add_argument("--password", help="start --demo: the shared password (default: generated, then kept)")
     p.add_argument("--port", type=int, default=8000, help="start: the hub's port (default: 8000)")
     p.add_argument("--ip", default="127.0.0.1", help="start: the address to listen on (0.0.0.0 for a LAN)")
     p.add_argument("--grading", help="feedback: the folder labutils grade wrote (default: HUB_DIR/grading)")

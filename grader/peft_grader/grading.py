@@ -20,10 +20,22 @@ from pathlib import Path
 from labutils.errors import CourseError
 from labutils.profiles import current_profile
 from peft_grader.intake import collect, digest, foreign, lab_of, read_notebook, submission, submitted_labs
-from peft_grader.nbcourse import grader_version, labs, make_course, nbgrader
+from peft_grader.nbcourse import GRADER, grader_version, labs, make_course, nbgrader
 from peft_grader.pipeline import Job, grade_one
 from peft_grader.sandbox_execute import compile_checks
 from peft_grader.scores import LabResult, ensure_students, lab_points, load_result, merge, write_atomically
+
+
+def class_folders(submissions: Path, out_dir: Path) -> tuple[Path, ...]:
+    """What a graded kernel must not see besides the grading folder: the submissions given to grade, and a
+    class hub's folder (a folder with hub.json) that holds them or the grading folder: every student's
+    home, the hub's settings and issued passwords, the course's masters."""
+    folders = {Path(submissions).resolve()}
+    for start in (Path(submissions).resolve(), Path(out_dir).resolve()):
+        folders |= {p for p in [start, *start.parents] if (p / "hub.json").is_file()}
+    # never a folder the kernel runs from (submissions given as the clone itself, say)
+    needed = [GRADER.parent, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
+    return tuple(sorted(f for f in folders if f.is_dir() and not any(n.is_relative_to(f) for n in needed)))
 
 
 def grade(
@@ -126,6 +138,7 @@ def grade(
                         threads,
                         compiled,
                         use_warm,
+                        class_folders(Path(submissions), out_dir),
                     )
                 )
                 continue

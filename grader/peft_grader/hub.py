@@ -2,14 +2,21 @@
 Assignments tab through nbgrader's exchange; the instructor releases, collects, grades with `labutils grade`
 and returns the feedback through the same exchange.
 
+A class (the default; root starts it): each student a Unix account of their own with an issued password,
+their JupyterLab run as that account in a memory cgroup, and the instructor's files closed to them
+(`peft_grader.hub_accounts`, `peft_grader.hub_spawner`). `--demo`: one Unix account and one shared password
+for everyone, for a look on a laptop, said so at its start.
+
 Everything lives in one folder, HUB_DIR (default hub/ in the clone):
-  hub.json           the hub's settings (address, ports, class list, shared password); only its owner reads it
+  hub.json           the hub's settings (address, ports, class list; the demo's shared password): root only
+  passwords.csv      a class's issued passwords, for the instructor to hand out: root only
   exchange/          nbgrader's exchange: peft-course/outbound, inbound, feedback
-  course/            the instructor's nbgrader course: release/, and submitted/ once collected
-  grading/           what `labutils grade HUB_DIR/course` writes: gradebook, feedback, grades.csv
+  course/            the instructor's nbgrader course: release/, and submitted/ once collected: root only
+  grading/           what `labutils grade HUB_DIR/course` writes: gradebook, feedback, grades.csv: root only
+  refused/           submissions collect set aside (made by another account than the one they name): root only
   student-config/    the students' nbgrader and JupyterLab settings (their JUPYTER_CONFIG_PATH)
-  homes/<student>/   each student's JupyterLab folder
-  models/            the tiny models, built once for the whole class
+  homes/<student>/   each student's home and JupyterLab folder (a class: 0700, the student's own)
+  models/            the tiny models, built once for the whole class, read-only for students
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import sys
 from pathlib import Path
 
 from labutils.errors import CourseError
+from peft_grader import hub_accounts
 from peft_grader.course import COURSE_ID
 from peft_grader.nbcourse import GRADER, labs, make_course, nbgrader
 
@@ -71,25 +79,31 @@ def prepare(
     password: str | None = None,
     port: int = 8000,
     ip: str = "127.0.0.1",
+    demo: bool = False,
 ) -> dict:
-    """HUB_DIR laid out and hub.json written; the settings (a password is generated if none is given or
-    kept from an earlier start)."""
+    """HUB_DIR laid out and hub.json written; the settings. A class (not `demo`) needs root: it makes each
+    new student's account and closes the instructor's files. The demo's shared password is generated if
+    none is given or kept from an earlier start."""
     from labutils.profiles import current_profile
 
     root = Path(root).resolve()
-    bad = [
-        s for s in students if not s or not s.replace("-", "").replace("_", "").isalnum() or s != s.lower()
-    ]
-    if not students or bad:
-        raise CourseError(
-            f"student names {bad or students!r}: give lower-case letters, digits, - or _, "
-            "e.g. --students ada,bo (nbgrader uses them as folder names)."
-        )
+    if not students:
+        raise CourseError("no students: give the class list, e.g. --students ada,bo")
+    for name in students:
+        hub_accounts.check_name(name)
+    if not demo:
+        hub_accounts.require_root()
+        if password:
+            raise CourseError(
+                "a class has no shared password: each student gets their own (HUB_DIR/passwords.csv; a new "
+                "one with `labutils hub password NAME`). --password is for the --demo hub only."
+            )
     saved = root / "hub.json"
     earlier = json.loads(saved.read_text()) if saved.exists() else {}
-    password = password or earlier.get("password") or secrets.token_urlsafe(9)
-    if len(password) < 8:
-        raise CourseError("the shared password must have 8 characters or more (JupyterHub's rule).")
+    if demo:
+        password = password or earlier.get("password") or secrets.token_urlsafe(9)
+        if len(password) < 8:
+            raise CourseError("the shared password must have 8 characters or more (JupyterHub's rule).")
     for sub in ("exchange", "homes", "models", "student-config/labconfig"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     settings = {
@@ -99,20 +113,25 @@ def prepare(
         "proxy_api_port": _free_port(),
         "proxy": proxy_command(),
         "students": sorted(set(students)),
-        "password": password,
         "profile": current_profile(),
+        "class": not demo,
+        "memory_limit": hub_accounts.MEMORY_LIMIT,
     }
+    if demo:
+        settings["password"] = password
     saved.touch(mode=0o600)
+    saved.chmod(0o600)
     saved.write_text(json.dumps(settings, indent=1))
     make_course(root / "course", settings=exchange_settings(root))
-    # The students' nbgrader: the class exchange and course, and their hub name as their student id. One
-    # Unix account runs every student's server here, and nbgrader would file every submission under it.
+    # The students' nbgrader: the class exchange and course. In the demo one Unix account runs every
+    # student's server, and nbgrader would file every submission under it: their hub name is their id. In a
+    # class nbgrader takes the account's own name, which a student cannot change.
     config = root / "student-config"
     (config / "nbgrader_config.py").write_text(
         "import os\n\nc = get_config()  # noqa: F821\n"
         f"c.Exchange.root = {exchange_settings(root)['Exchange.root']!r}\n"
         f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
-        'c.CourseDirectory.student_id = os.environ["JUPYTERHUB_USER"]\n'
+        + ('c.CourseDirectory.student_id = os.environ["JUPYTERHUB_USER"]\n' if demo else "")
     )
     (config / "jupyter_server_config.json").write_text(
         json.dumps({"ServerApp": {"jpserver_extensions": dict.fromkeys(INSTRUCTOR_ONLY["server"], False)}})
@@ -120,6 +139,10 @@ def prepare(
     (config / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": dict.fromkeys(INSTRUCTOR_ONLY["lab"], True)})
     )
+    if not demo:
+        for name in settings["students"]:
+            if not hub_accounts.is_student(name):
+                hub_accounts.add_student(root, name)
     return settings
 
 
@@ -152,19 +175,45 @@ def build_class_models(root: Path) -> None:
             os.environ[CACHE_VAR] = before
 
 
-def start(root: Path, students: list[str], password: str | None, port: int, ip: str) -> int:
-    settings = prepare(root, students, password, port, ip)
+def start(
+    root: Path, students: list[str], password: str | None, port: int, ip: str, demo: bool = False
+) -> int:
+    settings = prepare(root, students, password, port, ip, demo=demo)
     build_class_models(root)
     cmd, env = hub_command(root)
+    url = f"http://{ip}:{port}"
+    if demo:
+        print(
+            f"JupyterHub DEMO for {len(settings['students'])} students at {url}: one Unix account and one "
+            "password for everyone, so every student can read and change every other's work, the masters "
+            "and the gradebook. Not for a class: start it as root without --demo.\n"
+            f"  log in as one of: {', '.join(settings['students'])}\n"
+            f"  shared password:  {settings['password']}  (kept in {Path(root) / 'hub.json'})",
+            flush=True,
+        )
+    else:
+        hub_accounts.lock_down(root, GRADER.parent)
+        from peft_grader.hub_spawner import cgroup_version
+
+        limit = (
+            f"{settings['memory_limit']} of memory per student server (a cgroup v{cgroup_version()})"
+            if cgroup_version()
+            else "NO memory limit: this machine lets no one make a memory cgroup (grader/README.md)"
+        )
+        print(
+            f"JupyterHub for a class of {len(settings['students'])} at {url}: each student their own Unix "
+            f"account and password, {limit}.\n"
+            f"  passwords to hand out: {Path(root) / hub_accounts.PASSWORDS} (root only)\n"
+            f"  more students: labutils hub add NAME --dir {root}; a new password: labutils hub password NAME",
+            flush=True,
+        )
     print(
-        f"JupyterHub for {len(settings['students'])} students at http://{ip}:{port}\n"
-        f"  log in as one of: {', '.join(settings['students'])}\n"
-        f"  shared password:  {settings['password']}  (kept in {Path(root) / 'hub.json'})\n"
-        f"  then, as the instructor: labutils hub release 00_setup --dir {root}\n"
-        "Stop it with Ctrl-C.",
+        f"  then, as the instructor: labutils hub release 00_setup --dir {root}\nStop it with Ctrl-C.",
         flush=True,
     )
-    proc = subprocess.Popen(cmd, cwd=root, env=env)
+    # A class's hub writes its database (tokens, the students' server state) and logs for root's eyes only.
+    umask = None if demo else (lambda: os.umask(0o077))
+    proc = subprocess.Popen(cmd, cwd=root, env=env, preexec_fn=umask)
     # JupyterHub stops the students' servers and the proxy before it exits: wait for that. A Ctrl-C reaches
     # it too (one process group); a SIGTERM sent to this process alone is passed on.
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
@@ -175,8 +224,45 @@ def start(root: Path, students: list[str], password: str | None, port: int, ip: 
             continue
 
 
+def _is_class(root: Path) -> bool:
+    saved = Path(root) / "hub.json"
+    return saved.exists() and json.loads(saved.read_text()).get("class", False)
+
+
+def add(root: Path, names: list[str]) -> dict[str, str]:
+    """New students of a running or stopped class; their passwords."""
+    _course(root)
+    if not _is_class(root):
+        raise CourseError(f"{root} is a --demo hub: its students are the list given at its start.")
+    if not names:
+        raise CourseError("give the names of the students to add, e.g. labutils hub add cy")
+    issued = {name: hub_accounts.add_student(root, name) for name in names}
+    hub_accounts.lock_down(root, GRADER.parent)
+    return issued
+
+
+def password(root: Path, names: list[str]) -> dict[str, str]:
+    """A new password for each named student (the old one stops working)."""
+    _course(root)
+    hub_accounts.require_root()
+    if not names:
+        raise CourseError("give the names of the students, e.g. labutils hub password ada")
+    return {name: hub_accounts.set_password(root, name) for name in names}
+
+
+def remove(root: Path, names: list[str]) -> list[str]:
+    _course(root)
+    if not names:
+        raise CourseError("give the names of the students to remove, e.g. labutils hub remove cy")
+    for name in names:
+        hub_accounts.remove_student(root, name)
+    return names
+
+
 def _course(root: Path) -> Path:
     course = Path(root).resolve() / "course"
+    if not os.access(Path(root) / "hub.json", os.R_OK) and (Path(root) / "hub.json").exists():
+        raise CourseError(f"{root} is a class hub's folder, which only root reads: run this with sudo.")
     if not (course / "nbgrader_config.py").exists():
         raise CourseError(
             f"{root} is not a class hub's folder. Fix: start one with `labutils hub start --dir {root}`."
@@ -202,12 +288,21 @@ def release(root: Path, names: list[str]) -> list[str]:
         notebook = course / "release" / lab / f"{lab}.ipynb"
         notebook.write_text(point_links(notebook.read_text(), repository()))
         nbgrader(course, "release_assignment", lab, "--force")
+        if _is_class(root):
+            hub_accounts.seal_exchange(root)
     return names
 
 
 def collect(root: Path, names: list[str]) -> dict[str, list[str]]:
     """The latest submission of every student into HUB_DIR/course/submitted; who submitted each lab."""
     course = _course(root)
+    _labs(names)
+    if _is_class(root):
+        for entry in hub_accounts.refuse_forged(root):
+            print(
+                f"refused {entry}: not made by the student it names, or it holds a link "
+                f"(kept in {Path(root) / 'refused'}, never graded)"
+            )
     found = {}
     for lab in _labs(names):
         nbgrader(course, "collect", lab, "--update")

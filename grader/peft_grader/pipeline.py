@@ -39,6 +39,9 @@ class Job:
     checks: Path | None = None  # the hidden checks as bytecode only, for sandboxed kernels (compile_checks)
     # sandboxed kernels (and the outside checks) forked from this process's zygote, not started cold
     warm: bool = False
+    # more folders the kernel must not see: the submissions given to grade (the class's work), the class
+    # hub that holds them (homes, settings, passwords: `class_folders`)
+    hidden: tuple[Path, ...] = ()
 
 
 def grade_one(job: Job) -> LabResult:
@@ -49,13 +52,24 @@ def grade_one(job: Job) -> LabResult:
     result = LabResult(job.student, job.lab)
     scratch = job.out_dir / ".work" / job.lab / job.student
     shutil.rmtree(scratch, ignore_errors=True)
-    # The sandbox hides the whole grading folder (other students' work) and the grader's own files; the
+    # The sandbox hides the whole grading folder and the class's submissions (other students' work), the
+    # class hub they came from, and the grader's own files; the
     # order repair and the tamper review are nbgrader preprocessors (grader/nbgrader_config.py).
     settings = {"SandboxExecute.isolate": job.sandbox, "SandboxExecute.budget": float(job.budget)}
     zygote = ""
     if job.sandbox:
-        hidden = [job.out_dir, SOURCE, GRADER / "mistakes", GRADER / "adversarial", GRADER / "checks"]
-        readable = [p for p in (cache_dir(),) if p.exists() and p.resolve().is_relative_to(job.out_dir)]
+        hidden = [
+            job.out_dir,
+            *job.hidden,
+            SOURCE,
+            GRADER / "mistakes",
+            GRADER / "adversarial",
+            GRADER / "checks",
+        ]
+        hidden = [h for h in hidden if not any(h != o and h.is_relative_to(o) for o in hidden)]  # outermost
+        readable = [  # the models, where they sit in a hidden folder (a hub's models/)
+            p for p in (cache_dir(),) if p.exists() and any(p.resolve().is_relative_to(h) for h in hidden)
+        ]
         settings |= {
             "SandboxExecute.hidden": [str(p) for p in hidden],
             "SandboxExecute.readable": [str(p) for p in readable],

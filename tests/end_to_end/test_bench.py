@@ -6,12 +6,14 @@ depend on the machine's load is asserted (full scores, ratios present, identical
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+from browser_helpers import _free_port
 
 from peft_grader.nbcourse import REPO as ROOT
 
@@ -145,6 +147,17 @@ def test_hub_memory_bounds_cpu_ram_and_counts_the_cuda_context():
         {"seconds": 9, "rss_peak": 7, "cuda_peak": 30, "cuda_reserved_peak": 40, "cuda_context": 6},
     ]
     assert hub_memory.measured(gpu) == {"seconds": 9, "cpu": 7, "measured": 30, "device": 46}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a class hub makes Unix accounts: root only")
+def test_hub_load_bench_logs_in_and_spawns_a_class(tmp_path):
+    from class_accounts import class_machine
+
+    with class_machine([], tmp_path):  # the course's Python reachable by the students' accounts
+        out = _run("bench/hub_load.py", "--students", "2", "--port", str(_free_port()))
+    rows = re.findall(r"^\| (load\d+) \| ([\d.]+) \| (\d+|no cgroup) \|$", out, re.M)
+    assert len(rows) == 2 and "2 students logged in at once: all running" in out, out
+    assert not [line for line in open("/etc/passwd") if line.startswith(tuple(r[0] for r in rows))]  # removed
 
 
 def test_live_check_bench_times_each_check():

@@ -1,7 +1,8 @@
 """A class on JupyterHub, played through in a real browser (Debian chromium through Playwright).
 
-`make hub` starts JupyterHub (configurable-http-proxy, the shared-password authenticator, local spawners,
-nbgrader's exchange) for two students. The instructor releases lab 00 with `labutils hub release`. Each
+`make hub` starts JupyterHub for a class of two, as root (configurable-http-proxy, PAM with the passwords the
+hub issued, each student's JupyterLab as their own Unix account in a memory cgroup, nbgrader's exchange).
+Neither logs in with the other's password, nor with a name that has no account. The instructor releases lab 00 with `labutils hub release`. Each
 student logs in, fetches the lab in JupyterLab's Assignments tab, works (ada: the reference answers; bo: a
 catalogue mistake) and submits. The instructor collects (`labutils hub collect`), grades straight from the
 collected course (`labutils grade HUB/course`) and returns feedback (`labutils hub feedback`). Each student
@@ -13,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import pwd
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -23,12 +26,12 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser_helpers import CHROMIUM_FLAGS, REPO, _free_port, find_chromium
+from class_accounts import class_machine, fresh_names
 
-from peft_grader import catalogue
+from peft_grader import catalogue, hub_accounts, hub_spawner
 
 LAB = "00_setup"
 MISTAKE = "bnb_fp32"  # fails a hidden check whose message names the mistake (catalogue: its `message`)
-PASSWORD = "class-demo-password"
 CHROMIUM = find_chromium()
 SCREENSHOTS = REPO / "out" / "screenshots" / "hub"
 UI_MS = 60_000
@@ -38,6 +41,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (`make setup` installs Debian's as root)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="a class hub makes Unix accounts: root only"),
 ]
 
 
@@ -56,7 +60,7 @@ def running_hub(folder: Path, students: list[str]):
     proxy, the students' servers and kernels) is gone afterwards."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
-    flags = f"--students {','.join(students)} --password {PASSWORD} --port {port}"
+    flags = f"--students {','.join(students)} --port {port}"
     log = (folder.parent / "hub.log").open("w")
     proc = subprocess.Popen(
         ["make", "-C", str(REPO), "-o", ".venv/.installed", "hub", f"HUB_DIR={folder}", f"HUB_FLAGS={flags}"],
@@ -95,6 +99,12 @@ def running_hub(folder: Path, students: list[str]):
         assert not ok or not leftovers, f"the hub left processes running in {folder}: {leftovers}"
 
 
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    return ""
+
+
 def _processes_in(folder: Path) -> list[int]:
     import psutil
 
@@ -106,12 +116,12 @@ def _processes_in(folder: Path) -> list[int]:
     return found
 
 
-def log_in(browser, url: str, student: str):
+def log_in(browser, url: str, student: str, password: str):
     page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
     page.set_default_timeout(UI_MS)
     page.goto(f"{url}/hub/login")
     page.fill("#username_input", student)
-    page.fill("#password_input", PASSWORD)
+    page.fill("#password_input", password)
     page.click("#login_submit")
     page.wait_for_url(f"**/user/{student}/lab**", timeout=SPAWN_MS)
     page.locator(".jp-LabShell").wait_for(timeout=SPAWN_MS)
@@ -132,15 +142,36 @@ def refresh(page) -> None:
 def test_two_students_fetch_submit_and_read_feedback_through_the_exchange(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    hub, students = tmp_path / "hub", {"ada": None, "bo": MISTAKE}
+    ada, bo = fresh_names("ada", "bo")
+    hub, students = tmp_path / "hub", {ada: None, bo: MISTAKE}
     entries = {e.name: e for e in catalogue.entries(LAB)}
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with running_hub(hub, list(students)) as url, sync_playwright() as pw:
+    with class_machine(list(students), hub), running_hub(hub, list(students)) as url, sync_playwright() as pw:
+        passwords = hub_accounts.issued_passwords(hub)
         assert "released" in labutils("hub", "release", LAB, "--dir", str(hub))
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        for name, password in ((bo, passwords[ada]), (fresh_names("cy")[0], passwords[ada])):
+            page = browser.new_page()  # bo's name with ada's password; a name with no account
+            page.goto(f"{url}/hub/login")
+            page.fill("#username_input", name)
+            page.fill("#password_input", password)
+            page.click("#login_submit")
+            expect(page.locator(".login_error")).to_be_visible(timeout=UI_MS)
+            assert "/hub/login" in page.url
+            page.close()
+        assert stat.S_IMODE((hub / "jupyterhub.sqlite").stat().st_mode) & 0o077 == 0  # the hub's tokens: root's
         pages = {}
         for student, mistake in students.items():
-            page = pages[student] = log_in(browser, url, student)
+            page = pages[student] = log_in(browser, url, student, passwords[student])
+            # their JupyterLab runs as their own account, inside their own memory cgroup
+            server = [
+                p for p in _processes_in(hub / "homes" / student) if "jupyterhub-singleuser" in _cmdline(p)
+            ]
+            assert server, f"no JupyterLab of {student}'s"
+            status = Path(f"/proc/{server[0]}/status").read_text()
+            assert f"Uid:\t{pwd.getpwnam(student).pw_uid}\t" in status
+            if hub_spawner.cgroup_version():
+                assert f"{hub_spawner.PARENT}/{student}" in Path(f"/proc/{server[0]}/cgroup").read_text()
             # the students' JupyterLab has nbgrader's student side only
             page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").click()
             assert "Formgrader" not in " ".join(page.locator(".lm-Menu-itemLabel").all_text_contents())
@@ -155,18 +186,18 @@ def test_two_students_fetch_submit_and_read_feedback_through_the_exchange(tmp_pa
             nbformat.write(catalogue.submission(LAB, cells, release_dir=work), work / f"{LAB}.ipynb")
             fetched.locator("button", has_text="Submit").click()
             page.locator("#submitted_assignments_list .list_item", has_text=LAB).first.wait_for()
-            page.screenshot(path=str(SCREENSHOTS / f"{student}_submitted.png"))
+            page.screenshot(path=str(SCREENSHOTS / f"{student[:-6]}_submitted.png"))
 
         collected = labutils("hub", "collect", LAB, "--dir", str(hub))
-        assert "2 submissions (ada, bo)" in collected, collected
+        assert f"2 submissions ({ada}, {bo})" in collected and "refused" not in collected, collected
         graded = labutils("grade", str(hub / "course"), "--out", str(hub / "grading"))
-        assert "graded 00_setup for bo" in graded, graded
+        assert f"graded 00_setup for {bo}" in graded, graded
         released = labutils("hub", "feedback", LAB, "--dir", str(hub))
-        assert "ada, bo" in released, released
+        assert f"{ada}, {bo}" in released, released
 
         with (hub / "grading" / "grades.csv").open() as fh:
             scores = {row["student_id"]: float(row["score"]) for row in csv.DictReader(fh)}
-        assert scores == {"ada": scores["ada"], "bo": entries[MISTAKE].score} and scores["ada"] > scores["bo"]
+        assert scores == {ada: scores[ada], bo: entries[MISTAKE].score} and scores[ada] > scores[bo]
 
         for student, mistake in students.items():
             page = pages[student]
@@ -175,12 +206,12 @@ def test_two_students_fetch_submit_and_read_feedback_through_the_exchange(tmp_pa
             submitted.locator("button", has_text="Fetch Feedback").click()
             feedback_link = submitted.get_by_text("view feedback")
             expect(feedback_link).to_be_visible(timeout=UI_MS)
-            page.screenshot(path=str(SCREENSHOTS / f"{student}_feedback_fetched.png"))
+            page.screenshot(path=str(SCREENSHOTS / f"{student[:-6]}_feedback_fetched.png"))
             [html] = (hub / "homes" / student / LAB / "feedback").glob(f"*/{LAB}.html")
             feedback = page.context.new_page()
             feedback.goto(f"{url}/user/{student}/files/{LAB}/feedback/{html.parent.name}/{LAB}.html")
             text = feedback.locator("body").inner_text()
-            feedback.screenshot(path=str(SCREENSHOTS / f"{student}_feedback.png"), full_page=True)
+            feedback.screenshot(path=str(SCREENSHOTS / f"{student[:-6]}_feedback.png"), full_page=True)
             assert f"{scores[student]:g}" in text, (student, text[:500])
             if mistake:
                 assert entries[mistake].message in text, f"{student}'s feedback does not name the mistake"

@@ -15,12 +15,12 @@ from peft_grader import hub, intake
 
 
 def test_a_hub_folder_holds_the_exchange_the_course_and_the_students_settings(tmp_path):
-    settings = hub.prepare(tmp_path / "h", ["bo", "ada"], password="a-long-password", port=8123)
+    settings = hub.prepare(tmp_path / "h", ["bo", "ada"], password="a-long-password", port=8123, demo=True)
     assert settings["students"] == ["ada", "bo"] and settings["port"] == 8123
     assert oct((tmp_path / "h" / "hub.json").stat().st_mode)[-3:] == "600"  # it holds the password
     course = (tmp_path / "h" / "course" / "nbgrader_config.py").read_text()
     assert str(tmp_path / "h" / "exchange") in course and "peft-course" in course
-    # a student's nbgrader files submissions under their hub name, not the one Unix account's
+    # the demo's nbgrader files submissions under their hub name, not the one Unix account's
     config = tmp_path / "h" / "student-config"
     env = dict(os.environ, JUPYTERHUB_USER="ada", JUPYTER_CONFIG_PATH=str(config))
     code = (
@@ -34,7 +34,7 @@ def test_a_hub_folder_holds_the_exchange_the_course_and_the_students_settings(tm
     disabled = json.loads((config / "labconfig" / "page_config.json").read_text())["disabledExtensions"]
     assert "@jupyter/nbgrader:formgrader" in disabled
     # a restart keeps the class's password
-    assert hub.prepare(tmp_path / "h", ["ada", "bo"])["password"] == "a-long-password"
+    assert hub.prepare(tmp_path / "h", ["ada", "bo"], demo=True)["password"] == "a-long-password"
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,26 @@ def test_a_hub_folder_holds_the_exchange_the_course_and_the_students_settings(tm
 )
 def test_bad_hub_settings_are_one_readable_message(tmp_path, students, password, words):
     with pytest.raises(CourseError, match=words):
-        hub.prepare(tmp_path, students, password=password)
+        hub.prepare(tmp_path, students, password=password, demo=True)
+
+
+def test_a_class_needs_root_and_has_no_shared_password(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(CourseError, match="a class has no shared password"):
+        hub.prepare(tmp_path, ["ada"], password="a-long-password")  # refused before any account is made
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(CourseError, match="only root.*--demo"):
+        hub.prepare(tmp_path, ["ada"])
+
+
+def test_instructor_commands_on_a_class_folder_without_root_say_to_use_sudo(tmp_path, monkeypatch, capsys):
+    from labutils.cli import main
+
+    (tmp_path / "hub.json").write_text("{}")
+    monkeypatch.setattr(hub.os, "access", lambda *_: False)  # as a non-root account meets a 0600 file of root's
+    for action in ("release", "collect", "feedback"):
+        assert main(["hub", action, "00_setup", "--dir", str(tmp_path)]) == 2
+        assert "only root reads: run this with sudo" in capsys.readouterr().err
 
 
 def test_without_the_proxy_the_message_says_how_to_install_it(tmp_path, monkeypatch):

@@ -1,0 +1,68 @@
+"""Students of a class hub as tests meet them: fresh Unix account names per run, removed afterwards, and the
+course's Python reachable by other accounts while the test runs (tests/end_to_end/test_hub_isolation.py,
+test_hub_class.py). Root only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from peft_grader import hub_spawner
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def fresh_names(*stems: str) -> list[str]:
+    """Account names no earlier run left behind (a name that exists would not be the class's)."""
+    tag = secrets.token_hex(3)
+    return [f"{stem}{tag}" for stem in stems]
+
+
+@contextlib.contextmanager
+def class_machine(students: list[str], hub_dir: Path):
+    """While it runs: other accounts may pass through the folders that hold the course's Python (here:
+    pyenv's, in /root) and HUB_DIR (here: pytest's, in /tmp), as `labutils hub start`'s message tells an
+    instructor to allow. Afterwards: every mode of the clone and of those folders as it was, and the students'
+    accounts, processes and cgroups gone."""
+    hub_dir.mkdir(parents=True, exist_ok=True)
+    reach = [Path(os.path.realpath(sys.executable)), Path(sys.base_prefix) / "x", hub_dir / "x"]
+    closed = {p for f in reach for p in f.parents if p.is_dir() and not p.stat().st_mode & stat.S_IXOTH}
+    modes = {entry: stat.S_IMODE(entry.lstat().st_mode) for entry in [REPO, *REPO.iterdir(), *closed]}
+    for folder in closed:
+        folder.chmod(stat.S_IMODE(folder.stat().st_mode) | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for name in students:
+            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+            subprocess.run(["userdel", name], capture_output=True)
+            for version in (1, 2):
+                with contextlib.suppress(OSError):
+                    hub_spawner.cgroup_dir(name, version).rmdir()
+        for entry, mode in modes.items():
+            if entry.exists() and not entry.is_symlink():
+                entry.chmod(mode)
+
+
+def as_student(name: str, args: list[str], root: Path, **kw) -> subprocess.CompletedProcess:
+    """`args` run as the student's account (the hub's own switch, without a memory limit), in their home,
+    with their JupyterLab's environment."""
+    account = pwd.getpwnam(name)
+    env = {
+        "HOME": account.pw_dir,
+        "USER": name,
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "JUPYTER_CONFIG_PATH": str(root / "student-config"),
+        "PEFT_COURSE_CACHE": str(root / "models"),
+    }
+    drop = hub_spawner.ClassSpawner().make_preexec_fn(name)
+    return subprocess.run(
+        args, env=env, cwd=account.pw_dir, preexec_fn=drop, capture_output=True, text=True, **kw
+    )
