@@ -159,7 +159,9 @@ def test_two_students_fetch_submit_and_read_feedback_through_the_exchange(tmp_pa
             expect(page.locator(".login_error")).to_be_visible(timeout=UI_MS)
             assert "/hub/login" in page.url
             page.close()
-        assert stat.S_IMODE((hub / "jupyterhub.sqlite").stat().st_mode) & 0o077 == 0  # the hub's tokens: root's
+        assert (
+            stat.S_IMODE((hub / "jupyterhub.sqlite").stat().st_mode) & 0o077 == 0
+        )  # the hub's tokens: root's
         pages = {}
         for student, mistake in students.items():
             page = pages[student] = log_in(browser, url, student, passwords[student])

@@ -64,7 +64,9 @@ def test_instructor_commands_on_a_class_folder_without_root_say_to_use_sudo(tmp_
     from labutils.cli import main
 
     (tmp_path / "hub.json").write_text("{}")
-    monkeypatch.setattr(hub.os, "access", lambda *_: False)  # as a non-root account meets a 0600 file of root's
+    monkeypatch.setattr(
+        hub.os, "access", lambda *_: False
+    )  # as a non-root account meets a 0600 file of root's
     for action in ("release", "collect", "feedback"):
         assert main(["hub", action, "00_setup", "--dir", str(tmp_path)]) == 2
         assert "only root reads: run this with sudo" in capsys.readouterr().err
