@@ -5,12 +5,14 @@ test_hub_class.py). Root only."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import secrets
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from peft_grader import hub_spawner
@@ -66,3 +68,70 @@ def as_student(name: str, args: list[str], root: Path, **kw) -> subprocess.Compl
     return subprocess.run(
         args, env=env, cwd=account.pw_dir, preexec_fn=drop, capture_output=True, text=True, **kw
     )
+
+
+# A hostile classmate's probe: each attempt on `targets` (its JSON, argv[1]) refused or ALLOWED, printed as
+# one line `PROBE {...}`. The same program runs from a student's shell, notebook, terminal and graded cell.
+HOSTILE = textwrap.dedent(
+    """
+    import glob, json, os, sys
+    targets = json.loads(sys.argv[1])
+    def attempt(action):
+        try:
+            result = action()
+        except (PermissionError, FileNotFoundError):  # not found: hidden, or a name it could not learn
+            return "refused"
+        return "ALLOWED: " + repr(result)[:80] if result not in ([], None, False) else "refused"
+    def write(p):
+        with open(p, "w") as f:
+            f.write("a was here")
+        return True
+    out = {}
+    for p in targets["read"]:
+        out[f"read {len(out)} " + p] = attempt(lambda: open(p, "rb").read(20) if os.path.isfile(p) else os.listdir(p))
+    for p in targets["write"]:
+        out["write " + p] = attempt(lambda: write(p))
+    for p in targets["list"]:
+        out["list " + p] = attempt(lambda: os.listdir(p))
+    for pattern in targets["glob"]:
+        out["glob " + pattern] = attempt(lambda: glob.glob(pattern))
+    for src, dst in targets["rename"]:
+        out["rename " + src] = attempt(lambda: os.rename(src, dst) or True)
+    print("PROBE " + json.dumps(out))
+    """
+)
+
+
+def targets(root: Path, b: str, lab: str = "00_setup") -> dict:
+    """What a hostile classmate reaches for: to read, write, list, find and rename (`b` is the victim)."""
+    exchange = root / "exchange" / "peft-course"
+    b_home = root / "homes" / b
+    return {
+        "read": [
+            b_home,
+            b_home / lab / f"{lab}.ipynb",
+            b_home / ".local/share/jupyter/nbgrader_cache",  # b's submission secrets: their feedback
+            root / "hub.json",
+            root / "passwords.csv",
+            root / "course",  # the instructor's course: the class's submissions once collected
+            root / "course" / "gradebook.db",
+            REPO / "grader" / "source" / lab / f"{lab}.ipynb",
+            REPO / "grader" / "checks" / "lab00_setup" / "kernel.py",
+            REPO / "grader" / "mistakes",
+            REPO / "tests" / "conftest.py",
+        ],
+        "write": [
+            b_home / "planted.txt",
+            b_home / lab / f"{lab}.ipynb",
+            exchange / "outbound" / lab / "planted.txt",  # a fake release
+            root / "models" / "planted.txt",  # every kernel of the class reads the models
+            root / "student-config" / "nbgrader_config.py",
+        ],
+        "list": [exchange / "inbound", exchange / "feedback", root / "homes", REPO],
+        "glob": [exchange / "inbound" / f"{b}+*"],
+        "rename": [[exchange, root / "exchange" / "mine"]],  # nbgrader issue 1225
+    }
+
+
+def to_json(value) -> str:
+    return json.dumps(value, default=str)

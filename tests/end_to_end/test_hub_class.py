@@ -2,17 +2,22 @@
 
 `make hub` starts JupyterHub for a class of two, as root (configurable-http-proxy, PAM with the passwords the
 hub issued, each student's JupyterLab as their own Unix account in a memory cgroup, nbgrader's exchange).
-Neither logs in with the other's password, nor with a name that has no account. The instructor releases lab 00 with `labutils hub release`. Each
-student logs in, fetches the lab in JupyterLab's Assignments tab, works (ada: the reference answers; bo: a
-catalogue mistake) and submits. The instructor collects (`labutils hub collect`), grades straight from the
-collected course (`labutils grade HUB/course`) and returns feedback (`labutils hub feedback`). Each student
-fetches feedback in the Assignments tab and reads the score and, for bo, the mistake and its fix.
+Neither a classmate's name with one's own password nor a name with no account logs in. The instructor releases
+lab 00 with `labutils hub release`. Each student logs in, fetches the lab in JupyterLab's Assignments tab,
+works (ada: the reference answers; bo: a catalogue mistake) and submits. The instructor collects (`labutils
+hub collect`), grades straight from the collected course (`labutils grade HUB/course`) and returns feedback
+(`labutils hub feedback`). Each student fetches feedback in the Assignments tab and reads the score and, for
+bo, the mistake and its fix. Then ada turns on bo from a notebook and from a terminal in her JupyterLab
+(class_accounts.HOSTILE: bo's home, work and feedback, the masters, the gradebook, the hub's settings and
+passwords, the exchange): every attempt is refused, and bo's work, submission and feedback are intact.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import json
 import os
 import pwd
 import signal
@@ -25,8 +30,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser_helpers import CHROMIUM_FLAGS, REPO, _free_port, find_chromium
-from class_accounts import class_machine, fresh_names
+from browser_helpers import CHROMIUM_FLAGS, REPO, _free_port, find_chromium, run_all, wait_kernel_idle
+from class_accounts import HOSTILE, class_machine, fresh_names, targets, to_json
 
 from peft_grader import catalogue, hub_accounts, hub_spawner
 
@@ -219,5 +224,59 @@ def test_two_students_fetch_submit_and_read_feedback_through_the_exchange(tmp_pa
                 assert entries[mistake].message in text, f"{student}'s feedback does not name the mistake"
             else:
                 assert entries[MISTAKE].message not in text
+        bo_files = [
+            hub / "homes" / bo / LAB / f"{LAB}.ipynb",
+            hub / "course" / "submitted" / bo / LAB / f"{LAB}.ipynb",
+            *(hub / "homes" / bo / LAB / "feedback").glob(f"*/{LAB}.html"),
+        ]
+        before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in bo_files}
+        tried = hostile_classmate(pages[ada], url, hub, ada, bo)
+        allowed = {
+            what: how
+            for how_tried, outcomes in tried.items()
+            for what, how in outcomes.items()
+            if how != "refused"
+        }
+        assert not allowed, allowed
+        assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in bo_files} == before  # intact
         browser.close()
     print(f"hub journey screenshots in {SCREENSHOTS}")
+
+
+def hostile_classmate(page, url: str, hub: Path, student: str, victim: str) -> dict[str, dict]:
+    """`student`, logged in as themself, runs the probe of class_accounts against `victim` from a notebook and
+    from a terminal in their own JupyterLab; what each attempt gave, by where it was tried from."""
+    account = pwd.getpwnam(student)
+    home = Path(account.pw_dir)
+    probe = f"import sys\nsys.argv = ['probe', {to_json(targets(hub, victim))!r}]\n{HOSTILE}"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(probe)])
+    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, home / "probe.ipynb")
+    (home / "probe.py").write_text(probe)
+    for path in (home / "probe.ipynb", home / "probe.py"):
+        os.chown(path, account.pw_uid, account.pw_gid)  # what the student wrote
+
+    page.goto(f"{url}/user/{student}/lab/tree/probe.ipynb")
+    page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for(timeout=SPAWN_MS)
+    wait_kernel_idle(page, SPAWN_MS)
+    run_all(page, SPAWN_MS)
+    shown = page.locator(".jp-NotebookPanel .jp-OutputArea-output", has_text="PROBE").first.inner_text()
+    tried = {"notebook": json.loads(shown.split("PROBE ", 1)[1])}
+    page.screenshot(path=str(SCREENSHOTS / "hostile_notebook.png"))
+
+    page.locator(".lm-MenuBar-itemLabel", has_text="File").click()
+    page.locator(".lm-Menu-itemLabel", has_text="New").first.hover()
+    page.locator(".lm-Menu-itemLabel", has_text="Terminal").first.click()
+    page.locator(".jp-Terminal .xterm-helper-textarea").first.wait_for(timeout=UI_MS)
+    page.locator(".jp-Terminal").first.click()
+    page.keyboard.type(f"{sys.executable} probe.py > probe-terminal.out 2>&1\n")
+    out = home / "probe-terminal.out"
+    deadline = time.monotonic() + UI_MS / 1000
+    while "PROBE" not in (out.read_text() if out.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.25)
+    page.screenshot(path=str(SCREENSHOTS / "hostile_terminal.png"))
+    tried["terminal"] = json.loads(out.read_text().split("PROBE ", 1)[1])
+    assert (
+        len(tried["terminal"]) == len(tried["notebook"]) == sum(len(v) for v in targets(hub, victim).values())
+    )
+    return tried

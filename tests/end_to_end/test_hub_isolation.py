@@ -21,12 +21,11 @@ import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from class_accounts import BIN, REPO, as_student, class_machine, fresh_names
+from class_accounts import BIN, HOSTILE, REPO, as_student, class_machine, fresh_names, targets, to_json
 
 from labutils.errors import CourseError
 from peft_grader import grading, hub, hub_accounts, hub_spawner
@@ -34,36 +33,6 @@ from peft_grader import grading, hub, hub_accounts, hub_spawner
 LAB = "00_setup"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a class hub makes Unix accounts: root only")
-
-
-HOSTILE = textwrap.dedent(
-    """
-    import glob, json, os, sys
-    targets = json.loads(sys.argv[1])
-    def attempt(action):
-        try:
-            result = action()
-        except (PermissionError, FileNotFoundError):  # not found: hidden, or a name it could not learn
-            return "refused"
-        return "ALLOWED: " + repr(result)[:80] if result not in ([], None, False) else "refused"
-    def write(p):
-        with open(p, "w") as f:
-            f.write("a was here")
-        return True
-    out = {}
-    for p in targets["read"]:
-        out[f"read {len(out)} " + p] = attempt(lambda: open(p, "rb").read(20) if os.path.isfile(p) else os.listdir(p))
-    for p in targets["write"]:
-        out["write " + p] = attempt(lambda: write(p))
-    for p in targets["list"]:
-        out["list " + p] = attempt(lambda: os.listdir(p))
-    for pattern in targets["glob"]:
-        out["glob " + pattern] = attempt(lambda: glob.glob(pattern))
-    for src, dst in targets["rename"]:
-        out["rename " + src] = attempt(lambda: os.rename(src, dst) or True)
-    print("PROBE " + json.dumps(out))
-    """
-)
 
 
 def edit(lab: str, cell: str, source: str) -> str:
@@ -88,40 +57,6 @@ class School:
     submitted: str  # the digest of b's own submission
     found: list[str]
     refused: list[Path]
-
-
-def targets(root: Path, b: str) -> dict:
-    exchange = root / "exchange" / "peft-course"
-    b_home = root / "homes" / b
-    return {
-        "read": [
-            b_home,
-            b_home / LAB / f"{LAB}.ipynb",
-            b_home / ".local/share/jupyter/nbgrader_cache",  # b's submission secrets: their feedback
-            root / "hub.json",
-            root / "passwords.csv",
-            root / "course",  # the instructor's course: the class's submissions once collected
-            root / "course" / "gradebook.db",
-            REPO / "grader" / "source" / LAB / f"{LAB}.ipynb",
-            REPO / "grader" / "checks" / "lab00_setup" / "kernel.py",
-            REPO / "grader" / "mistakes",
-            REPO / "tests" / "conftest.py",
-        ],
-        "write": [
-            b_home / "planted.txt",
-            b_home / LAB / f"{LAB}.ipynb",
-            exchange / "outbound" / LAB / "planted.txt",  # a fake release
-            root / "models" / "planted.txt",  # every kernel of the class reads the models
-            root / "student-config" / "nbgrader_config.py",
-        ],
-        "list": [exchange / "inbound", exchange / "feedback", root / "homes", REPO],
-        "glob": [exchange / "inbound" / f"{b}+*"],
-        "rename": [[exchange, root / "exchange" / "mine"]],  # nbgrader issue 1225
-    }
-
-
-def _json(value) -> str:
-    return json.dumps(value, default=str)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +84,7 @@ def school():
             aims = targets(root, b)
             missing = [p for p in aims["read"] if not p.exists()]
             assert not missing, f"probes of nothing prove nothing: {missing}"
-            probed = json.loads(run(a, "python", "-c", HOSTILE, _json(aims)).split("PROBE ", 1)[1])
+            probed = json.loads(run(a, "python", "-c", HOSTILE, to_json(aims)).split("PROBE ", 1)[1])
             run(a, "nbgrader", "fetch_assignment", LAB)
             run(a, "nbgrader", "submit", LAB, f"--CourseDirectory.student_id={b}")  # nbgrader issue 1097
             secrets_ = {  # while graded (as root), a's code reaches for the class's secrets
@@ -158,7 +93,7 @@ def school():
                          root / "grading" / "gradebook.db", REPO / "grader" / "source" / LAB / f"{LAB}.ipynb"],
                 "write": [], "list": [], "glob": [], "rename": [],
             }  # fmt: skip
-            probe_cell = f"import sys\nsys.argv = ['probe', {_json(secrets_)!r}]\n{HOSTILE}"
+            probe_cell = f"import sys\nsys.argv = ['probe', {to_json(secrets_)!r}]\n{HOSTILE}"
             run(a, "python", "-c", edit(LAB, "code", probe_cell))
             run(a, "nbgrader", "submit", LAB)
             found = hub.collect(root, [LAB])[LAB]
