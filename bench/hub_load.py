@@ -147,6 +147,7 @@ def main() -> int:
             for version in (1, 2):
                 with contextlib.suppress(OSError):
                     hub_spawner.cgroup_dir(name, version).rmdir()
+            shutil.rmtree(hub_accounts.RUNTIME_ROOT / name, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
         for entry, mode in modes.items():  # the clone as it was (lock_down closed the instructor's parts)
             entry.chmod(mode)

@@ -10,7 +10,6 @@
 # Both: nbgrader's exchange in HUB_DIR/exchange (Assignments tab: fetch, submit, fetch feedback).
 import json
 import os
-import pwd
 import sys
 from pathlib import Path
 
@@ -56,21 +55,11 @@ c.Spawner.environment = {
     "PEFT_COURSE_CACHE": str(hub / "models"),
     "PEFT_COURSE_PROFILE": settings["profile"],
 }
+if settings.get("class"):
+    from peft_grader.hub_accounts import RUNTIME_ROOT
+
+    # kernel sockets in a short folder of the student's own (labutils hub makes it: /run/peft-hub/<name>)
+    c.Spawner.environment["JUPYTER_RUNTIME_DIR"] = lambda spawner: str(RUNTIME_ROOT / spawner.user.name)
+    c.Spawner.environment["PYTHONPATH"] = str(hub / "student-config" / "python")  # debugpy stubbed out
 c.Spawner.start_timeout = 120  # a loaded 2-core machine can take a minute to start JupyterLab
 c.Spawner.http_timeout = 120
-
-
-def _first_login(spawner):
-    """A home with JupyterLab's news toast off: the class machine may be offline (it asks, then fetches)."""
-    account = pwd.getpwnam(spawner.user.name) if settings.get("class") else None
-    home = Path(account.pw_dir if account else spawner.home_dir)
-    news = home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
-    if not news.exists():
-        news.parent.mkdir(parents=True, exist_ok=True)
-        news.write_text(json.dumps({"fetchNews": "false"}))
-        if account:  # written by root into the student's home: theirs
-            for path in [home / ".jupyter", *(home / ".jupyter").rglob("*")]:
-                os.lchown(path, account.pw_uid, account.pw_gid)
-
-
-c.Spawner.pre_spawn_hook = _first_login

@@ -133,16 +133,32 @@ def prepare(
         f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
         + ('c.CourseDirectory.student_id = os.environ["JUPYTERHUB_USER"]\n' if demo else "")
     )
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": dict.fromkeys(INSTRUCTOR_ONLY["server"], False)}})
-    )
+    server = {"ServerApp": {"jpserver_extensions": dict.fromkeys(INSTRUCTOR_ONLY["server"], False)}}
+    if not demo:
+        # kernels talk over unix sockets in the student's own runtime folder: a kernel's TCP ports on localhost
+        # would let any account of the machine read its output (IOPub needs no key)
+        server["KernelManager"] = {"transport": "ipc"}
+        # and no debugpy: JupyterLab's debugger makes the kernel listen with it on a localhost TCP port that
+        # takes commands from any account of the machine, without a key (code run as the student)
+        stub = config / "python" / "debugpy" / "__init__.py"  # first on the students' PYTHONPATH
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text(
+            'raise ImportError("no debugger on a class hub: it would listen where classmates reach it")\n'
+        )
+    (config / "jupyter_server_config.json").write_text(json.dumps(server))
     (config / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": dict.fromkeys(INSTRUCTOR_ONLY["lab"], True)})
+    )
+    # JupyterLab's news toast off (the class machine may be offline: it asks, then fetches). A default the
+    # hub's own folder gives, so nothing is ever written into a student's home as root.
+    (config / "labconfig" / "default_setting_overrides.json").write_text(
+        json.dumps({"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}})
     )
     if not demo:
         for name in settings["students"]:
             if not hub_accounts.is_student(name):
                 hub_accounts.add_student(root, name)
+            hub_accounts.runtime_dir(name)
     return settings
 
 
@@ -297,15 +313,18 @@ def collect(root: Path, names: list[str]) -> dict[str, list[str]]:
     """The latest submission of every student into HUB_DIR/course/submitted; who submitted each lab."""
     course = _course(root)
     _labs(names)
+    given = []
     if _is_class(root):
-        for entry in hub_accounts.refuse_forged(root):
+        staged, refused = hub_accounts.stage_submissions(root)
+        given = [f"--Exchange.root={staged}"]
+        for entry in refused:
             print(
-                f"refused {entry}: not made by the student it names, or it holds a link "
+                f"refused {entry}: not made by the student it names, or holding a link or a name nbgrader misreads "
                 f"(kept in {Path(root) / 'refused'}, never graded)"
             )
     found = {}
     for lab in _labs(names):
-        nbgrader(course, "collect", lab, "--update")
+        nbgrader(course, "collect", lab, "--update", *given)
         found[lab] = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{lab}"))
     return found
 

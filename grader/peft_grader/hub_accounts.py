@@ -12,7 +12,8 @@ feedback files are named by a secret only the submitter holds), with two holes c
 gets the sticky bit (nbgrader issue 1225: anyone could rename the course's folder and plant their own) and
 so does `inbound/` (no one renames or deletes another's submission); and `collect` sets aside every
 submission whose owner is not the student it names, or that holds a link (nbgrader issue 1097: anyone can
-submit under a classmate's name; nbgrader itself only logs a warning).
+submit under a classmate's name; nbgrader itself only logs a warning). Collect takes each submission out
+of the students' reach before it checks it, so nothing can be swapped in between.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ PASSWORDS = "passwords.csv"  # HUB_DIR/passwords.csv: the issued passwords, for 
 # What a student's JupyterLab needs from the clone (it runs the clone's .venv, which imports labutils from
 # src/ and reads data/); everything else in it is the instructor's.
 CLONE_FOR_STUDENTS = {".venv", "src", "data", "notebooks", "README.md", "pyproject.toml", "LICENSE"}
+# Each student's Jupyter runtime folder (kernel connection files and, in a class, the kernels' unix sockets,
+# whose paths may not pass 107 characters: a home in HUB_DIR can be too deep), made by root, theirs alone.
+RUNTIME_ROOT = Path("/run/peft-hub")
 MEMORY_LIMIT = (
     "4G"  # per student server, its kernels included (a lab's peak is about 1.1 GB: bench/README.md)
 )
@@ -74,6 +78,17 @@ def _run(*cmd: str, stdin: str | None = None) -> None:
     done = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
     if done.returncode:
         raise CourseError(f"`{' '.join(cmd[:2])} ...` failed: {(done.stderr or done.stdout).strip()}")
+
+
+def runtime_dir(name: str) -> Path:
+    """The student's runtime folder, made (again: /run may be emptied at a reboot) as theirs, mode 0700."""
+    RUNTIME_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
+    folder = RUNTIME_ROOT / name
+    folder.mkdir(mode=0o700, exist_ok=True)
+    account = pwd.getpwnam(name)
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    folder.chmod(0o700)
+    return folder
 
 
 def set_password(root: Path, name: str, password: str | None = None) -> str:
@@ -120,6 +135,7 @@ def add_student(root: Path, name: str) -> str:
         for path in [home, *home.rglob("*")]:
             os.lchown(path, account.pw_uid, account.pw_gid)
     home.chmod(0o700)
+    runtime_dir(name)
     return set_password(root, name)
 
 
@@ -131,6 +147,7 @@ def remove_student(root: Path, name: str) -> None:
         raise CourseError(f"{name!r} is not a student of this class: nothing to remove.")
     subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)  # their server and kernels
     _run("userdel", name)  # without -r: the home stays, owned by the old uid, which nobody else holds
+    shutil.rmtree(RUNTIME_ROOT / name, ignore_errors=True)
     home = Path(root).resolve() / "homes" / name
     if home.exists():
         os.chown(home, 0, 0)
@@ -212,27 +229,98 @@ def seal_exchange(root: Path) -> None:
     exchange = Path(root).resolve() / "exchange"
     exchange.mkdir(exist_ok=True)
     exchange.chmod(0o1777)
+    course = exchange / "peft-course"  # root's before any student could make it (and block every release)
+    course.mkdir(mode=0o755, exist_ok=True)
+    if course.is_symlink() or course.lstat().st_uid != 0:
+        raise CourseError(f"{course} was not made by the instructor: remove it, then start the hub again.")
     inbound = exchange / "peft-course" / "inbound"
     if inbound.is_dir():
         inbound.chmod(0o3733)
 
 
-def refuse_forged(root: Path) -> list[str]:
-    """Move every submission in inbound/ that its named student did not make (another account owns it) or
-    that holds a link, to HUB_DIR/refused (kept for the instructor, never collected). Returns what moved."""
-    inbound = Path(root).resolve() / "exchange" / "peft-course" / "inbound"
-    refused = Path(root).resolve() / "refused"
+STAGED = "collecting"  # HUB_DIR/collecting/peft-course/inbound: submissions taken out of the students' reach
+
+
+def _seize(top: Path) -> tuple[set[int], bool]:
+    """Every folder of a submission made root's and 0755, from the top down, each opened without following a
+    link, so its maker can no longer add, remove or swap an entry in it, by a path or by a descriptor kept
+    open; then the owners of everything in it, and whether it holds anything but files and folders."""
+    owners, link = set(), False
+    folders = [top]
+    while folders:
+        folder = folders.pop()
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return owners, True  # a link where a folder was
+        try:
+            owners.add(os.fstat(fd).st_uid)
+            os.fchown(fd, 0, 0)
+            os.fchmod(fd, 0o755)
+            for entry in os.scandir(fd):
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(folder / entry.name)
+                elif entry.is_file(follow_symlinks=False):
+                    owners.add(entry.stat(follow_symlinks=False).st_uid)
+                else:  # a link, a pipe, a device, a socket: nothing a submission holds, and nbgrader's copy stops on some
+                    link = True
+        finally:
+            os.close(fd)
+    return owners, link
+
+
+def _account(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _student_named(entry: str) -> str | None:
+    """The student a submission's name gives, read as nbgrader's collect reads it (student+lab+time+random),
+    or None where nbgrader would misread or fail on it."""
+    from nbgrader.utils import parse_utc
+
+    parts = entry.rsplit("+", 3)
+    if len(parts) != 4 or not NAME.match(parts[0]):
+        return None
+    try:
+        parse_utc(parts[2])
+    except Exception:  # whatever dateutil raises for a time it cannot read: nbgrader's collect would stop
+        return None
+    return parts[0]
+
+
+def stage_submissions(root: Path) -> tuple[Path, list[str]]:
+    """Take every submission out of inbound/ into HUB_DIR/collecting (root only; one rename each, so no one
+    can swap anything in it between this check and nbgrader's copy), seize it (`_seize`), and move to
+    HUB_DIR/refused every one that its named student did not make (another account owns a part of it) or
+    that holds a link (nbgrader's collect follows links, as root). Returns the exchange root to collect from
+    (its inbound/ holds every submission staged so far) and the names refused."""
+    root = Path(root).resolve()
+    inbound = root / "exchange" / "peft-course" / "inbound"
+    staged_root = root / STAGED
+    staged = staged_root / "peft-course" / "inbound"
+    staged.mkdir(parents=True, exist_ok=True)
+    staged_root.chmod(0o700)
+    refused = root / "refused"
     moved = []
     for entry in sorted(inbound.iterdir()) if inbound.is_dir() else []:
-        student = entry.name.split("+")[0]
+        target = staged / entry.name
+        if target.exists():  # the same name staged before: nbgrader names are unique, so not the submitter's
+            target = staged.parent / "duplicates" / f"{entry.name}+{secrets.token_hex(4)}"
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+        os.rename(entry, target)
         try:
-            owner = pwd.getpwnam(student).pw_uid if is_student(student) else None
-        except KeyError:
-            owner = None
-        paths = [entry, *entry.rglob("*")] if entry.is_dir() and not entry.is_symlink() else [entry]
-        honest = owner is not None and all(p.lstat().st_uid == owner and not p.is_symlink() for p in paths)
-        if not honest:
+            owners, odd = _seize(target) if not target.is_symlink() else (set(), True)
+        except OSError:
+            owners, odd = set(), True
+        student = _student_named(entry.name) if target.parent == staged else None
+        owner = pwd.getpwnam(student).pw_uid if student and is_student(student) else None
+        sidecars = all((target / name).is_file() for name in ("timestamp.txt", "submission_secret.txt"))
+        if odd or owner is None or owners != {owner} or not sidecars:
             refused.mkdir(mode=0o700, exist_ok=True)
-            shutil.move(str(entry), refused / entry.name)
-            moved.append(entry.name)
-    return moved
+            os.rename(target, refused / f"{entry.name}+{secrets.token_hex(4)}")  # never onto an earlier one
+            makers = sorted(_account(uid) for uid in owners) or ["?"]
+            moved.append(f"{entry.name} (made by {', '.join(makers)})")
+    return staged_root, moved

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from labutils.errors import CourseError
+
 DEFAULT_MEMORY_MB = 8192  # address space per kernel: torch + a 4-bit model need about 3 GB
 DEFAULT_FILE_MB = 512  # largest file a kernel may write
 INTERRUPT_GRACE_S = 10  # how long an interrupted kernel has to answer before it is restarted
@@ -107,6 +109,12 @@ def kernels_folder() -> Path:
     read-only file system)."""
     base = Path(tempfile.gettempdir()) / "peft-kernels"
     base.mkdir(mode=0o700, exist_ok=True)
+    made = base.lstat()  # another account may have made it first in a shared /tmp: then it is not ours to use
+    if not stat.S_ISDIR(made.st_mode) or made.st_uid != os.geteuid() or made.st_mode & 0o077:
+        raise CourseError(
+            f"{base} is not this account's own private folder (another account may have made it, to watch or "
+            "break the grading kernels): remove it, or grade with TMPDIR set to a folder of your own."
+        )
     return base
 
 

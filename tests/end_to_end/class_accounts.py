@@ -9,13 +9,14 @@ import json
 import os
 import pwd
 import secrets
+import shutil
 import stat
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from peft_grader import hub_spawner
+from peft_grader import hub_accounts, hub_spawner
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -48,6 +49,7 @@ def class_machine(students: list[str], hub_dir: Path):
             for version in (1, 2):
                 with contextlib.suppress(OSError):
                     hub_spawner.cgroup_dir(name, version).rmdir()
+            shutil.rmtree(hub_accounts.RUNTIME_ROOT / name, ignore_errors=True)
         for entry, mode in modes.items():
             if entry.exists() and not entry.is_symlink():
                 entry.chmod(mode)

@@ -263,6 +263,19 @@ def hostile_classmate(page, url: str, hub: Path, student: str, victim: str) -> d
     shown = page.locator(".jp-NotebookPanel .jp-OutputArea-output", has_text="PROBE").first.inner_text()
     tried = {"notebook": json.loads(shown.split("PROBE ", 1)[1])}
     page.screenshot(path=str(SCREENSHOTS / "hostile_notebook.png"))
+    # the running kernel's channels are unix sockets in the student's own runtime folder (TCP ports on localhost
+    # would let any account subscribe to its output), and it has no debugpy (which listens for any account)
+    kernels = [
+        proc
+        for proc in Path("/proc").glob("[0-9]*")
+        if "ipykernel_launcher" in _cmdline(int(proc.name)) and proc.stat().st_uid == account.pw_uid
+    ]
+    assert kernels, f"no kernel of {student}'s running"
+    for proc in kernels:
+        connection = Path(_cmdline(int(proc.name)).split(" -f ", 1)[1].split()[0])
+        assert connection.parent == hub_accounts.RUNTIME_ROOT / student
+        assert json.loads(connection.read_text())["transport"] == "ipc"
+        assert "pydevd" not in (proc / "maps").read_text()
 
     page.locator(".lm-MenuBar-itemLabel", has_text="File").click()
     page.locator(".lm-Menu-itemLabel", has_text="New").first.hover()

@@ -21,6 +21,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def school():
     root = Path(tempfile.mkdtemp(prefix="peft-class-"))
 
     def run(student, *args):
-        done = as_student(student, [str(BIN / args[0]), *args[1:]], root)
+        program = BIN / args[0] if (BIN / args[0]).exists() else args[0]  # the course's, or the system's
+        done = as_student(student, [str(program), *args[1:]], root)
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 
@@ -96,6 +98,11 @@ def school():
             probe_cell = f"import sys\nsys.argv = ['probe', {to_json(secrets_)!r}]\n{HOSTILE}"
             run(a, "python", "-c", edit(LAB, "code", probe_cell))
             run(a, "nbgrader", "submit", LAB)
+            # later still, entries nbgrader's collect would follow (a link to b's work) or stop on (a bad time)
+            inbound = root / "exchange" / "peft-course" / "inbound"
+            later = f"{inbound}/{a}+{LAB}+2099-01-01 00:00:00.000000 UTC"
+            run(a, "sh", "-c", f"mkdir '{later}+x' && ln -s {root}/course/submitted/{b}/{LAB}/{LAB}.ipynb "
+                f"'{later}+x/{LAB}.ipynb' && mkdir '{inbound}/{a}+{LAB}+not-a-time+y'")  # fmt: skip
             found = hub.collect(root, [LAB])[LAB]
             refused = sorted((root / "refused").iterdir())
             grading.grade(root / "course", root / "grading", quiet=True, workers=2)
@@ -118,8 +125,15 @@ def test_a_submission_made_under_a_classmates_name_is_set_aside_and_theirs_is_co
     assert school.found == sorted([a, b])
     collected = root / "course" / "submitted" / b / LAB / f"{LAB}.ipynb"
     assert hashlib.sha256(collected.read_bytes()).hexdigest() == school.submitted  # b's own, byte for byte
-    assert [entry.name.split("+")[0] for entry in school.refused] == [b]  # the forgery, kept, never graded
-    assert pwd.getpwuid(school.refused[0].stat().st_uid).pw_name == a
+    refused = {
+        entry.name.split("+")[0] + "+" + entry.name.split("+")[2][:4]: entry for entry in school.refused
+    }
+    assert sorted(refused) == sorted(
+        [f"{b}+{time.gmtime().tm_year}", f"{a}+2099", f"{a}+not-"]
+    )  # kept, not graded
+    assert pwd.getpwuid(refused[f"{b}+{time.gmtime().tm_year}"].stat().st_uid).pw_name == "root"  # seized
+    collected = root / "course" / "submitted" / a / LAB / f"{LAB}.ipynb"
+    assert not collected.is_symlink() and "PROBE" in collected.read_text()  # a's own last honest submission
 
 
 def test_a_submission_being_graded_reaches_none_of_the_classes_secrets(school):
@@ -184,17 +198,18 @@ def test_a_student_removed_mid_course_loses_the_login_and_keeps_the_work(school)
     tag = secrets.token_hex(3)
     name = f"pr{tag}"
     hub.add(root, [name])
-    home = Path(pwd.getpwnam(name).pw_dir)
-    work = home / "work.txt"
-    assert as_student(name, ["sh", "-c", f"echo mine > {work}"], root).returncode == 0
-    hub.remove(root, [name])
     try:
+        home = Path(pwd.getpwnam(name).pw_dir)
+        work = home / "work.txt"
+        assert as_student(name, ["sh", "-c", f"echo mine > {work}"], root).returncode == 0
+        hub.remove(root, [name])
         assert not hub_accounts.is_student(name) and work.read_text() == "mine\n"  # kept, for the instructor
         assert stat.S_IMODE(home.stat().st_mode) == 0o700 and home.stat().st_uid == 0
         hub.add(root, [name])  # back in the class: the same home, theirs again
         assert work.read_text() == "mine\n" and work.stat().st_uid == pwd.getpwnam(name).pw_uid
     finally:
         subprocess.run(["userdel", name], capture_output=True)
+        shutil.rmtree(hub_accounts.RUNTIME_ROOT / name, ignore_errors=True)
 
 
 @pytest.mark.skipif(
