@@ -142,12 +142,7 @@ def main() -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         for name in names:
-            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
-            subprocess.run(["userdel", name], capture_output=True)
-            for version in (1, 2):
-                with contextlib.suppress(OSError):
-                    hub_spawner.cgroup_dir(name, version).rmdir()
-            shutil.rmtree(hub_accounts.RUNTIME_ROOT / name, ignore_errors=True)
+            hub_accounts.erase(name)
         shutil.rmtree(root, ignore_errors=True)
         for entry, mode in modes.items():  # the clone as it was (lock_down closed the instructor's parts)
             entry.chmod(mode)

@@ -18,6 +18,7 @@ of the students' reach before it checks it, so nothing can be swapped in between
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import grp
 import os
@@ -157,6 +158,19 @@ def remove_student(root: Path, name: str) -> None:
     _write_issued(root, issued)
 
 
+def erase(name: str) -> None:
+    """An account and all the hub made for it gone, its processes first: for benches and tests, which make
+    throwaway classes (a class removes a student with `remove_student`, which keeps their work)."""
+    from peft_grader.hub_spawner import cgroup_dir
+
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    subprocess.run(["userdel", name], capture_output=True)
+    for version in (1, 2):
+        with contextlib.suppress(OSError):
+            cgroup_dir(name, version).rmdir()
+    shutil.rmtree(RUNTIME_ROOT / name, ignore_errors=True)
+
+
 def _issued(root: Path) -> dict[str, str]:
     path = Path(root) / PASSWORDS
     if not path.exists():
@@ -208,10 +222,8 @@ def lock_down(root: Path, clone: Path) -> None:
     for private in ("course", "grading", "refused"):
         (root / private).mkdir(exist_ok=True)
         (root / private).chmod(0o700)
-    for shared in (
-        "models",
-        "student-config",
-    ):  # read-only for students: one poisoned model would be everyone's
+    # read-only for students: one poisoned model or setting would be everyone's
+    for shared in ("models", "student-config"):
         for path in [root / shared, *(root / shared).rglob("*")]:
             if not path.is_symlink():
                 os.chown(path, 0, 0)
@@ -262,7 +274,7 @@ def _seize(top: Path) -> tuple[set[int], bool]:
                     folders.append(folder / entry.name)
                 elif entry.is_file(follow_symlinks=False):
                     owners.add(entry.stat(follow_symlinks=False).st_uid)
-                else:  # a link, a pipe, a device, a socket: nothing a submission holds, and nbgrader's copy stops on some
+                else:  # a link, a pipe, a device, a socket: never part of a submission (nbgrader's copy stops on some)
                     link = True
         finally:
             os.close(fd)

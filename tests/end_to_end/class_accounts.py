@@ -9,7 +9,6 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import stat
 import subprocess
 import sys
@@ -44,12 +43,7 @@ def class_machine(students: list[str], hub_dir: Path):
         yield
     finally:
         for name in students:
-            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
-            subprocess.run(["userdel", name], capture_output=True)
-            for version in (1, 2):
-                with contextlib.suppress(OSError):
-                    hub_spawner.cgroup_dir(name, version).rmdir()
-            shutil.rmtree(hub_accounts.RUNTIME_ROOT / name, ignore_errors=True)
+            hub_accounts.erase(name)
         for entry, mode in modes.items():
             if entry.exists() and not entry.is_symlink():
                 entry.chmod(mode)
