@@ -13,6 +13,7 @@ Everything lives in one folder, HUB_DIR (default hub/ in the clone):
   exchange/          nbgrader's exchange: peft-course/outbound, inbound, feedback
   course/            the instructor's nbgrader course: release/, and submitted/ once collected: root only
   grading/           what `labutils grade HUB_DIR/course` writes: gradebook, feedback, grades.csv: root only
+  collecting/        a class's submissions, taken out of the students' reach by collect: root only
   refused/           submissions collect set aside (made by another account than the one they name): root only
   student-config/    the students' nbgrader and JupyterLab settings (their JUPYTER_CONFIG_PATH)
   homes/<student>/   each student's home and JupyterLab folder (a class: 0700, the student's own)
