@@ -104,6 +104,7 @@ def grade(
     compiled = Path(tempfile.mkdtemp(prefix="peft-checks-")) if sandbox else None
     if compiled:
         compile_checks(compiled)
+    hidden = class_folders(Path(submissions), out_dir)  # once for the class, not per submission
     n_workers = workers or os.cpu_count() or 1
     # torch threads per kernel: this machine's cores shared among the workers; on a cluster, one per task
     threads = 1 if cluster else max(1, (os.cpu_count() or 1) // n_workers)
@@ -138,7 +139,7 @@ def grade(
                         threads,
                         compiled,
                         use_warm,
-                        class_folders(Path(submissions), out_dir),
+                        hidden,
                     )
                 )
                 continue

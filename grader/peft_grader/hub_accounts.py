@@ -100,7 +100,7 @@ def set_password(root: Path, name: str, password: str | None = None) -> str:
     if len(password) < 8:
         raise CourseError("a password must have 8 characters or more.")
     _run("chpasswd", stdin=f"{name}:{password}\n")
-    issued = _issued(root)
+    issued = issued_passwords(root)
     issued[name] = password
     _write_issued(root, issued)
     return password
@@ -153,7 +153,7 @@ def remove_student(root: Path, name: str) -> None:
     if home.exists():
         os.chown(home, 0, 0)
         home.chmod(0o700)
-    issued = _issued(root)
+    issued = issued_passwords(root)
     issued.pop(name, None)
     _write_issued(root, issued)
 
@@ -171,7 +171,8 @@ def erase(name: str) -> None:
     shutil.rmtree(RUNTIME_ROOT / name, ignore_errors=True)
 
 
-def _issued(root: Path) -> dict[str, str]:
+def issued_passwords(root: Path) -> dict[str, str]:
+    """The passwords issued so far, by student (HUB_DIR/passwords.csv)."""
     path = Path(root) / PASSWORDS
     if not path.exists():
         return {}
@@ -187,10 +188,6 @@ def _write_issued(root: Path, issued: dict[str, str]) -> None:
         writer = csv.writer(f)
         writer.writerow(["student", "password"])
         writer.writerows(sorted(issued.items()))
-
-
-def issued_passwords(root: Path) -> dict[str, str]:
-    return _issued(root)
 
 
 def _reachable(path: Path) -> Path | None:

@@ -14,17 +14,10 @@ import os
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.traitlets import ByteSpecification
 
 CGROUPS = Path("/sys/fs/cgroup")
 PARENT = "peft-hub"
-
-
-def _bytes(limit: int | str) -> int:
-    if isinstance(limit, int):
-        return limit
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    text = limit.strip().upper()
-    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
 
 
 def cgroup_version() -> int | None:
@@ -45,7 +38,7 @@ def cgroup_dir(name: str, version: int) -> Path:
 def memory_cgroup(name: str, limit: int | str) -> Path | None:
     """A memory cgroup for `name` limited to `limit` bytes (swap included where the kernel counts it), made
     or updated; None where this machine lets no one make one."""
-    version, limit = cgroup_version(), _bytes(limit)
+    version, limit = cgroup_version(), ByteSpecification().validate(None, limit)  # JupyterHub's "4G" rule
     if version is None:
         return None
     if version == 2:

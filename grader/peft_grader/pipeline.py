@@ -53,8 +53,8 @@ def grade_one(job: Job) -> LabResult:
     scratch = job.out_dir / ".work" / job.lab / job.student
     shutil.rmtree(scratch, ignore_errors=True)
     # The sandbox hides the whole grading folder and the class's submissions (other students' work), the
-    # class hub they came from, and the grader's own files; the
-    # order repair and the tamper review are nbgrader preprocessors (grader/nbgrader_config.py).
+    # class hub they came from, and the grader's own files; the order repair and the tamper review are
+    # nbgrader preprocessors (grader/nbgrader_config.py).
     settings = {"SandboxExecute.isolate": job.sandbox, "SandboxExecute.budget": float(job.budget)}
     zygote = ""
     if job.sandbox:
