@@ -2,7 +2,8 @@
 # HUB_DIR/hub.json and points PEFT_HUB_DIR at it.
 # A class (root; the default):
 # - PAMAuthenticator: each student logs in with their own Unix account and the password the instructor
-#   issued (labutils hub add / password); only the students' group may log in;
+#   issued (labutils hub add / password); only the students' group may log in; or, with --lti, launches
+#   from the LMS signed with LTI 1.3 (peft_grader.hub_lti), for the same accounts only;
 # - ClassSpawner (peft_grader.hub_spawner): each student's JupyterLab runs as their account, in their home
 #   (HUB_DIR/homes/<name>, 0700), inside a memory cgroup of their own.
 # The --demo hub: one shared password (SharedPasswordAuthenticator) and this one account for everyone
@@ -32,8 +33,13 @@ c.ConfigurableHTTPProxy.pid_file = str(hub / "proxy.pid")
 if settings.get("class"):
     from peft_grader.hub_accounts import STUDENTS_GROUP
 
-    c.JupyterHub.authenticator_class = "pam"
-    c.PAMAuthenticator.allowed_groups = {STUDENTS_GROUP}  # a student added later can log in at once
+    if settings.get("lti"):  # launched from the LMS, for this class's accounts only
+        from peft_grader.hub_lti import configure
+
+        configure(c, settings["lti"])
+    else:
+        c.JupyterHub.authenticator_class = "pam"
+        c.PAMAuthenticator.allowed_groups = {STUDENTS_GROUP}  # a student added later can log in at once
     c.Authenticator.blocked_users = {"root"}
     c.JupyterHub.spawner_class = "peft_grader.hub_spawner.ClassSpawner"
     c.Spawner.mem_limit = settings["memory_limit"]

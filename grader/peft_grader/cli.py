@@ -68,7 +68,9 @@ def hub_cmd(args: argparse.Namespace) -> int:
 
     root = Path(args.dir)
     if args.action == "start":
-        return hub.start(root, args.students.split(","), args.password, args.port, args.ip, demo=args.demo)
+        return hub.start(
+            root, args.students.split(","), args.password, args.port, args.ip, demo=args.demo, lti=args.lti
+        )
     if args.action in ("add", "password"):
         issued = (hub.add if args.action == "add" else hub.password)(root, args.labs)
         for name, password in issued.items():
@@ -170,6 +172,13 @@ def add_commands(sub) -> None:
         "(no isolation: a look on a laptop, never a class)",
     )
     p.add_argument("--password", help="start --demo: the shared password (default: generated, then kept)")
+    p.add_argument(
+        "--lti",
+        type=Path,
+        metavar="FILE",
+        help="start: students launch from the LMS with LTI 1.3 instead of passwords; FILE is JSON with issuer, "
+        "client_id, authorize_url, jwks_endpoint (grader/README.md)",
+    )
     p.add_argument("--port", type=int, default=8000, help="start: the hub's port (default: 8000)")
     p.add_argument("--ip", default="127.0.0.1", help="start: the address to listen on (0.0.0.0 for a LAN)")
     p.add_argument("--grading", help="feedback: the folder labutils grade wrote (default: HUB_DIR/grading)")

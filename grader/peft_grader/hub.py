@@ -81,10 +81,12 @@ def prepare(
     port: int = 8000,
     ip: str = "127.0.0.1",
     demo: bool = False,
+    lti: Path | None = None,
 ) -> dict:
     """HUB_DIR laid out and hub.json written; the settings. A class (not `demo`) needs root: it makes each
     new student's account and closes the instructor's files. The demo's shared password is generated if
-    none is given or kept from an earlier start."""
+    none is given or kept from an earlier start. `lti`: a class's students launch it from the LMS with LTI
+    1.3 (peft_grader.hub_lti: the JSON file of the LMS's settings) instead of logging in with passwords."""
     from labutils.profiles import current_profile
 
     root = Path(root).resolve()
@@ -99,6 +101,18 @@ def prepare(
                 "a class has no shared password: each student gets their own (HUB_DIR/passwords.csv; a new "
                 "one with `labutils hub password NAME`). --password is for the --demo hub only."
             )
+    if lti and demo:
+        raise CourseError(
+            "--lti is for a class (as root), not the --demo hub: LTI logs in each student's own account."
+        )
+    if lti:
+        if importlib.util.find_spec("ltiauthenticator") is None:
+            raise CourseError(
+                "--lti needs jupyterhub-ltiauthenticator. Fix: `make setup` (or pip install -e '.[grader]')."
+            )
+        from peft_grader.hub_lti import read_settings
+
+        lti_settings = read_settings(lti)
     saved = root / "hub.json"
     earlier = json.loads(saved.read_text()) if saved.exists() else {}
     if demo:
@@ -120,6 +134,8 @@ def prepare(
     }
     if demo:
         settings["password"] = password
+    if lti:
+        settings["lti"] = lti_settings
     saved.touch(mode=0o600)
     saved.chmod(0o600)
     saved.write_text(json.dumps(settings, indent=1))
@@ -193,9 +209,15 @@ def build_class_models(root: Path) -> None:
 
 
 def start(
-    root: Path, students: list[str], password: str | None, port: int, ip: str, demo: bool = False
+    root: Path,
+    students: list[str],
+    password: str | None,
+    port: int,
+    ip: str,
+    demo: bool = False,
+    lti: Path | None = None,
 ) -> int:
-    settings = prepare(root, students, password, port, ip, demo=demo)
+    settings = prepare(root, students, password, port, ip, demo=demo, lti=lti)
     build_class_models(root)
     cmd, env = hub_command(root)
     url = f"http://{ip}:{port}"
@@ -217,10 +239,15 @@ def start(
             if cgroup_version()
             else "NO memory limit: this machine lets no one make a memory cgroup (grader/README.md)"
         )
+        login = (
+            f"  students log in from the LMS (LTI 1.3, issuer {settings['lti']['issuer']}): a launch whose "
+            f"{settings['lti']['username_key']} is a student's account name\n"
+            if settings.get("lti")
+            else f"  passwords to hand out: {Path(root) / hub_accounts.PASSWORDS} (root only)\n"
+        )
         print(
             f"JupyterHub for a class of {len(settings['students'])} at {url}: each student their own Unix "
-            f"account and password, {limit}.\n"
-            f"  passwords to hand out: {Path(root) / hub_accounts.PASSWORDS} (root only)\n"
+            f"account, {limit}.\n{login}"
             f"  more students: labutils hub add NAME --dir {root}; a new password: labutils hub password NAME",
             flush=True,
         )

@@ -58,7 +58,7 @@ def require_root() -> None:
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name or ""):
+    if not NAME.fullmatch(name or ""):
         raise CourseError(
             f"student name {name!r}: give lower-case letters, digits, - or _, starting with a letter, at most "
             "31 characters, e.g. ada (it becomes their Unix account and nbgrader's folder name)."

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from labutils.errors import CourseError
-from peft_grader import hub, intake
+from peft_grader import hub, hub_lti, intake
 
 
 def test_a_hub_folder_holds_the_exchange_the_course_and_the_students_settings(tmp_path):
@@ -101,3 +101,20 @@ def test_grading_reads_what_nbgrader_collected(tmp_path):
         intake.submission(tmp_path / "plain", "bo", "00_setup")
         == tmp_path / "plain" / "bo" / "00_setup.ipynb"
     )
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"issuer": "https://lms.example.edu", "client_id": "peft-course-tool", "authorize_url": "https://x/a"}, "lacks jwks_endpoint"),
+        ({"issuer": "lms", "client_id": "peft-course-tool", "authorize_url": "https://x/a", "jwks_endpoint": "https://x/k"}, "is not an http.s. URL"),
+        ({"issuer": "https://lms.example.edu", "client_id": [1], "authorize_url": "https://x/a", "jwks_endpoint": "https://x/k"}, "client_id is a string"),
+        ({"issuer": "https://lms.example.edu", "client_id": "peft-course-tool", "authorize_url": "https://x/a", "jwks_endpoint": "https://x/k", "secret": 1}, "unknown keys secret"),
+        ("not json", "is not JSON"),
+    ],
+)  # fmt: skip
+def test_bad_lti_settings_are_one_readable_message(tmp_path, settings, words):
+    path = tmp_path / "lti.json"
+    path.write_text(settings if isinstance(settings, str) else json.dumps(settings))
+    with pytest.raises(CourseError, match=words):
+        hub_lti.read_settings(path)
