@@ -23,6 +23,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ltiauthenticator.lti13.auth import LTI13Authenticator
+from ltiauthenticator.lti13.constants import LTI13_CUSTOM_CLAIM
+from ltiauthenticator.lti13.error import LoginError
 
 from labutils.errors import CourseError
 from peft_grader.hub_accounts import NAME, is_student
@@ -80,6 +82,19 @@ class ClassLTIAuthenticator(LTI13Authenticator):
     """LTI 1.3 launches, for the students of this class only: an account in the students' group."""
 
     any_allow_config = True  # check_allowed below is the allow rule (JupyterHub's startup warning off)
+
+    def get_username(self, token: dict) -> str:
+        """The account name in the claim the instructor named. Unlike LTI13Authenticator, never the LMS's
+        opaque `sub` when that claim is missing: an id the LMS chose must not land on someone's account."""
+        key = self.username_key
+        claims = token.get(LTI13_CUSTOM_CLAIM, {}) if key.startswith("custom_") else token
+        name = claims.get(key.removeprefix("custom_")) if isinstance(claims, dict) else None
+        if not isinstance(name, str) or not name:
+            raise LoginError(
+                f"the launch names no account ({key} is missing): set it in the LMS's tool settings "
+                "(a custom field username=$User.username, for the default username_key)"
+            )
+        return name
 
     def check_allowed(self, username, authentication=None):
         return bool(NAME.fullmatch(username)) and is_student(username)
