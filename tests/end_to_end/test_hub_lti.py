@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a class hub makes Uni
 ISSUER = "https://lms.example.edu"
 CLIENT = "peft-course-tool"
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+DEPLOYMENT, COURSE = "1", "peft-101"  # where the instructor deployed the tool: this course only
 
 
 def key_pair():
@@ -69,11 +70,13 @@ def lms_keys(public_key, kid: str):
 
 @pytest.fixture(scope="module")
 def lti_class():
-    """A class of one (`s`), its hub started with the LMS's settings; (hub URL, s, the LMS's key and kid)."""
+    """A class of one (`s`), its hub started with the LMS's settings; (hub URL, s, the LMS's key and kid, the
+    hub's log)."""
     (s,) = fresh_names("pl")
     root = Path(tempfile.mkdtemp(prefix="peft-lti-"))
     key, kid = key_pair(), uuid.uuid4().hex
     with lms_keys(key.public_key(), kid) as jwks, class_machine([s], root):
+        port = hub._free_port()
         settings = root / "lti.json"
         settings.write_text(
             json.dumps(
@@ -82,10 +85,12 @@ def lti_class():
                     "client_id": CLIENT,
                     "authorize_url": f"{ISSUER}/api/lti/authorize_redirect",
                     "jwks_endpoint": jwks,
+                    "public_url": f"http://127.0.0.1:{port}",
+                    "deployment_id": DEPLOYMENT,
+                    "context_id": COURSE,
                 }
             )
         )
-        port = hub._free_port()
         hub.prepare(root, [s], port=port, lti=settings)
         cmd, env = hub.hub_command(root)
         log = (root / "hub.log").open("w")
@@ -104,7 +109,7 @@ def lti_class():
                         if reply.status == 200:
                             break
                 time.sleep(0.5)
-            yield url, s, key, kid
+            yield url, s, key, kid, root / "hub.log"
         finally:
             os.killpg(proc.pid, signal.SIGINT)
             try:
@@ -116,7 +121,7 @@ def lti_class():
             shutil.rmtree(root, ignore_errors=True)
 
 
-def id_token(key, kid: str, nonce: str, username: str, url: str) -> str:
+def id_token(key, kid: str, nonce: str, username: str, url: str, course: str = COURSE) -> str:
     """What the LMS signs for a learner's launch of the tool (the claims LTI 1.3 requires)."""
     import jwt
 
@@ -130,11 +135,11 @@ def id_token(key, kid: str, nonce: str, username: str, url: str) -> str:
         "nonce": nonce,
         f"{CLAIM}version": "1.3.0",
         f"{CLAIM}message_type": "LtiResourceLinkRequest",
-        f"{CLAIM}deployment_id": "1",
+        f"{CLAIM}deployment_id": DEPLOYMENT,
         f"{CLAIM}target_link_uri": f"{url}/hub",
         f"{CLAIM}resource_link": {"id": "peft-course-lab-00"},
         f"{CLAIM}roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"],
-        f"{CLAIM}context": {"id": "peft-101", "label": "PEFT 101"},
+        f"{CLAIM}context": {"id": course, "label": course.upper()},
         f"{CLAIM}custom": {"username": username},
     }
     if not username:  # the LMS's tool settings give no username field: the token has only its opaque sub
@@ -144,8 +149,8 @@ def id_token(key, kid: str, nonce: str, username: str, url: str) -> str:
 
 def launch(url: str, sign, username: str, browser=None):
     """A launch as a browser makes it: the LMS starts the hub's login, the hub sends the browser to the LMS
-    with a nonce and state, the LMS posts back its signed id_token. (the browser, the callback's reply, the
-    token posted); `sign(nonce, username)` plays the LMS."""
+    with a nonce and state, the LMS posts back its signed id_token; `sign(nonce, username)` plays the LMS.
+    (the browser, the callback's reply, the form the browser posted to it and its cookies then)."""
     import requests
 
     browser = browser or requests.Session()
@@ -162,11 +167,12 @@ def launch(url: str, sign, username: str, browser=None):
     assert start.status_code == 302, start.text[-500:]
     asked = {k: v[0] for k, v in parse_qs(urlparse(start.headers["Location"]).query).items()}
     assert asked["client_id"] == CLIENT and asked["response_mode"] == "form_post"
-    token = sign(asked["nonce"], username)
+    posted = {"id_token": sign(asked["nonce"], username), "state": asked["state"]}
+    posted["cookies"] = list(browser.cookies)  # what the browser sent with it (the state and nonce cookies)
     reply = browser.post(
-        asked["redirect_uri"], data={"id_token": token, "state": asked["state"]}, allow_redirects=False
+        asked["redirect_uri"], data={k: posted[k] for k in ("id_token", "state")}, allow_redirects=False
     )
-    return browser, reply, token
+    return browser, reply, posted
 
 
 def logged_in_as(browser, url: str) -> str | None:
@@ -176,25 +182,67 @@ def logged_in_as(browser, url: str) -> str | None:
 
 
 def test_a_signed_launch_logs_the_student_into_their_own_account(lti_class):
-    url, s, key, kid = lti_class
+    url, s, key, kid, _ = lti_class
     browser, reply, _ = launch(url, lambda nonce, name: id_token(key, kid, nonce, name, url), s)
     assert reply.status_code == 302, reply.text[-500:]
     assert logged_in_as(browser, url) == s
 
 
 def test_launches_the_lms_did_not_sign_for_this_class_log_nobody_in(lti_class):
-    url, s, key, kid = lti_class
+    url, s, key, kid, _ = lti_class
+    signed = lambda nonce, name: id_token(key, kid, nonce, name, url)  # noqa: E731 - the LMS's signature
     stranger = key_pair()
     forged, reply, _ = launch(url, lambda nonce, name: id_token(stranger, kid, nonce, name, url), s)
     assert reply.status_code in (400, 401) and logged_in_as(forged, url) is None  # another key, the LMS's kid
     for name in (fresh_names("nx")[0], "nobody", "root"):  # not enrolled: no account, a machine's, root
-        browser, reply, _ = launch(url, lambda nonce, n: id_token(key, kid, nonce, n, url), name)
+        browser, reply, _ = launch(url, signed, name)
         assert reply.status_code == 403 and logged_in_as(browser, url) is None, name
+    # a name that is the student's only once case-folded (JupyterHub lower-cases names before its checks)
+    browser, reply, _ = launch(url, signed, s.upper())
+    assert reply.status_code == 400 and logged_in_as(browser, url) is None
+    # the student's own login, launching the tool from another course of the LMS
+    browser, reply, _ = launch(url, lambda nonce, n: id_token(key, kid, nonce, n, url, course="other-101"), s)
+    assert reply.status_code == 403 and logged_in_as(browser, url) is None
     # a launch without the claim that names the account: never the LMS's own id for the learner instead
     browser, reply, _ = launch(url, lambda nonce, n: id_token(key, kid, nonce, "", url), s)
     assert reply.status_code == 400 and "username" in reply.text and logged_in_as(browser, url) is None
-    # a launch seen once (a proxy's log, a shared computer's history), posted again from another browser
-    _, reply, seen = launch(url, lambda nonce, name: id_token(key, kid, nonce, name, url), s)
+
+
+def test_a_launch_is_used_once(lti_class):
+    url, s, key, kid, log = lti_class
+    browser, reply, seen = launch(url, lambda nonce, name: id_token(key, kid, nonce, name, url), s)
     assert reply.status_code == 302
-    replayed, reply, _ = launch(url, lambda nonce, name: seen, s)
+    # posted again with the cookies it came with (a proxy's log, a shared computer's history)
+    again = requests_session(seen["cookies"])
+    form = {k: seen[k] for k in ("id_token", "state")}
+    reply = again.post(f"{url}/hub/lti13/oauth_callback", data=form, allow_redirects=False)
+    assert reply.status_code == 400 and logged_in_as(again, url) is None
+    assert "this launch was used already" in log.read_text()
+    # posted from another browser, after a login of its own (another nonce)
+    replayed, reply, _ = launch(url, lambda nonce, name: seen["id_token"], s)
     assert reply.status_code == 400 and logged_in_as(replayed, url) is None
+
+
+def test_the_hubs_own_login_form_logs_nobody_in(lti_class):
+    """JupyterHub's /hub/login posts its form's fields to the authenticator as if they were a verified token."""
+    url, s, _, _, log = lti_class
+    browser = requests_session()
+    browser.get(f"{url}/hub/login")  # its _xsrf cookie, as a browser has it
+    fields = {"username": s, "email": s, "sub": s, "custom_username": s, "password": "x"}
+    reply = browser.post(
+        f"{url}/hub/login",
+        data={"_xsrf": browser.cookies.get("_xsrf", ""), **fields},
+        allow_redirects=False,
+    )
+    assert reply.status_code == 403 and logged_in_as(browser, url) is None
+    assert "403 POST /hub/login (127.0.0.1): log in from the course's page in the LMS" in log.read_text()
+
+
+def requests_session(cookies=None):
+    """A browser: a fresh session, or one holding a copy of `cookies`."""
+    import requests
+
+    session = requests.Session()
+    for cookie in cookies or []:
+        session.cookies.set_cookie(cookie)
+    return session

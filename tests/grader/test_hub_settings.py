@@ -103,18 +103,47 @@ def test_grading_reads_what_nbgrader_collected(tmp_path):
     )
 
 
+GOOD_LTI = {
+    "issuer": "https://lms.example.edu",
+    "client_id": "peft-course-tool",
+    "authorize_url": "https://lms.example.edu/authorize",
+    "jwks_endpoint": "https://lms.example.edu/jwks",
+    "public_url": "https://hub.example.edu",
+}
+
+
 @pytest.mark.parametrize(
-    ("settings", "words"),
+    ("change", "words"),
     [
-        ({"issuer": "https://lms.example.edu", "client_id": "peft-course-tool", "authorize_url": "https://x/a"}, "lacks jwks_endpoint"),
-        ({"issuer": "lms", "client_id": "peft-course-tool", "authorize_url": "https://x/a", "jwks_endpoint": "https://x/k"}, "is not an http.s. URL"),
-        ({"issuer": "https://lms.example.edu", "client_id": [1], "authorize_url": "https://x/a", "jwks_endpoint": "https://x/k"}, "client_id is a string"),
-        ({"issuer": "https://lms.example.edu", "client_id": "peft-course-tool", "authorize_url": "https://x/a", "jwks_endpoint": "https://x/k", "secret": 1}, "unknown keys secret"),
+        ({"jwks_endpoint": None}, "lacks jwks_endpoint"),
+        ({"public_url": None}, "lacks public_url"),
+        ({"issuer": "lms"}, "issuer 'lms' is not an https URL"),
+        ({"jwks_endpoint": "http://lms.example.edu/jwks"}, "jwks_endpoint .* is not an https URL"),  # keys swapped on the way
+        ({"public_url": "http://hub.example.edu"}, "public_url .* is not an https URL"),
+        ({"client_id": [1]}, "client_id is a string"),
+        ({"deployment_id": []}, "deployment_id is a string"),
+        ({"username_key": ""}, "username_key is the name of a claim"),
+        ({"secret": 1}, "unknown keys secret"),
         ("not json", "is not JSON"),
     ],
 )  # fmt: skip
-def test_bad_lti_settings_are_one_readable_message(tmp_path, settings, words):
+def test_bad_lti_settings_are_one_readable_message(tmp_path, change, words):
     path = tmp_path / "lti.json"
+    settings = (
+        {k: v for k, v in (GOOD_LTI | change).items() if v is not None}
+        if isinstance(change, dict)
+        else change
+    )
     path.write_text(settings if isinstance(settings, str) else json.dumps(settings))
     with pytest.raises(CourseError, match=words):
         hub_lti.read_settings(path)
+
+
+def test_good_lti_settings_are_read_with_their_defaults(tmp_path):
+    path = tmp_path / "lti.json"
+    path.write_text(
+        json.dumps(GOOD_LTI | {"jwks_endpoint": "http://127.0.0.1:9/jwks", "context_id": "peft-101"})
+    )
+    settings = hub_lti.read_settings(path)  # plain http on this machine's loopback: a local test
+    assert settings["client_id"] == ["peft-course-tool"] and settings["context_id"] == ["peft-101"]
+    assert settings["username_key"] == "custom_username"
