@@ -64,7 +64,8 @@ grade-ui: setup
 # JupyterHub for a class (grader/README.md, "A class on JupyterHub"), as root: each student their own Unix
 # account and issued password (HUB_DIR/passwords.csv), their JupyterLab as that account in a memory cgroup;
 # fetch, submit and feedback in JupyterLab's Assignments tab. HUB_DIR holds everything; HUB_FLAGS adds e.g.
-# --students ada,bo,cy --port 8000 --ip 0.0.0.0, or --demo (one account, one shared password: no isolation).
+# --students ada,bo,cy --port 8000 --ip 0.0.0.0, --lti lti.json (launches from the university's LMS instead of
+# passwords), or --demo (one account, one shared password: no isolation).
 HUB_DIR   ?= hub
 HUB_FLAGS ?=
 hub: setup
