@@ -177,7 +177,7 @@ def add_commands(sub) -> None:
         type=Path,
         metavar="FILE",
         help="start: students launch from the LMS with LTI 1.3 instead of passwords; FILE is JSON with issuer, "
-        "client_id, authorize_url, jwks_endpoint (grader/README.md)",
+        "client_id, authorize_url, jwks_endpoint, public_url (grader/README.md)",
     )
     p.add_argument("--port", type=int, default=8000, help="start: the hub's port (default: 8000)")
     p.add_argument("--ip", default="127.0.0.1", help="start: the address to listen on (0.0.0.0 for a LAN)")

@@ -84,17 +84,14 @@ def read_settings(path: Path) -> dict:
         )
     for key in URLS:
         url = urlparse(str(settings[key]))
-        if (
-            not url.netloc
-            or url.scheme != "https"
-            and not (url.scheme == "http" and url.hostname in LOOPBACK)
-        ):
+        secure = url.scheme == "https" or url.scheme == "http" and url.hostname in LOOPBACK
+        if not url.netloc or not secure:
             raise CourseError(
                 f"--lti {path}: {key} {settings[key]!r} is not an https URL (plain http would let anyone on the "
                 "way swap the LMS's keys or read the hub's cookies; it is allowed on this machine's loopback only)."
             )
     for key in ("client_id", "deployment_id", "context_id"):
-        if key in settings and (key == "client_id" or settings[key] is not None):
+        if key in settings:
             if not (values := _strings(settings[key])):
                 raise CourseError(f"--lti {path}: {key} is a string, or a list of strings.")
             settings[key] = values
@@ -130,13 +127,19 @@ class ClassLTIAuthenticator(LTI13Authenticator):
         config=True
     )
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._used: dict[
+            str, float
+        ] = {}  # the nonces of the launches that logged in, until when to refuse them
+
     async def authenticate(self, handler, data=None):
         # Only the launch's callback has verified `data` (the id_token). JupyterHub's login form posts its raw
         # fields here too (LoginHandler.post): with username_key "email", a form field "email" would log in.
         if not isinstance(handler, LTI13CallbackHandler):
             raise web.HTTPError(403, "log in from the course's page in the LMS (an LTI 1.3 launch)")
         nonce, now = data.get("nonce"), time.time()
-        self._used = {n: until for n, until in getattr(self, "_used", {}).items() if until > now}
+        self._used = {n: until for n, until in self._used.items() if until > now}
         # the same launch posted again with the cookies it came with (a proxy's log, a shared computer)
         if nonce in self._used:
             raise web.HTTPError(400, "this launch was used already: launch the tool again from the LMS")
