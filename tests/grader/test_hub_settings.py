@@ -147,3 +147,23 @@ def test_good_lti_settings_are_read_with_their_defaults(tmp_path):
     settings = hub_lti.read_settings(path)  # plain http on this machine's loopback: a local test
     assert settings["client_id"] == ["peft-course-tool"] and settings["context_id"] == ["peft-101"]
     assert settings["username_key"] == "custom_username"
+
+
+def test_an_https_hub_sends_its_cookies_across_sites_and_a_loopback_one_does_not():
+    """The LMS posts each launch from its own site: the state and nonce cookies must come back with that post."""
+    from traitlets.config import Config
+
+    for public_url, cookies in [
+        ("https://hub.example.edu", {"SameSite": "None", "Secure": True}),
+        ("http://127.0.0.1:8000", None),
+    ]:
+        c = Config()
+        hub_lti.configure(
+            c, GOOD_LTI | {"public_url": public_url, "client_id": ["a", "b"], "username_key": "x"}
+        )
+        assert c.JupyterHub.authenticator_class == "peft_grader.hub_lti.ClassLTIAuthenticator"
+        assert c.LTI13Authenticator.client_id == {"a", "b"} and c.JupyterHub.public_url == public_url
+        if cookies:
+            assert c.JupyterHub.tornado_settings["cookie_options"] == cookies
+        else:
+            assert "tornado_settings" not in c.JupyterHub
