@@ -13,6 +13,8 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 from peft_grader import hub_accounts, hub_spawner
@@ -131,3 +133,17 @@ def targets(root: Path, b: str, lab: str = "00_setup") -> dict:
 
 def to_json(value) -> str:
     return json.dumps(value, default=str)
+
+
+def wait_for_hub(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
+    """Until JupyterHub answers at `url`; its log's tail when it exits or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        if time.monotonic() > deadline:
+            raise TimeoutError(log.read_text()[-3000:])
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/hub/api", timeout=5) as reply:
+                if reply.status == 200:
+                    return
+        time.sleep(0.5)

@@ -25,13 +25,12 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
 from browser_helpers import CHROMIUM_FLAGS, REPO, _free_port, find_chromium, run_all, wait_kernel_idle
-from class_accounts import HOSTILE, class_machine, fresh_names, targets, to_json
+from class_accounts import HOSTILE, class_machine, fresh_names, targets, to_json, wait_for_hub
 
 from peft_grader import catalogue, hub_accounts, hub_spawner
 
@@ -76,16 +75,7 @@ def running_hub(folder: Path, students: list[str]):
     )
     url, ok = f"http://127.0.0.1:{port}", False
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (folder.parent / "hub.log").read_text()[-3000:]
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/hub/api", timeout=5) as reply:
-                    if reply.status == 200:
-                        break
-            time.sleep(0.5)
-        else:
-            raise TimeoutError((folder.parent / "hub.log").read_text()[-3000:])
+        wait_for_hub(url, proc, folder.parent / "hub.log", 240)
         yield url
         ok = True
     finally:

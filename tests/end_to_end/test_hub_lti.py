@@ -19,13 +19,12 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from class_accounts import class_machine, fresh_names
+from class_accounts import class_machine, fresh_names, wait_for_hub
 
 from peft_grader import hub
 
@@ -99,16 +98,7 @@ def lti_class():
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None and time.monotonic() < deadline, (root / "hub.log").read_text()[
-                    -3000:
-                ]
-                with contextlib.suppress(OSError):
-                    with urllib.request.urlopen(f"{url}/hub/api", timeout=5) as reply:
-                        if reply.status == 200:
-                            break
-                time.sleep(0.5)
+            wait_for_hub(url, proc, root / "hub.log", 120)
             yield url, s, key, kid, root / "hub.log"
         finally:
             os.killpg(proc.pid, signal.SIGINT)
