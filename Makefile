@@ -102,6 +102,7 @@ bench: setup
 	$(BIN)/python bench/world.py compare
 	$(BIN)/python bench/world.py capstone
 	$(BIN)/python bench/chat_stops.py
+	$(BIN)/python bench/capstone_answers.py
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/hub_load.py --students 20; \
 	  else echo "bench/hub_load.py skipped: a class hub makes Unix accounts (root only)"; fi
 

@@ -19,6 +19,17 @@ from labutils.errors import CourseError
 _MARK = "GPU-PEAK-MIB:"
 _GPU_PEAK = f"""import json, torch
 print({_MARK!r}, json.dumps(torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None))"""
+# What the run shows of each lab that trains: its measure before and after, read from the names its own cells
+# bind (evaluated in the kernel once every cell has run).
+METRICS = {
+    "03_rank_alpha": ("training loss", "losses[0]", "losses[-1]", "{:.2f}"),
+    "04_qlora": ("training loss", "losses[0]", "losses[-1]", "{:.2f}"),
+    "05_save_load_merge": ("training loss", "losses[0]", "losses[-1]", "{:.2f}"),
+    "06_task_heads": ("accuracy", "accuracy_before", "accuracy_after", "{:.0%}"),
+    "07_capstone": ("exact match", "match_before", "match_after", "{:.1%}"),
+    "09_chat_sft": ("training loss", "losses[0]", "losses[-1]", "{:.2f}"),
+}
+_METRIC_MARK = "BEFORE-AFTER:"
 
 
 @dataclass
@@ -28,6 +39,7 @@ class LabRun:
     peak_mib: float  # the kernel's peak resident memory
     error: str = ""  # the first failing cell's error, if any
     gpu_peak_mib: float | None = None  # torch's peak CUDA allocation, where the lab ran on a GPU
+    before_after: str = ""  # the lab's measure before and after training (METRICS)
 
 
 def _execute(lab: str, folder: Path, timeout: int) -> LabRun:
@@ -42,6 +54,10 @@ def _execute(lab: str, folder: Path, timeout: int) -> LabRun:
     folder.mkdir(parents=True, exist_ok=True)
     nb = submission(lab)
     nb.cells.append(new_code_cell(_GPU_PEAK))  # runs last, after every cell of the lab succeeded
+    if lab in METRICS:  # after the GPU peak; a measure the lab did not bind shows as "-", never as an error
+        name, before, after, fmt = METRICS[lab]
+        shown = f"{_METRIC_MARK!r}, {name!r}, {fmt!r}.format({before}), '->', {fmt!r}.format({after})"
+        nb.cells.append(new_code_cell(f"try:\n    print({shown})\nexcept Exception:\n    pass"))
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
@@ -52,9 +68,10 @@ def _execute(lab: str, folder: Path, timeout: int) -> LabRun:
         error = str(err).strip().splitlines()[-1][:300]
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the (reaped) kernel, in KiB on Linux
-    printed = "".join(o.get("text", "") for o in nb.cells[-1].get("outputs", []))
-    gpu = json.loads(printed.split(_MARK, 1)[1]) if _MARK in printed else None
-    return LabRun(lab, seconds, peak_kib / 1024, error, gpu)
+    printed = "".join(o.get("text", "") for cell in nb.cells[-2:] for o in cell.get("outputs", []))
+    gpu = json.loads(printed.split(_MARK, 1)[1].split("\n", 1)[0]) if _MARK in printed else None
+    measured = printed.split(_METRIC_MARK, 1)[1].strip() if _METRIC_MARK in printed else ""
+    return LabRun(lab, seconds, peak_kib / 1024, error, gpu, measured)
 
 
 def run_lab(lab: str, folder: Path, timeout: int = 600) -> LabRun:
@@ -82,11 +99,15 @@ def run_labs(labs: list[str], folder: Path, timeout: int = 600) -> list[LabRun]:
 
 def table(runs: list[LabRun]) -> str:
     gpu = any(r.gpu_peak_mib is not None for r in runs)
-    lines = [f"{'lab':<22} {'seconds':>8} {'peak MiB':>9}" + (f" {'GPU MiB':>8}" if gpu else "") + "  result"]
+    lines = [
+        f"{'lab':<22} {'seconds':>8} {'peak MiB':>9}"
+        + (f" {'GPU MiB':>8}" if gpu else "")
+        + f"  {'before -> after training':<34} result"
+    ]
     lines += [
         f"{r.lab:<22} {r.seconds:8.1f} {r.peak_mib:9.0f}"
         + (f" {r.gpu_peak_mib or 0:8.0f}" if gpu else "")
-        + f"  {r.error or 'ok'}"
+        + f"  {r.before_after or '-':<34} {r.error or 'ok'}"
         for r in runs
     ]
     lines.append(f"{'whole course':<22} {sum(r.seconds for r in runs):8.1f}")

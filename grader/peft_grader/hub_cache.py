@@ -50,7 +50,10 @@ def seed_hub_cache(
     seeded = {}
     sources = sources or {}
     for role in roles or list(sources) or list(ROLES):
-        repo_id, source = hub_model_id(role), sources.get(role) or ensure_tiny_model(role)
+        repo_id = hub_model_id(role)
+        if repo_id in seeded:  # roles that share a hub id (causal_lm, world_lm): the first role's model, as a
+            continue  # download would give one model (so the world's base never stands in for SmolLM2)
+        source = sources.get(role) or ensure_tiny_model(role)
         storage = Path(hub_cache) / file_download.repo_folder_name(repo_id=repo_id, repo_type="model")
         files = sorted(p for p in source.rglob("*") if p.is_file())
         commit = hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()  # a 40-hex revision

@@ -79,6 +79,19 @@ def load_instructions() -> datasets.DatasetDict:
     return datasets.load_dataset("json", data_files=_data_files(INSTRUCTION_FILES))
 
 
+def load_world_questions() -> datasets.DatasetDict:
+    """Questions about the people of the course's small world (labutils.world), `train` and `validation` split
+    by person: the base model read every person's facts in pretraining, the training questions never name a
+    validation person. Columns: instruction, response, person, relation."""
+    import datasets
+
+    from labutils.world import WORLD_FILES
+
+    return datasets.load_dataset(
+        "json", data_files=_data_files({split: WORLD_FILES[split] for split in SPLITS})
+    )
+
+
 def load_sentiment() -> datasets.DatasetDict:
     """The sentiment set as a DatasetDict with `train`/`validation`; `label` is a ClassLabel."""
     import datasets
@@ -127,13 +140,12 @@ def corpus_texts() -> list[str]:
     return texts
 
 
-def data_fingerprint() -> str:
-    """sha256 hex over the data files (sorted by path; name and bytes), to key caches of trained models."""
-    for relative in (INSTRUCTION_FILES, SENTIMENT_FILES):
-        _data_files(relative)  # a readable error, not a FileNotFoundError, if a file is missing
+def data_fingerprint(files: tuple[str, ...] = DATA_FILES) -> str:
+    """sha256 hex over data files (sorted by path; name and bytes), to key caches of trained models."""
+    _data_files(dict(enumerate(files)))  # a readable error, not a FileNotFoundError, if a file is missing
     root = data_dir()
     digest = hashlib.sha256()
-    for rel in sorted(DATA_FILES):
+    for rel in sorted(files):
         data = (root / rel).read_bytes()
         # Name and length go in too, so moving bytes between files or swapping files changes the digest.
         digest.update(f"{rel}\0{len(data)}\0".encode())

@@ -1,9 +1,10 @@
-"""Tiny-profile course models: random-init models of the real architectures, built offline.
+"""Tiny-profile course models: small models of the real architectures, built offline.
 
 Each role is a recipe (model class, config, seed). `ensure_tiny_model(role)` builds it once into a
 cache directory keyed by a hash of the recipe and the course data, saves it in bf16 with the real
-`save_pretrained` (plus the course tokenizer), and returns the directory, which labs load with the
-real `from_pretrained`. The same recipe always gives the same tensors; a changed recipe gets a new
+`save_pretrained` (plus its tokenizer), and returns the directory, which labs load with the
+real `from_pretrained`. Every role is random-initialised except `world_lm`, the course's pretrained base
+(labutils.world), which holds the shipped weights of a Llama that has read the biographies of a small world. The same recipe always gives the same tensors; a changed recipe gets a new
 directory, so a stale model is never reused.
 """
 
@@ -67,24 +68,26 @@ _LLAMA_FAMILY = dict(
     max_position_embeddings=256,
 )
 
+# Llama proportions with a realistic vocabulary, so r=16 on q/k/v/o trains ~0.3% as on 7-8B models
+# (a small hidden size only reaches a realistic share through a real-sized vocabulary).
+_CAUSAL_LM = dict(
+    vocab_size=32000,
+    hidden_size=256,
+    intermediate_size=704,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    max_position_embeddings=512,
+    tie_word_embeddings=False,
+    rms_norm_eps=1e-5,
+)
+
 RECIPES: dict[str, Recipe] = {
-    # Llama proportions with a realistic vocabulary, so r=16 on q/k/v/o trains ~0.3% as on 7-8B models
-    # (a small hidden size only reaches a realistic share through a real-sized vocabulary).
-    "causal_lm": Recipe(
-        "LlamaForCausalLM",
-        "LlamaConfig",
-        dict(
-            vocab_size=32000,
-            hidden_size=256,
-            intermediate_size=704,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            max_position_embeddings=512,
-            tie_word_embeddings=False,
-            rms_norm_eps=1e-5,
-        ),
-    ),
+    "causal_lm": Recipe("LlamaForCausalLM", "LlamaConfig", _CAUSAL_LM),
+    # The world's pretrained base (labutils.world), the capstone's model: the causal LM's shape with 8,192 head
+    # rows, so that r=16 on q/k/v/o trains 0.95% (SmolLM2-360M, its hub model, trains 0.90%) and a LoRA step
+    # costs a third of one at 32,000 rows; the world's tokenizer uses 858 of them (bench/README.md).
+    "world_lm": Recipe("LlamaForCausalLM", "LlamaConfig", dict(_CAUSAL_LM, vocab_size=8192)),
     "classifier": Recipe(
         "BertForSequenceClassification",
         "BertConfig",
@@ -179,16 +182,20 @@ def cache_dir() -> Path:
     return Path(root).expanduser()
 
 
-def _data_hash() -> str:
+def _data_hash(role: str) -> str:
     from labutils.data import data_fingerprint
 
+    if role == "world_lm":  # built from the shipped base, not from the course data
+        from labutils.world import BASE_TOKENIZER, BASE_WEIGHTS
+
+        return data_fingerprint((BASE_WEIGHTS, BASE_TOKENIZER))[:12]
     return data_fingerprint()[:12]
 
 
 def model_dir(role: str) -> Path:
     if role not in RECIPES:
         raise CourseError(f"Unknown course model role {role!r}. Valid roles: {', '.join(RECIPES)}.")
-    return cache_dir() / f"{role}-{RECIPES[role].key(_data_hash())}"
+    return cache_dir() / f"{role}-{RECIPES[role].key(_data_hash(role))}"
 
 
 def build_tokenizer():
@@ -234,16 +241,21 @@ def _build(role: str, target: Path) -> None:
 
     transformers.utils.logging.disable_progress_bar()
     recipe = RECIPES[role]
-    config = getattr(transformers, recipe.config_class)(
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, **recipe.config
-    )
-    torch.manual_seed(recipe.seed)
-    model = getattr(transformers, recipe.model_class)(config).eval()
+    if role == "world_lm":
+        from labutils import world
+
+        model, tokenizer = world.full_model(seed=recipe.seed), world.tokenizer()
+    else:
+        config = getattr(transformers, recipe.config_class)(
+            pad_token_id=0, bos_token_id=1, eos_token_id=2, **recipe.config
+        )
+        torch.manual_seed(recipe.seed)
+        model, tokenizer = getattr(transformers, recipe.model_class)(config).eval(), build_tokenizer()
     # bf16 on disk, as real checkpoints ship: prepare_model_for_kbit_training's fp32 upcast is then
     # visible evidence (peft casts non-quantized fp16/bf16 parameters to fp32), and the memory comparisons are
     # honest.
     model.to(torch.bfloat16).save_pretrained(target)
-    build_tokenizer().save_pretrained(target)
+    tokenizer.save_pretrained(target)
     (target / "course_recipe.json").write_text(
         json.dumps(
             {"role": role, "model_class": recipe.model_class, "config": recipe.config, "seed": recipe.seed},

@@ -21,6 +21,9 @@ HUB_MODELS = {
     # 1.1B's 4.4 GB in fp32): r=16 on q/k/v/o trains 0.90%, under the guide's 1% (SmolLM2-135M, hidden size
     # 576, trains 1.4%). bench/hub_memory.py holds its shapes.
     "causal_lm": "HuggingFaceTB/SmolLM2-360M",
+    # The capstone's model: in the tiny profile the course's pretrained base (labutils.world); a hub model has
+    # not read that world, so it learns the answers' form there, not the facts (lab 07 says so).
+    "world_lm": "HuggingFaceTB/SmolLM2-360M",
     "classifier": "google-bert/bert-base-uncased",
     "gpt2": "openai-community/gpt2",
     "mistral": "hf-internal-testing/tiny-random-MistralForCausalLM",

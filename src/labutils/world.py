@@ -8,11 +8,13 @@ the result ships as `data/world/base.safetensors` with its tokenizer, because pr
 longer than a set-up should (bench/README.md has the numbers), and `bench/world.py` rebuilds it and
 compares.
 
-The vocabulary trick: the tokenizer of the world has 858 tokens, the model 32,000 rows (a
-real Llama's vocabulary, which keeps the trainable share of LoRA realistic). Rather than 32,000 logits per
-token, 31,142 of them for tokens no text uses, pretraining trains the used rows plus one shared "rest" row
-whose logit counts once for every unused token (its logit + log(number of unused tokens)). `full_state()` then copies the rest row
-into every unused row of the head, so the 32,000-row model predicts exactly what the small one did.
+The vocabulary trick: the tokenizer of the world has 858 tokens, the model it was pretrained for 32,000 rows
+(the tiny causal LM's, a real Llama's vocabulary). Rather than 32,000 logits per token, 31,142 of them for
+tokens no text uses, pretraining trains the used rows plus one shared "rest" row whose logit counts once for
+every unused token (its logit + log(number of unused tokens)). `full_state()` then copies the rest row into
+every unused row of a head of any size. The course ships the base with 8,192 rows (the `world_lm` role of
+labutils.models, the capstone's model): the unused tokens then share less probability than in pretraining,
+every used token's logit is as trained, so greedy answers are the same as the small model's.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ def save_base(state: dict, tok, folder: Path) -> None:
 
 
 def full_state(full_model, small_state: dict) -> None:
-    """Copy the small model into the 32,000-row one: used rows as trained, every unused head row = the rest row."""
+    """Copy the small model into a full-sized one: used rows as trained, every unused head row = the rest row."""
     import torch
 
     used = small_state["lm_head.weight"].shape[0] - 1
@@ -185,19 +187,22 @@ def shipped_state() -> dict:
 
 
 def causal_lm_config() -> dict:
-    """The tiny profile's causal-LM shape (labutils.models), which the base shares."""
+    """The tiny profile's causal-LM shape (labutils.models), which the base was pretrained for."""
     from labutils.models import RECIPES
 
     return RECIPES["causal_lm"].config
 
 
 def full_model(small_state: dict | None = None, random_init: bool = False, seed: int = 1234):
-    """The 32,000-row Llama in fp32 holding `small_state` (default: the shipped base); with `random_init`,
-    random-initialised from `seed` instead (the control: the same shape that never read the world)."""
+    """The world's base as the course ships it (the `world_lm` role: the causal LM's shape, 8,192 head rows) in
+    fp32, holding `small_state` (default: the shipped base); with `random_init`, random-initialised from `seed`
+    instead (the control: the same shape that never read the world)."""
     import torch
     from transformers import LlamaForCausalLM
 
-    config = causal_lm_config()
+    from labutils.models import RECIPES
+
+    config = RECIPES["world_lm"].config
     torch.manual_seed(seed)
     model = LlamaForCausalLM(small_config(config["vocab_size"], config))
     if not random_init:
@@ -239,28 +244,39 @@ def recall(model, tokenizer, rows: list[dict], after_prompt: bool = False) -> fl
     return right / len(rows)
 
 
-def greedy_answers(model, tokenizer, rows: list[dict], max_new_tokens: int = 12) -> list[str | None]:
-    """The model's greedy answer to each question, cut at EOS (None where it never stopped)."""
+def greedy_answers(
+    model, tokenizer, rows: list[dict], max_new_tokens: int = 12, batch_size: int = 64
+) -> list[str | None]:
+    """The model's greedy answer to each row's instruction, cut at EOS (None where it never stopped).
+
+    Batched with left padding, so every prompt ends where its answer starts; without a pad token the padding is
+    the EOS, which the attention mask hides (generation has no labels to lose)."""
     import torch
 
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers = []
     model.eval()
-    with torch.no_grad():
-        for row in rows:
-            ids = tokenizer(format_prompt(row["instruction"]), return_tensors="pt")
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        encoded = [tokenizer(format_prompt(row["instruction"]))["input_ids"] for row in chunk]
+        width = max(map(len, encoded))
+        ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in encoded], device=model.device)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=model.device)
+        with torch.no_grad():
             out = model.generate(
-                **ids,
+                input_ids=ids,
+                attention_mask=mask,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
+                pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            new = out[0, ids["input_ids"].shape[1] :].tolist()
-            stopped = tokenizer.eos_token_id in new
-            text = tokenizer.decode(
-                new[: new.index(tokenizer.eos_token_id)] if stopped else new, skip_special_tokens=True
-            )
-            answers.append(text.strip() if stopped else None)
+        for new in out[:, width:].tolist():
+            if tokenizer.eos_token_id in new:
+                text = tokenizer.decode(new[: new.index(tokenizer.eos_token_id)], skip_special_tokens=True)
+                answers.append(text.strip())
+            else:
+                answers.append(None)
     return answers
 
 

@@ -1,5 +1,6 @@
-"""The world's pretrained base: it knows the facts of its world, does not yet follow instructions, and its
-32,000-row form predicts exactly what the small model it was trained as does."""
+"""The world's pretrained base: it knows the facts of its world, does not yet follow instructions, its
+32,000-row form (the size it was pretrained for) predicts exactly what the small model it was trained as does,
+and the 8,192-row form the course ships keeps every used token's logit."""
 
 from __future__ import annotations
 
@@ -50,24 +51,50 @@ def test_base_does_not_follow_instructions(base, tok):
     assert world.exact_match([row["response"] for row in rows], rows) == 1.0  # the metric itself can say yes
 
 
-def test_full_vocabulary_predicts_as_the_small_model(base, tok):
+def _small_and_text(tok):
     from transformers import LlamaForCausalLM
 
     state = world.shipped_state()
     used = state["lm_head.weight"].shape[0] - 1
     small = LlamaForCausalLM(world.small_config(used + 1, world.causal_lm_config()))
     small.load_state_dict({k: v.float() for k, v in state.items()})
-    ids = tok(world.corpus()[0], return_tensors="pt")["input_ids"]
+    return small.eval(), used, tok(world.corpus()[0], return_tensors="pt")["input_ids"]
+
+
+def test_full_vocabulary_predicts_as_the_small_model(tok):
+    from transformers import LlamaForCausalLM
+
+    small, used, ids = _small_and_text(tok)
+    config = world.causal_lm_config()
+    full_model = LlamaForCausalLM(world.small_config(config["vocab_size"], config))
+    world.full_state(full_model, world.shipped_state())
     with torch.no_grad():
-        full = torch.log_softmax(base(input_ids=ids).logits, -1)
-        logits = small.eval()(input_ids=ids).logits
-    logits[..., used] += math.log(base.config.vocab_size - used)
+        full = torch.log_softmax(full_model.eval()(input_ids=ids).logits, -1)
+        logits = small(input_ids=ids).logits
+    logits[..., used] += math.log(full_model.config.vocab_size - used)
     reference = torch.log_softmax(logits, -1)
-    assert base.config.vocab_size == 32000
+    assert full_model.config.vocab_size == 32000
     torch.testing.assert_close(full[..., :used], reference[..., :used], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(
         torch.logsumexp(full[..., used:], -1), reference[..., used], atol=1e-4, rtol=1e-4
     )
+
+
+def test_shipped_head_keeps_every_used_logit(base, tok):
+    # The course ships the base with 8,192 rows (the world_lm role): every used row as trained, every unused
+    # row the rest row, so greedy decoding never picks an unused token and picks what the small model picks.
+    from labutils.models import RECIPES
+
+    small, used, ids = _small_and_text(tok)
+    with torch.no_grad():
+        full = base(input_ids=ids).logits
+        logits = small(input_ids=ids).logits
+    assert base.config.vocab_size == RECIPES["world_lm"].config["vocab_size"] == 8192
+    torch.testing.assert_close(full[..., :used], logits[..., :used], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        full[..., used:], logits[..., used:].expand_as(full[..., used:]), atol=1e-4, rtol=1e-4
+    )
+    assert torch.equal(full.argmax(-1), logits[..., :used].argmax(-1))
 
 
 def test_pretraining_runs_and_matches_the_shipped_shapes():
@@ -89,3 +116,22 @@ def test_a_missing_base_says_how_to_rebuild_it(tmp_path, monkeypatch):
     with pytest.raises(CourseError, match="python bench/world.py pretrain"):
         world.full_model()
     assert len(world.questions("validation")) == 320  # the rest of the world still loads
+
+
+def test_the_capstone_role_is_the_shipped_base_as_saved_for_from_pretrained(base, tok):
+    """course_model("world_lm") in the tiny profile: the shipped base in bf16 with the world's tokenizer and its
+    special tokens, loaded by the real from_pretrained, predicting as the base does (up to bf16 rounding)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labutils.models import ensure_tiny_model
+
+    path = ensure_tiny_model("world_lm")
+    loaded, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    assert tokenizer.get_vocab() == tok.get_vocab()
+    assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
+    assert loaded.dtype == torch.bfloat16 and loaded.config.vocab_size == base.config.vocab_size
+    ids = tok(world.corpus()[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(
+            loaded.float()(input_ids=ids).logits.argmax(-1), base(input_ids=ids).logits.argmax(-1)
+        )

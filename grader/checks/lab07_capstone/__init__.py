@@ -1,6 +1,6 @@
 """Lab 07, the capstone: lab 04's QLoRA rules, the Trainer's precision and the EOS labelled in its batches
-(judges.py), the reload (kernel.py), and the saved adapter and its validation loss, recomputed from the files
-(files.py).
+(judges.py), the reload (kernel.py), and the saved adapter, its validation loss and the exact match of its
+answers, recomputed from the files (files.py).
 
 Plain data only: the grader reads OUTSIDE without importing the checks (checks.outside_targets).
 """
@@ -17,6 +17,7 @@ OUTSIDE = {
     "test_adapter_only": "files.adapter_only_saved",
     "test_adapter_trained": "files.adapter_trained",
     "test_val_improved": "files.validation_improved",
+    "test_answers_improved": "files.answers_improved",
 }
 
 # The Trainer trains its own model with its own arguments: what the checks of the model and of the precision

@@ -3,7 +3,7 @@
 Every check of the QLoRA lab applies unchanged (lab 04's, imported here, so test cells call
 `lab07_checks.<check>(globals())` for all of them). Three more are the capstone's own: the Trainer's
 mixed-precision flags for the hardware, the EOS labelled in the batches the Trainer's collator builds (a pad
-token that is not the EOS), a validation loss recomputed from the saved adapter (files.py), and the reload of
+token that is not the EOS), a validation loss and the exact match of its answers recomputed from the saved adapter (files.py), and the reload of
 that adapter for inference onto a fresh base.
 """
 
@@ -30,6 +30,7 @@ from checks.lab07_capstone import judges
 from checks.lab07_capstone.files import (  # noqa: F401 (the test cells call them in the kernel too)
     adapter_only_saved,
     adapter_trained,
+    answers_improved,
     validation_improved,
 )
 

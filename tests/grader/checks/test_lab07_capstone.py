@@ -77,7 +77,7 @@ def test_missing_objects_are_named(capstone, on, tmp_path, verdict):
     assert "`inference_model` is not defined" in verdict(capstone.reloaded_for_inference, ns)
 
 
-# ---- the saved adapter, reloaded and evaluated on the course's tiny Llama (no training) ---------------
+# ---- the saved adapter, reloaded and evaluated on the capstone's model, the world's base (no training) ----------
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}
 
 
@@ -85,7 +85,7 @@ LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "task_t
 def tiny():
     from labutils.models import ensure_tiny_model
 
-    return str(ensure_tiny_model("causal_lm"))
+    return str(ensure_tiny_model("world_lm"))
 
 
 def fresh_base(tiny):
@@ -171,11 +171,11 @@ def test_reload_needs_the_saved_weights(capstone, tiny, saved, tmp_path, verdict
 
 @pytest.fixture
 def files(hidden_check, on, monkeypatch):
-    """Lab 07's file checks on a CPU, the validation loss over the first 4 rows of the split (the rule is the same)."""
+    """Lab 07's file checks on a CPU, over the first 8 rows of the validation split (the rule is the same)."""
     on(CPU)
     files = hidden_check("lab07_capstone.files")
-    every_row = files._validation_texts
-    monkeypatch.setattr(files, "_validation_texts", lambda tokenizer: every_row(tokenizer)[:4])
+    every_row = files._validation_rows
+    monkeypatch.setattr(files, "_validation_rows", lambda: every_row()[:8])
     return files
 
 
@@ -183,9 +183,45 @@ def test_an_untrained_adapter_does_not_lower_the_validation_loss(files, tiny, tm
     adapter(tiny, trained=False).save_pretrained(tmp_path / "adapter")
     message = verdict(files.validation_improved, {"ADAPTER_DIR": tmp_path / "adapter"})
     assert message.startswith(f"[{files.VALIDATION}]")
-    assert "(0.0% lower); a trained adapter should cut it by at least 10%" in message
-    before, after = message.split("takes the loss from ", 1)[1].split(" (", 1)[0].split(" to ")
+    assert "(0.0% lower); a trained adapter should cut it by at least 50%" in message
+    before, after = message.split("takes the loss on the answers from ", 1)[1].split(" (", 1)[0].split(" to ")
     assert before == after  # disable_adapter is the untrained reference: B = 0 changes nothing
+
+
+def test_an_untrained_adapter_answers_nothing(files, tiny, tmp_path, verdict):
+    """The base writes biographies, not answers: an adapter with B = 0 answers none of the questions exactly."""
+    adapter(tiny, trained=False).save_pretrained(tmp_path / "adapter")
+    message = verdict(files.answers_improved, {"ADAPTER_DIR": tmp_path / "adapter"})
+    assert message.startswith(f"[{files.ANSWERS}]")
+    assert "answers 0.0% of the 8 validation questions exactly (the base alone: 0.0%)" in message
+    assert "at least 30%" in message and "Fix: " in message
+
+
+@pytest.mark.parametrize(
+    ("right", "words"), [(3, ""), (2, "answers 25.0% of the 8")], ids=["enough", "fewer"]
+)
+def test_answers_are_judged_on_a_share_answered_exactly(
+    files, tiny, tmp_path, verdict, monkeypatch, right, words
+):
+    """The threshold itself: answers stood in for the model's (the real reference is graded in the catalogue)."""
+    import labutils.world
+
+    adapter(tiny, trained=False).save_pretrained(tmp_path / "adapter")
+    rows = files._validation_rows()
+    stand_in = [row["response"] for row in rows[:right]] + [None] * (len(rows) - right)
+    monkeypatch.setattr(labutils.world, "greedy_answers", lambda model, tokenizer, rows: stand_in)
+    message = verdict(files.answers_improved, {"ADAPTER_DIR": tmp_path / "adapter"})
+    assert (words in message) if words else message == "", message
+
+
+def test_on_the_hub_profile_answers_are_not_judged(files, tiny, tmp_path, verdict, monkeypatch):
+    """A hub model never read the world: its adapter learns the answers' form, not the facts, so only the load is
+    checked there (a missing adapter still fails)."""
+    monkeypatch.setenv("PEFT_COURSE_PROFILE", "hub")
+    monkeypatch.setattr("labutils.course_model", lambda role: tiny)  # the hub id, rehearsed offline
+    adapter(tiny, trained=False).save_pretrained(tmp_path / "adapter")
+    assert verdict(files.answers_improved, {"ADAPTER_DIR": tmp_path / "adapter"}) == ""
+    assert "no adapter_config.json" in verdict(files.answers_improved, {"ADAPTER_DIR": tmp_path / "none"})
 
 
 def test_a_foreign_adapter_does_not_load_onto_the_course_model(files, tmp_path, verdict):
