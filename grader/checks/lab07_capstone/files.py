@@ -16,8 +16,9 @@ ANSWERS = (
     "Judge instruction tuning by its answers: held-out questions answered exactly, from what the base knows"
 )
 # The saved adapter must cut the base model's validation loss on the answers by at least this share. The
-# reference (200 steps of 16 questions) cuts it by 95%, twenty steps of 4 by 68%, one step by 11%.
-MIN_IMPROVEMENT = 0.5
+# reference (200 steps of 16 questions) cuts it by 95%, twenty steps of 4 by 68%, pad = EOS (the EOS never
+# learned) by 38%, one step by 11%.
+MIN_IMPROVEMENT = 0.25
 # On the tiny profile the saved adapter must answer at least this share of the validation questions exactly
 # (greedy, then EOS): above what the same training gives a random-initialised base (8%, bench/README.md), below
 # the slowest honest path measured (the reference without prepare_model_for_kbit_training, 68%; the reference
