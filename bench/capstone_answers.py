@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nbclient import NotebookClient
+from chat_stops import run_seeded  # bench/, the script's own folder
 
-from peft_grader import catalogue, nbcourse
+from peft_grader import nbcourse
 
 LAB = "07_capstone"
 TARGET = 0.8
@@ -27,14 +27,7 @@ TARGET = 0.8
 
 def trained_adapter(seed: int, work: Path) -> Path:
     """Lab 07 run with its TrainingArguments seeded by `seed`; the folder of the adapter it saved."""
-    cell = catalogue._solutions(LAB)["training_args"]
-    assert "max_steps=200," in cell, "lab 07's training_args cell changed: update this bench"
-    nb = catalogue.submission(
-        LAB, {"training_args": cell.replace("max_steps=200,", f"max_steps=200, seed={seed},")}
-    )
-    NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}
-    ).execute()
+    run_seeded(LAB, "training_args", "max_steps=200,", seed, work)
     return work / "capstone-output" / "adapter"
 
 

@@ -25,16 +25,20 @@ from peft_grader import catalogue, nbcourse
 LAB = "09_chat_sft"
 
 
-def trained_adapter(seed: int, work: Path) -> Path:
-    """Lab 09 run with its SFTConfig seeded by `seed`; the folder of the adapter it saved."""
-    trainer_cell = catalogue._solutions(LAB)["trainer"]
-    assert "max_steps=60," in trainer_cell, "lab 09's trainer cell changed: update this bench"
-    nb = catalogue.submission(
-        LAB, {"trainer": trainer_cell.replace("max_steps=60,", f"max_steps=60, seed={seed},")}
-    )
+def run_seeded(lab: str, cell: str, setting: str, seed: int, work: Path) -> None:
+    """`lab`'s released notebook with the reference solutions, `seed=seed` added after `setting` in its `cell`
+    (nothing else changed), run in `work` as a learner runs it."""
+    source = catalogue._solutions(lab)[cell]
+    assert setting in source, f"{lab}'s {cell} cell changed: update this bench"
+    nb = catalogue.submission(lab, {cell: source.replace(setting, f"{setting} seed={seed},")})
     NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}
     ).execute()
+
+
+def trained_adapter(seed: int, work: Path) -> Path:
+    """Lab 09 run with its SFTConfig seeded by `seed`; the folder of the adapter it saved."""
+    run_seeded(LAB, "trainer", "max_steps=60,", seed, work)
     return work / "lab09-output" / "chat-adapter"
 
 

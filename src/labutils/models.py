@@ -4,8 +4,9 @@ Each role is a recipe (model class, config, seed). `ensure_tiny_model(role)` bui
 cache directory keyed by a hash of the recipe and the course data, saves it in bf16 with the real
 `save_pretrained` (plus its tokenizer), and returns the directory, which labs load with the
 real `from_pretrained`. Every role is random-initialised except `world_lm`, the course's pretrained base
-(labutils.world), which holds the shipped weights of a Llama that has read the biographies of a small world. The same recipe always gives the same tensors; a changed recipe gets a new
-directory, so a stale model is never reused.
+(labutils.world), which holds the shipped weights of a Llama that has read the biographies of a small world.
+The same recipe always gives the same tensors; a changed recipe gets a new directory, so a stale model is never
+reused.
 """
 
 from __future__ import annotations

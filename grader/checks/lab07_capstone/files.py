@@ -1,6 +1,7 @@
 """Lab 07's checks of what the capstone saved, run in the kernel and again outside it (checks.outside) on the
 lab's folders: the adapter folder (lab 04's rules, checks.adapter_files), and the validation loss and the
-exact match of greedy answers, recomputed from the saved adapter on a fresh 4-bit base. torch is imported only where a check loads the model.
+exact match of greedy answers, recomputed from the saved adapter on a fresh 4-bit base. torch is imported only
+where a check loads the model.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _load_base(model_id: str):
 
 
 def _saved_adapter_on_the_base(ns: dict, rule: str):
-    """The adapter saved in ADAPTER_DIR, loaded here onto a fresh 4-bit base of the course model, and its tokenizer."""
+    """The adapter saved in ADAPTER_DIR loaded here onto a fresh 4-bit base of the course model; and the tokenizer."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 

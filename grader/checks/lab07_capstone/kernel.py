@@ -3,8 +3,8 @@
 Every check of the QLoRA lab applies unchanged (lab 04's, imported here, so test cells call
 `lab07_checks.<check>(globals())` for all of them). Three more are the capstone's own: the Trainer's
 mixed-precision flags for the hardware, the EOS labelled in the batches the Trainer's collator builds (a pad
-token that is not the EOS), a validation loss and the exact match of its answers recomputed from the saved adapter (files.py), and the reload of
-that adapter for inference onto a fresh base.
+token that is not the EOS), a validation loss and the exact match of its answers recomputed from the saved
+adapter (files.py), and the reload of that adapter for inference onto a fresh base.
 """
 
 from __future__ import annotations
