@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from checks import PeftMistake, error_text, lab_package, lab_paths, lab_registry, outside_targets
+from checks import PeftMistake, error_text, evidence, lab_package, lab_paths, lab_registry, outside_targets
 from checks.evidence import RECORDED_KEY, records
 
 UNVERIFIED = "could not be verified outside the notebook"
@@ -49,9 +49,12 @@ def verdicts(lab: str, folder: Path, views: Path | None = None) -> dict[str, str
     """Every outside verdict of the lab's notebook in `folder`. `views`: the lab's files as each check saw them
     (peft_grader.as_made: a folder per grade id), judged instead of the files as they are now."""
     targets, found, folder = outside_targets(lab), {}, folder.resolve()
-    cells = (
-        _test_cells(folder / f"{lab}.ipynb") if any(t.startswith("judges.") for t in targets.values()) else {}
-    )
+    cells = _test_cells(folder / f"{lab}.ipynb")
+    # the files checks of a lab with records judge the files against what its locked cells recorded
+    evidence.notebook_records = {
+        grade_id: cell.get("metadata", {}).get(RECORDED_KEY, {})
+        for grade_id, cell in ({} if isinstance(cells, Exception) else cells).items()
+    }
     for grade_id, target in targets.items():
         if target.startswith("files."):
             # as the check first saw the files (a file rewritten after it cannot change a verdict), and as the

@@ -55,6 +55,8 @@ THREATS = {
     "rebound",
     "measurements",
     "files_after_check",
+    # lab 07: an adapter that is not the one the lab's Trainer trained from an untrained start (issue 30)
+    "provenance",
 }
 _KEYS = {
     "title",

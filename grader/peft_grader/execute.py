@@ -27,7 +27,14 @@ METRICS = {
     "05_save_load_merge": ("training loss", "losses[0]", "losses[-1]", "{:.2f}"),
     "06_task_heads": ("accuracy", "accuracy_before", "accuracy_after", "{:.0%}"),
     "07_capstone": ("exact match", "match_before", "match_after", "{:.1%}"),
+    "08_adapter_life": ("loss, trained then resumed", "first_losses[0]", "more[-1]", "{:.2f}"),
     "09_chat_sft": ("training loss", "losses[0]", "losses[-1]", "{:.2f}"),
+    "10_variants_precision": (
+        "loss, chosen variant",
+        "results[chosen_variant]['first_loss']",
+        "results[chosen_variant]['loss']",
+        "{:.2f}",
+    ),
 }
 _METRIC_MARK = "BEFORE-AFTER:"
 
@@ -102,12 +109,12 @@ def table(runs: list[LabRun]) -> str:
     lines = [
         f"{'lab':<22} {'seconds':>8} {'peak MiB':>9}"
         + (f" {'GPU MiB':>8}" if gpu else "")
-        + f"  {'before -> after training':<34} result"
+        + f"  {'before -> after training':<40} result"
     ]
     lines += [
         f"{r.lab:<22} {r.seconds:8.1f} {r.peak_mib:9.0f}"
         + (f" {r.gpu_peak_mib or 0:8.0f}" if gpu else "")
-        + f"  {r.before_after or '-':<34} {r.error or 'ok'}"
+        + f"  {r.before_after or '-':<40} {r.error or 'ok'}"
         for r in runs
     ]
     lines.append(f"{'whole course':<22} {sum(r.seconds for r in runs):8.1f}")

@@ -284,6 +284,13 @@ class SandboxExecute(Execute):
                         for name in self._records[grade_id]
                     }
                 cell.metadata[kernel_guard.RECORDED_KEY] = records
+                for name, (expression, kind) in self._records[grade_id].items():
+                    found = records.get(name)
+                    if kind == "learner_code" and isinstance(found, list) and found:
+                        self._held.append(
+                            f"{label}: {expression} runs code of the learner's cells while it trains: "
+                            + "; ".join(map(str, found[:3]))
+                        )
             if self._files is not None and grade_id in self._file_checks:
                 self._files.checkpoint(grade_id)
 

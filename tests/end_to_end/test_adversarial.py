@@ -81,6 +81,10 @@ REQUIRED = {
     "editing the learner's own recorded measurements": ["edit_measured_losses"],
     "rewriting a saved file after its check ran": ["rewrite_adapter_after_check"],
     "honest styles: library logging, magics, a helper module, breakpoint()": ["honest_styles"],
+    # issue 30: the capstone's saved adapter judged as the one its Trainer trained
+    "an adapter trained before the lab's Trainer started": ["adapter_trained_before_the_trainer"],
+    "a saved adapter rewritten before any check read it": ["saved_adapter_is_not_the_trained_one"],
+    "the learner's code run inside the Trainer's training": ["collator_of_my_own"],
 }
 REQUIRED_THREATS = adversarial.THREATS - {"control"}  # every category the catalogue knows is used
 

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-import re
+import ast
 
 import nbformat
 
 from peft_grader import execute, nbcourse
 
 
+def _bound(code: str) -> set[str]:
+    """Every name an assignment in `code` binds (tuple targets and nested blocks included)."""
+    tree = ast.parse(code)
+    targets = [t for node in ast.walk(tree) if isinstance(node, ast.Assign) for t in node.targets]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
 def test_each_measure_names_what_its_lab_binds():
     for lab, (_, before, after, _) in execute.METRICS.items():
         master = nbformat.read(nbcourse.SOURCE / lab / f"{lab}.ipynb", as_version=4)
-        code = "\n".join(cell.source for cell in master.cells if cell.cell_type == "code")
+        code = "\n".join(
+            cell.source
+            for cell in master.cells
+            if cell.cell_type == "code" and not cell.source.startswith("%")
+        )
         for expression in (before, after):
-            name = re.match(r"\w+", expression).group()
-            assert re.search(rf"^{name} = ", code, re.M), (
-                f"{lab} binds no `{name}` for make demo's {expression}"
+            names = {n.id for n in ast.walk(ast.parse(expression)) if isinstance(n, ast.Name)}
+            assert names <= _bound(code), (
+                f"{lab} binds no {names - _bound(code)} for make demo's {expression}"
             )
 
 

@@ -69,7 +69,7 @@ def quantization_config(cfg: dict) -> None:
             QLORA_CONFIG,
             f"bnb_4bit_compute_dtype is {got}; on this hardware it should be "
             f"{want} (bf16 where supported, float16 on a GPU without bf16 such as a T4; float32 "
-            "doubles activation memory and is slow).",
+            "doubles activation memory and, on a GPU, runs on its slower fp32 path).",
             f"bnb_4bit_compute_dtype=torch.{want}.",
         )
 

@@ -24,9 +24,20 @@ OUTSIDE = {
 # flags judge too, recorded right after training (not `model` or `training_args`, which a later cell may rebind).
 # And it trains on the batches its own collator builds: the locked cell show_labels collates the first rows of
 # its training set into `first_batch` (plain lists) just before training, recorded right after that cell.
+# What the saved adapter is judged against (files.py, the adapter's provenance): its state when the Trainer was
+# built (untrained) and when it finished (the tensors a save must hold), and the rows it trained on. Code of the
+# learner's that its collator or model would run while training is held for review (a `learner_code` record).
 RECORDS = {
+    "before": {"start": ["trainer.model", "adapter_state"]},
     "show_labels": {"batch": ["first_batch", "value"]},
-    "train": {"model": ["trainer.model", "manifest"], "precision": ["trainer.args", "precision"]},
+    "train": {
+        "model": ["trainer.model", "manifest"],
+        "precision": ["trainer.args", "precision"],
+        "end": ["trainer.model", "adapter_state"],
+        "rows": ["trainer.train_dataset", "token_rows"],
+        "collator_code": ["trainer.data_collator", "learner_code"],
+        "model_code": ["trainer.model", "learner_code"],
+    },
 }
 FROM_RECORDS = {
     "test_loaded_4bit": ["train", "model", None],

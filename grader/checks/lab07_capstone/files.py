@@ -25,6 +25,8 @@ MIN_IMPROVEMENT = 0.25
 # the slowest honest path measured (the reference without prepare_model_for_kbit_training, 68%; the reference
 # 87.5-92.2% over three Trainer seeds). The base, twenty steps of 4 questions, one step and pad = EOS: 0%.
 MIN_EXACT_MATCH = 0.3
+HELD_OUT = "Measure on held-out data: the validation questions must never be trained on"
+PROVENANCE = "The saved adapter must be the one the lab's Trainer trained"
 
 
 def _validation_rows() -> list[dict]:
@@ -81,6 +83,85 @@ def _load_base(model_id: str):
     )
 
 
+def _recorded(cell: str, name: str):
+    """A record of the lab's locked cells (RECORDS in __init__.py); None where it cannot be judged (not graded, or a
+    kernel restarted after a crash); LookupError where the guard could not read it."""
+    from checks.evidence import locked_record
+
+    value = locked_record(cell, name)
+    if isinstance(value, dict) and value.get("restarted"):
+        return None
+    if isinstance(value, dict) and "unrecorded" in value:
+        raise LookupError(f"the locked cell {cell} recorded no {name} ({value['unrecorded']})")
+    return value
+
+
+def trained_by_the_lab(adapter_dir, tokenizer) -> None:
+    """The adapter in `adapter_dir` is the one the lab's Trainer trained: untrained when the Trainer was built, its
+    tensors as the Trainer left them, trained on rows that name no validation person. Judged from what the locked
+    cells recorded while the notebook was graded; a learner's own run records nothing, and passes. (Code of the
+    learner's that the collator or the model runs while training is held for review by the grader, not judged
+    here: a debugging hook is honest, and code cannot tell it from one that steers training.)"""
+    import re
+
+    from peft.utils import load_peft_weights
+
+    from checks.evidence import tensor_digest
+
+    start, end = _recorded("before", "start"), _recorded("train", "end")
+    if start is None and end is None:
+        return  # not graded here
+    if end is None:
+        fail(
+            PROVENANCE,
+            "the lab's training cell (trainer.train()) did not run to its end, so no adapter the lab trained exists.",
+            "run every cell of the notebook in order, from a fresh kernel.",
+        )
+    if start is not None and not start["untrained"]:
+        fail(
+            PROVENANCE,
+            "the adapter had already trained when the lab's Trainer was built (a lora_B was not zero): what it "
+            "knows came from training outside the lab's Trainer.",
+            "create the adapter with get_peft_model (lora_B starts at zero) and leave all training to the Trainer.",
+        )
+    rows = _recorded("train", "rows") or []
+    people = sorted({row["person"] for row in _validation_rows()})
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, people)) + r")\b")
+    size = len(tokenizer)
+    named = set()
+    for row in rows:
+        named.update(pattern.findall(tokenizer.decode([i for i in row if 0 <= i < size])))
+    if named:
+        fail(
+            HELD_OUT,
+            f"the Trainer trained on rows that name {len(named)} people of the validation split "
+            f"({', '.join(sorted(named)[:5])}): the validation questions measure what the base knew, and a score "
+            "on questions the adapter trained on measures memory instead.",
+            "train on the training split only (tokenized['train'], as the lab's cells build it); the validation "
+            "split is for measuring.",
+        )
+    try:
+        saved = {
+            name: tensor_digest(t) for name, t in load_peft_weights(str(adapter_dir), device="cpu").items()
+        }
+    except Exception:  # noqa: BLE001 - a broken folder: the load onto the base says so, readably
+        return
+    trained = end["tensors"]
+    differ = [
+        name
+        for name in sorted(set(trained) | {n for n in saved if "lora_" in n})
+        if saved.get(name) != trained.get(name)
+    ]
+    if differ:
+        fail(
+            PROVENANCE,
+            f"the adapter in {adapter_dir} is not the one the lab's Trainer ended with: {len(differ)} of its "
+            f"{len(trained)} tensors differ (first: {differ[0]}).",
+            "save the trained model right after training, unchanged: model.save_pretrained(ADAPTER_DIR) (or "
+            "trainer.save_model(ADAPTER_DIR)).",
+        )
+
+
 def _saved_adapter_on_the_base(ns: dict, rule: str):
     """The adapter saved in ADAPTER_DIR loaded here onto a fresh 4-bit base of the course model; and the tokenizer."""
     from peft import PeftModel
@@ -96,6 +177,7 @@ def _saved_adapter_on_the_base(ns: dict, rule: str):
     )
     model_id = labutils.course_model("world_lm")
     tokenizer = AutoTokenizer.from_pretrained(model_id)
+    trained_by_the_lab(adapter_dir, tokenizer)
     try:
         return PeftModel.from_pretrained(_load_base(model_id), adapter_dir), tokenizer
     except Exception as err:  # a broken or foreign adapter folder

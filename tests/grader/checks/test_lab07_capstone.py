@@ -405,3 +405,115 @@ def test_reload_of_a_4bit_adapter_needs_a_4bit_base(capstone, tiny, tmp_path, ve
     full = PeftModel.from_pretrained(fresh_base(tiny), tmp_path / "adapter")
     message = verdict(capstone.reloaded_for_inference, ns | {"inference_model": full})
     assert message.startswith(f"[{capstone.RELOAD}]") and "loaded without quantization_config" in message
+
+
+# ---- the saved adapter's provenance: what the locked cells recorded while the notebook was graded -------------
+def honest_records(files, hidden_check, model, rows):
+    """What a graded honest run records: an untrained adapter when the Trainer was built, the trained one when it
+    finished, its training rows, and no code of the learner's in the collator or the model."""
+    evidence = hidden_check("evidence")
+    return {
+        "before": {"start": evidence.RECORDERS["adapter_state"](model) | {"untrained": True}},
+        "train": {
+            "end": evidence.RECORDERS["adapter_state"](model),
+            "rows": rows,
+            "collator_code": [],
+            "model_code": [],
+        },
+    }
+
+
+def training_rows(tiny, split):
+    """The lab's tokenized rows of a split (prompt, answer, EOS), as the Trainer's training set holds them."""
+    from transformers import AutoTokenizer
+
+    from labutils.data import format_prompt, load_world_questions
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    rows = list(load_world_questions()[split])[:40]
+    return [
+        tokenizer(format_prompt(r["instruction"]))["input_ids"]
+        + tokenizer(r["response"], add_special_tokens=False)["input_ids"]
+        + [tokenizer.eos_token_id]
+        for r in rows
+    ]
+
+
+@pytest.fixture
+def graded(files, hidden_check, tiny, saved, monkeypatch):
+    """records(**changes) -> the honest run's records with `changes` (cell -> name -> value), as the grader reads
+    them outside the kernel; the saved adapter's folder."""
+    evidence = hidden_check("evidence")
+    model, folder = saved
+    honest = honest_records(files, hidden_check, model, training_rows(tiny, "train"))
+
+    def records(**changes):
+        found = {cell: dict(names) for cell, names in honest.items()}
+        for cell, names in changes.items():
+            found.setdefault(cell, {}).update(names)
+        monkeypatch.setattr(evidence, "notebook_records", found)
+
+    return records, folder
+
+
+def provenance(files, tiny, folder):
+    from transformers import AutoTokenizer
+
+    return lambda _: files.trained_by_the_lab(folder, AutoTokenizer.from_pretrained(tiny))
+
+
+def test_an_honest_graded_run_passes_and_an_ungraded_one_is_not_judged(files, tiny, graded, verdict):
+    records, folder = graded
+    records()
+    assert verdict(provenance(files, tiny, folder), None) == ""
+    records(before={"start": None}, train={"end": None})  # a learner's own run: nothing recorded
+    assert verdict(provenance(files, tiny, folder), None) == ""
+
+
+def test_training_on_validation_questions_is_named(files, tiny, graded, verdict):
+    records, folder = graded
+    records(train={"rows": training_rows(tiny, "train") + training_rows(tiny, "validation")[:3]})
+    message = verdict(provenance(files, tiny, folder), None)
+    assert (
+        message.startswith(f"[{files.HELD_OUT}]")
+        and "name 3 people of the validation split (Loda, Megu, Rimo)" in message
+    )
+    assert "Fix: train on the training split only" in message
+
+
+def test_an_adapter_trained_before_the_trainer_is_named(files, tiny, graded, verdict, hidden_check):
+    records, folder = graded
+    trained = hidden_check("evidence").RECORDERS["adapter_state"](adapter(tiny))
+    assert trained["untrained"] is False  # the recorder sees a non-zero lora_B
+    records(before={"start": trained})
+    message = verdict(provenance(files, tiny, folder), None)
+    assert (
+        message.startswith(f"[{files.PROVENANCE}]")
+        and "had already trained when the lab's Trainer" in message
+    )
+
+
+def test_a_saved_adapter_that_is_not_the_trainers_is_named(files, tiny, graded, verdict, hidden_check):
+    records, folder = graded
+    other = hidden_check("evidence").RECORDERS["adapter_state"](adapter(tiny))  # another trained adapter
+    records(train={"end": other})
+    message = verdict(provenance(files, tiny, folder), None)
+    count = len(other["tensors"])
+    assert (
+        message.startswith(f"[{files.PROVENANCE}]")
+        and "is not the one the lab's Trainer ended with" in message
+    )
+    assert f"{count} of its {count} tensors differ" in message
+
+
+def test_a_trainer_that_never_finished_and_an_unreadable_record(files, tiny, graded, verdict):
+    records, folder = graded
+    records(train={"end": None})
+    assert "did not run to its end" in verdict(provenance(files, tiny, folder), None)
+    records(train={"end": {"restarted": True}}, before={"start": {"restarted": True}})
+    assert (
+        verdict(provenance(files, tiny, folder), None) == ""
+    )  # a crash's restart: judged by the other checks
+    records(train={"rows": {"unrecorded": "TypeError: not a datasets.Dataset"}})
+    with pytest.raises(LookupError, match="recorded no rows"):
+        provenance(files, tiny, folder)(None)
