@@ -21,7 +21,6 @@ from __future__ import annotations
 import enum
 import json
 import numbers
-import types
 from pathlib import PurePath
 
 MIME = "application/vnd.peft-course.evidence+json"
@@ -168,92 +167,6 @@ def _token_rows(dataset) -> list[list[int]]:
     return [[int(i) for i in row] for row in datasets.Dataset.__getitem__(dataset, "input_ids")]
 
 
-BUILTIN_KINDS = (
-    types.BuiltinFunctionType,
-    types.WrapperDescriptorType,
-    types.MethodWrapperType,
-    types.MethodDescriptorType,
-    types.ClassMethodDescriptorType,
-)
-
-
-def _learner_code(value) -> list[str]:
-    """Where `value` (a collator, a model) would run code of the learner's cells while it trains: the methods of its
-    classes and the callables set on it; for a model, on each of its modules, with every hook on its modules and
-    parameters and torch's global module hooks. The kernel guard decides what is the learner's (code of a locked
-    cell or of a library is not)."""
-    import builtins
-    import functools
-    import sys
-
-    import torch
-    import torch.nn.modules.module as torch_module
-
-    guard = sys.modules["peft_grader.kernel_guard"]._guard
-    by_class: dict[type, list[str]] = {}
-
-    def learners(member) -> bool:
-        with_arguments = False
-        while isinstance(member, functools.partial):  # a library's partial of a library's function is fine
-            with_arguments = with_arguments or bool(member.args or member.keywords)
-            member = member.func
-        if isinstance(member, type):
-            return False
-        if isinstance(member, BUILTIN_KINDS):  # object.__new__ and the like; exec or eval given code is not
-            return with_arguments and member in (builtins.exec, builtins.eval)
-        return guard.learner_code(member)
-
-    def in_classes(cls: type) -> list[str]:
-        if cls not in by_class:
-            by_class[cls] = [
-                f"{owner.__qualname__}.{name}"
-                for owner in cls.__mro__
-                for name, member in vars(owner).items()
-                if (callable(member) or isinstance(member, (classmethod, staticmethod, property)))
-                and learners(member)
-            ]
-        return by_class[cls]
-
-    def on(obj, where: str) -> list[str]:
-        own = [
-            f"{where}.{name}"
-            for name, member in getattr(obj, "__dict__", {}).items()
-            if callable(member) and not isinstance(member, torch.nn.Module) and learners(member)
-        ]
-        return in_classes(type(obj)) + own
-
-    if not isinstance(value, torch.nn.Module):
-        return sorted(set(on(value, "the object")))[:20]
-    found = []
-    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    for name, module in torch.nn.Module.named_modules(value):
-        where = name or "the model"
-        found += on(module, where)
-        found += [
-            f"a {kind[1:-1]} on {where}"
-            for kind in hooks
-            for h in getattr(module, kind).values()
-            if learners(h)
-        ]
-    for name, param in torch.nn.Module.named_parameters(value):
-        for kind in ("_backward_hooks", "_post_accumulate_grad_hooks"):
-            found += [
-                f"a gradient hook on {name}"
-                for h in (getattr(param, kind, None) or {}).values()
-                if learners(h)
-            ]
-    for kind in (
-        "_global_forward_hooks",
-        "_global_forward_pre_hooks",
-        "_global_backward_hooks",
-        "_global_backward_pre_hooks",
-    ):
-        found += [
-            f"a {kind[8:-1]} on every module" for h in getattr(torch_module, kind).values() if learners(h)
-        ]
-    return sorted(set(found))[:20]
-
-
 RECORDERS = {
     "manifest": _manifest,  # a model: the manifest its judges read (checks.inspect_model)
     "seed_losses": _seed_losses,
@@ -261,7 +174,6 @@ RECORDERS = {
     "value": plain,
     "adapter_state": _adapter_state,  # a PeftModel: its adapter's tensors as saved, and whether it has trained
     "token_rows": _token_rows,  # a Trainer's training set: what it trained on
-    "learner_code": _learner_code,  # a collator or a model: the learner's code that would run while it trains
 }
 
 

@@ -207,6 +207,8 @@ class _Guard:
         self.records: dict[str, dict] = {}
         self.reported: set[tuple] = set()
         self.pending: list[dict] = []  # evidence found outside a cell (in a clean room): sent in the reply
+        self.watched: dict | None = None  # calls into learner code while a watched locked cell runs (watch())
+        self.watch_files: dict[str, bool] = {}
         self.in_hook = False
         self.outside_cell = False
         self.seen_modules: set[str] = set(sys.modules)
@@ -463,7 +465,9 @@ class _Guard:
                 setattr(sys, name, value)
             else:  # IPython's own (%%capture's, ipykernel's): the environment now
                 self.sys_hooks[name] = current
-        if sys.gettrace() is not None or sys.getprofile() is not None:
+        if (
+            sys.gettrace() is not None and sys.gettrace() != self._watch_calls
+        ) or sys.getprofile() is not None:
             self.report(
                 "sys's hook APIs", "leaves a trace or profile function installed", self.current_cell()
             )
@@ -708,6 +712,38 @@ class _Guard:
         self.records[cell] = found
         return found
 
+    def watch(self) -> None:
+        """From now until the next record: note each call into the learner's code (a cell that is not the grader's, a
+        file of their folder) in this thread, the one cells run in. A locked cell that does the work (a Trainer's
+        training) calls only libraries; learner code it calls (a collator's method, a hook, even one that removes
+        itself afterwards) is held for review. A trace that does nothing else costs no measurable time."""
+        self.watched = {}
+        sys.settrace(self._watch_calls)
+
+    def _watch_calls(self, frame, event, arg):
+        if event == "call" and self.watched is not None and len(self.watched) < 20:
+            code = frame.f_code
+            learners = self.watch_files.get(code.co_filename)
+            if learners is None:
+                learners = self.watch_files[code.co_filename] = self.learners(code.co_filename)
+            if learners:
+                self.watched.setdefault(
+                    (code.co_filename, code.co_firstlineno),
+                    {
+                        "capability": "learner code inside a locked cell's work",
+                        "detail": f"{code.co_name}() runs inside a locked cell that trains or measures",
+                        **self.where(code, code.co_firstlineno),
+                    },
+                )
+        return None  # no line events: calls only
+
+    def stop_watching(self) -> list[dict]:
+        """What watch() saw, and the trace removed."""
+        if sys.gettrace() == self._watch_calls:
+            sys.settrace(None)
+        found, self.watched = list((self.watched or {}).values()), None
+        return found
+
     def handle(self, stream, idents, msg) -> None:
         """The executor's request: configure, a clean room, or a record (each answered with a reply)."""
         content, reply = msg["content"], {"status": "ok"}
@@ -720,7 +756,10 @@ class _Guard:
                 self.clean_room()
                 if content.get("lab"):
                     self.seal(content["lab"])
+                if content.get("watch"):
+                    self.watch()
             if content.get("record"):
+                self.pending += self.stop_watching()
                 self.clean_room()
                 before = self._changed_libraries(made_by_learner=True)
                 reply["records"] = self.record(content["record"]["cell"], content["record"]["names"])

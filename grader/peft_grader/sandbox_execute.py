@@ -199,6 +199,7 @@ class SandboxExecute(Execute):
         files are kept as they were made, the modules written by %%writefile cells (reviewed as code)."""
         self._lab = lab
         self._records = lab_registry(lab, "RECORDS") if lab else {}
+        self._watched = lab_registry(lab, "WATCH") if lab else {}
         self._file_checks = (
             {g for g, t in outside_targets(lab).items() if t.startswith("files.")} if lab else set()
         )
@@ -264,7 +265,13 @@ class SandboxExecute(Execute):
             await self._ask({"configure": [c.source for c in self.nb.cells if _graders(c)]})
         if guarded and (_hidden_test(cell) or grade_id in self._records):
             # a hidden test's checks are imported and sealed in the clean room: changed while it runs, it is void
-            await self._ask({"clean_room": True, "lab": self._lab if _hidden_test(cell) else None})
+            await self._ask(
+                {
+                    "clean_room": True,
+                    "lab": self._lab if _hidden_test(cell) else None,
+                    "watch": grade_id in self._watched,  # note the learner's code this cell's work calls
+                }
+            )
         try:
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         finally:
@@ -284,13 +291,6 @@ class SandboxExecute(Execute):
                         for name in self._records[grade_id]
                     }
                 cell.metadata[kernel_guard.RECORDED_KEY] = records
-                for name, (expression, kind) in self._records[grade_id].items():
-                    found = records.get(name)
-                    if kind == "learner_code" and isinstance(found, list) and found:
-                        self._held.append(
-                            f"{label}: {expression} runs code of the learner's cells while it trains: "
-                            + "; ".join(map(str, found[:3]))
-                        )
             if self._files is not None and grade_id in self._file_checks:
                 self._files.checkpoint(grade_id)
 

@@ -136,3 +136,35 @@ def test_errors_are_still_reported_after_ipython_was_tampered_with(ran):
 def test_outputs_reach_the_grader_after_a_cell_tampered_with_them(ran, cell):
     shown = [o.data.get("text/plain") for o in ran[cell].outputs if o.output_type == "display_data"]
     assert shown == ["the record"], ran[cell].outputs
+
+
+def test_a_watched_cell_notes_each_call_into_learner_code_and_nothing_else():
+    """kernel_guard.watch() while a locked cell works (lab 07's Trainer): a call into a function of a learner's cell
+    is noted once, with where it is; a library's calls and the guard's own are not; the trace goes with the record."""
+    import sys
+
+    from peft_grader import kernel_guard
+
+    guard = object.__new__(kernel_guard._Guard)
+    guard.watched, guard.watch_files = None, {}
+    guard.learners = lambda filename: filename == "<learner cell>"
+    guard.where = lambda code, line: {"execution_count": 7, "line": line}
+    namespace = {}
+    exec(compile("def steer(x):\n    return x + 1\n", "<learner cell>", "exec"), namespace)
+    before = sys.gettrace()
+    guard.watch()
+    try:
+        assert [namespace["steer"](i) for i in range(3)] == [1, 2, 3]
+        os.path.join("a", "b")  # a library's code: not the learner's
+    finally:
+        found = guard.stop_watching()
+        sys.settrace(before)  # pytest's own trace, where coverage or a debugger set one
+    assert found == [
+        {
+            "capability": "learner code inside a locked cell's work",
+            "detail": "steer() runs inside a locked cell that trains or measures",
+            "execution_count": 7,
+            "line": 1,
+        }
+    ]
+    assert guard.watched is None and guard.stop_watching() == []

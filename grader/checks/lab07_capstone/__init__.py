@@ -25,8 +25,7 @@ OUTSIDE = {
 # And it trains on the batches its own collator builds: the locked cell show_labels collates the first rows of
 # its training set into `first_batch` (plain lists) just before training, recorded right after that cell.
 # What the saved adapter is judged against (files.py, the adapter's provenance): its state when the Trainer was
-# built (untrained) and when it finished (the tensors a save must hold), and the rows it trained on. Code of the
-# learner's that its collator or model would run while training is held for review (a `learner_code` record).
+# built (untrained) and when it finished (the tensors a save must hold), and the rows it trained on.
 RECORDS = {
     "before": {"start": ["trainer.model", "adapter_state"]},
     "show_labels": {"batch": ["first_batch", "value"]},
@@ -35,10 +34,12 @@ RECORDS = {
         "precision": ["trainer.args", "precision"],
         "end": ["trainer.model", "adapter_state"],
         "rows": ["trainer.train_dataset", "token_rows"],
-        "collator_code": ["trainer.data_collator", "learner_code"],
-        "model_code": ["trainer.model", "learner_code"],
     },
 }
+# The locked cells whose work the kernel guard watches (kernel_guard.watch). Code of the learner's cells that runs
+# inside them (a collator's method, a hook on the model, one that removes itself afterwards) is held for review:
+# a debugging hook is honest, and no check can tell it from one that steers training.
+WATCH = {"before": "the Trainer built, and the base measured", "train": "the Trainer's training"}
 FROM_RECORDS = {
     "test_loaded_4bit": ["train", "model", None],
     "test_kbit_prepared": ["train", "model", None],

@@ -134,59 +134,6 @@ def test_a_test_is_also_judged_on_the_model_the_training_cell_trained(evidence, 
 
 
 # ---- recorders of what a locked cell trained with (the kernel guard calls them while it grades) ------------------
-class _Guard:
-    """The kernel guard's one question: code of this file is the learner's, everything else is not."""
-
-    def learner_code(self, value) -> bool:
-        code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
-        return code is not None and code.co_filename == __file__
-
-
-@pytest.fixture
-def learner_code(evidence, monkeypatch):
-    import sys
-    import types
-
-    monkeypatch.setitem(sys.modules, "peft_grader.kernel_guard", types.SimpleNamespace(_guard=_Guard()))
-    return evidence.RECORDERS["learner_code"]
-
-
-def test_learner_code_names_hooks_and_methods_of_the_learner_and_nothing_else(learner_code):
-    import functools
-
-    import torch
-    from transformers import DataCollatorForLanguageModeling
-
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
-    model[0]._gradient_checkpointing_func = functools.partial(
-        torch.utils.checkpoint.checkpoint, use_reentrant=False
-    )
-    assert learner_code(model) == []  # torch's own classes, and a library's partial of a library's function
-    model[0].register_forward_hook(lambda module, args, out: out * 2)
-    model[0].weight.register_hook(lambda grad: grad)
-    assert learner_code(model) == ["a forward_hook on 0", "a gradient hook on 0.weight"]
-
-    class Collator(DataCollatorForLanguageModeling):
-        def torch_call(self, examples):
-            return super().torch_call(examples)
-
-    assert learner_code(DataCollatorForLanguageModeling.__new__(DataCollatorForLanguageModeling)) == []
-    assert learner_code(Collator.__new__(Collator)) == [
-        "test_learner_code_names_hooks_and_methods_of_the_learner_and_nothing_else.<locals>.Collator.torch_call"
-    ]
-
-
-def test_a_builtin_is_the_learners_only_where_it_runs_code_it_was_given(learner_code):
-    import functools
-
-    import torch
-
-    model = torch.nn.Linear(2, 2)
-    model.register_forward_pre_hook(functools.partial(exec, "print('steered')"))
-    model.register_forward_hook(print)
-    assert learner_code(model) == ["a forward_pre_hook on the model"]
-
-
 def test_adapter_state_and_training_rows(evidence):
     import datasets
     import torch

@@ -410,15 +410,13 @@ def test_reload_of_a_4bit_adapter_needs_a_4bit_base(capstone, tiny, tmp_path, ve
 # ---- the saved adapter's provenance: what the locked cells recorded while the notebook was graded -------------
 def honest_records(files, hidden_check, model, rows):
     """What a graded honest run records: an untrained adapter when the Trainer was built, the trained one when it
-    finished, its training rows, and no code of the learner's in the collator or the model."""
+    finished, and its training rows."""
     evidence = hidden_check("evidence")
     return {
         "before": {"start": evidence.RECORDERS["adapter_state"](model) | {"untrained": True}},
         "train": {
             "end": evidence.RECORDERS["adapter_state"](model),
             "rows": rows,
-            "collator_code": [],
-            "model_code": [],
         },
     }
 
