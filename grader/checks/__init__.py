@@ -74,7 +74,8 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
 # define (lab_paths), as they stood when that test cell ran. A lab's OUTSIDE maps its test cells' grade ids to
 # these. Provenance: a lab's RECORDS names the locked cells that do the work and what the kernel guard records
 # right after each (cell -> {name: [what, kind]}: `what` a name in the notebook or an attribute of one, `kind`
-# one of checks.evidence.RECORDERS); its FROM_RECORDS, the test cells judged again on such a record
+# one of checks.evidence.RECORDERS); its RECORDS_BEFORE, the same recorded just before the cell runs (what the work
+# starts from); its FROM_RECORDS, the test cells judged again on such a record
 # (grade id -> [cell, name, key]: key None judges the record itself, a key replaces that part of the test's); its
 # WATCH, the locked cells inside whose work any call into the learner's code is held for review (cell -> what).
 OUTSIDE_KINDS = ("judges", "files")
@@ -92,7 +93,7 @@ def outside_targets(lab: str) -> dict[str, str]:
 
 
 def lab_registry(lab: str, name: str) -> dict:
-    """One of a lab package's plain-data registries (OUTSIDE, RECORDS, FROM_RECORDS, WATCH); {} where it has none."""
+    """One of a lab package's plain-data registries (OUTSIDE, RECORDS, RECORDS_BEFORE, FROM_RECORDS, WATCH); {} where it has none."""
     import importlib
 
     try:

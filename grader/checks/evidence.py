@@ -145,26 +145,45 @@ def tensor_digest(tensor) -> str:
 
 
 def _adapter_state(model) -> dict:
-    """A PeftModel's adapter as save_pretrained would write it: {saved tensor name: digest}, and whether every
-    lora_B is zero (an adapter no step has trained: peft starts B at zero)."""
-    from peft import PeftModel, get_peft_model_state_dict
+    """peft's own PeftModel's adapter "default" as save_pretrained writes it: {saved tensor name: digest}, read from
+    the modules' own tables (no method of the model runs), and whether every lora_B is zero (an adapter no step has
+    trained: peft starts B at zero)."""
+    import torch
+    from peft import PeftModel
 
-    if not issubclass(type(model), PeftModel):
-        raise TypeError(f"{type(model).__qualname__} is not a PeftModel")
-    tensors = get_peft_model_state_dict(model, save_embedding_layers=False)
-    return {
-        "tensors": {name: tensor_digest(t) for name, t in tensors.items()},
-        "untrained": all(not t.any() for name, t in tensors.items() if "lora_B" in name),
-    }
+    from checks.inspect_model import parameters
+
+    kind = type(model)
+    if not issubclass(kind, PeftModel) or not (kind.__module__ or "").startswith("peft."):
+        raise TypeError(f"{kind.__qualname__} is not one of peft's own PeftModel classes")
+    with torch._C.DisableTorchFunction():  # a tensor subclass's __torch_function__ does not answer either
+        tensors = {
+            name.replace(".default.", "."): p
+            for name, p in parameters(model)
+            if "lora_" in name and ".default." in name
+        }
+        if not tensors:
+            raise LookupError("the model has no LoRA adapter named default")
+        return {
+            "tensors": {name: tensor_digest(t) for name, t in tensors.items()},
+            "untrained": all(not torch.Tensor.any(t) for name, t in tensors.items() if "lora_B" in name),
+        }
 
 
 def _token_rows(dataset) -> list[list[int]]:
-    """A datasets.Dataset's `input_ids`, row by row (the Trainer's own training set)."""
+    """A datasets.Dataset's `input_ids`, row by row (the Trainer's own training set), read from its Arrow table and
+    indices: no transform or format of the learner's runs (a dataset with one is not recorded)."""
     import datasets
 
-    if not issubclass(type(dataset), datasets.Dataset):
+    if type(dataset) is not datasets.Dataset:
         raise TypeError(f"{type(dataset).__qualname__} is not a datasets.Dataset")
-    return [[int(i) for i in row] for row in datasets.Dataset.__getitem__(dataset, "input_ids")]
+    fields = object.__getattribute__(dataset, "__dict__")
+    if fields.get("_format_type") is not None or (fields.get("_format_kwargs") or {}).get("transform"):
+        raise TypeError("the dataset has a format or transform set")
+    column = fields["_data"].column("input_ids").to_pylist()
+    indices = fields.get("_indices")
+    order = range(len(column)) if indices is None else indices.column(0).to_pylist()
+    return [[int(i) for i in column[k]] for k in order]
 
 
 RECORDERS = {

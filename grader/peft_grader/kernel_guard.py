@@ -709,7 +709,9 @@ class _Guard:
                 found[name] = RECORDERS[kind](value)
             except Exception as err:  # noqa: BLE001 - what could not be recorded is recorded as such
                 found[name] = {"unrecorded": f"{type(err).__name__}: {err}"[:300]}
-        self.records[cell] = found
+        self.records.setdefault(cell, {}).update(
+            found
+        )  # what it started with (RECORDS_BEFORE), then what it did
         return found
 
     def watch(self) -> None:
@@ -724,8 +726,13 @@ class _Guard:
         if event == "call" and self.watched is not None and len(self.watched) < 20:
             code = frame.f_code
             learners = self.watch_files.get(code.co_filename)
-            if learners is None:
-                learners = self.watch_files[code.co_filename] = self.learners(code.co_filename)
+            if (
+                learners is None
+            ):  # the kernel's private folder too: its temporary files are the learner's to write
+                path = os.path.realpath(code.co_filename) if code.co_filename.startswith("/") else ""
+                learners = self.watch_files[code.co_filename] = self.learners(code.co_filename) or (
+                    bool(path) and path.startswith(self.private + os.sep)
+                )
             if learners:
                 self.watched.setdefault(
                     (code.co_filename, code.co_firstlineno),

@@ -200,6 +200,7 @@ class SandboxExecute(Execute):
         self._lab = lab
         self._records = lab_registry(lab, "RECORDS") if lab else {}
         self._watched = lab_registry(lab, "WATCH") if lab else {}
+        self._records_before = lab_registry(lab, "RECORDS_BEFORE") if lab else {}
         self._file_checks = (
             {g for g, t in outside_targets(lab).items() if t.startswith("files.")} if lab else set()
         )
@@ -263,7 +264,10 @@ class SandboxExecute(Execute):
         if guarded and not self._configured:
             self._configured = True
             await self._ask({"configure": [c.source for c in self.nb.cells if _graders(c)]})
-        if guarded and (_hidden_test(cell) or grade_id in self._records):
+        recorded = {}
+        if guarded and grade_id in self._records_before and self.kc is not None:  # what the cell starts from
+            recorded = await self._record(grade_id, self._records_before[grade_id])
+        if guarded and (_hidden_test(cell) or grade_id in self._records or grade_id in self._watched):
             # a hidden test's checks are imported and sealed in the clean room: changed while it runs, it is void
             await self._ask(
                 {
@@ -282,17 +286,20 @@ class SandboxExecute(Execute):
             if meta.get("grade") and not meta.get("solution"):
                 _stderr_to_stdout(cell)
             if guarded and grade_id in self._records and self.kc is not None:
-                if self._restarted:  # the work of the cells before the restart is gone: nothing to record
-                    records = {name: {"restarted": True} for name in self._records[grade_id]}
-                else:
-                    reply = await self._ask({"record": {"cell": grade_id, "names": self._records[grade_id]}})
-                    records = reply.get("records") or {
-                        name: {"unrecorded": "the kernel guard recorded nothing"}
-                        for name in self._records[grade_id]
-                    }
-                cell.metadata[kernel_guard.RECORDED_KEY] = records
+                recorded |= await self._record(grade_id, self._records[grade_id])
+            if recorded:
+                cell.metadata[kernel_guard.RECORDED_KEY] = recorded
             if self._files is not None and grade_id in self._file_checks:
                 self._files.checkpoint(grade_id)
+
+    async def _record(self, grade_id: str, names: dict) -> dict:
+        """The kernel guard's record of `names` in the locked cell `grade_id`'s kernel, now."""
+        if self._restarted:  # the work of the cells before the restart is gone: nothing to record
+            return {name: {"restarted": True} for name in names}
+        reply = await self._ask({"record": {"cell": grade_id, "names": names}})
+        return reply.get("records") or {
+            name: {"unrecorded": "the kernel guard recorded nothing"} for name in names
+        }
 
     execute_cell = run_sync(
         async_execute_cell

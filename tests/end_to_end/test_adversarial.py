@@ -82,7 +82,10 @@ REQUIRED = {
     "rewriting a saved file after its check ran": ["rewrite_adapter_after_check"],
     "honest styles: library logging, magics, a helper module, breakpoint()": ["honest_styles"],
     # issue 30: the capstone's saved adapter judged as the one its Trainer trained
-    "an adapter trained before the lab's Trainer started": ["adapter_trained_before_the_trainer"],
+    "an adapter trained before the lab's Trainer started": [
+        "adapter_trained_before_the_trainer",
+        "trains_in_a_cell_added_before_training",
+    ],
     "a saved adapter rewritten before any check read it": ["saved_adapter_is_not_the_trained_one"],
     "the learner's code run inside the Trainer's training": ["collator_of_my_own"],
 }

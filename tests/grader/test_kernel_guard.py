@@ -138,23 +138,27 @@ def test_outputs_reach_the_grader_after_a_cell_tampered_with_them(ran, cell):
     assert shown == ["the record"], ran[cell].outputs
 
 
-def test_a_watched_cell_notes_each_call_into_learner_code_and_nothing_else():
+def test_a_watched_cell_notes_each_call_into_learner_code_and_nothing_else(tmp_path):
     """kernel_guard.watch() while a locked cell works (lab 07's Trainer): a call into a function of a learner's cell
-    is noted once, with where it is; a library's calls and the guard's own are not; the trace goes with the record."""
+    or of a file in the kernel's private folder (its temporary files are the learner's to write) is noted once,
+    with where it is; a library's calls are not; the trace goes with the record."""
     import sys
 
     from peft_grader import kernel_guard
 
     guard = object.__new__(kernel_guard._Guard)
-    guard.watched, guard.watch_files = None, {}
+    guard.watched, guard.watch_files, guard.private = None, {}, os.path.realpath(tmp_path / ".sandbox")
     guard.learners = lambda filename: filename == "<learner cell>"
     guard.where = lambda code, line: {"execution_count": 7, "line": line}
     namespace = {}
     exec(compile("def steer(x):\n    return x + 1\n", "<learner cell>", "exec"), namespace)
+    hidden = os.path.join(guard.private, "tmp", "hook.py")
+    exec(compile("\n\ndef hook():\n    return 0\n", hidden, "exec"), namespace)
     before = sys.gettrace()
     guard.watch()
     try:
         assert [namespace["steer"](i) for i in range(3)] == [1, 2, 3]
+        assert namespace["hook"]() == 0
         os.path.join("a", "b")  # a library's code: not the learner's
     finally:
         found = guard.stop_watching()
@@ -165,6 +169,12 @@ def test_a_watched_cell_notes_each_call_into_learner_code_and_nothing_else():
             "detail": "steer() runs inside a locked cell that trains or measures",
             "execution_count": 7,
             "line": 1,
-        }
+        },
+        {
+            "capability": "learner code inside a locked cell's work",
+            "detail": "hook() runs inside a locked cell that trains or measures",
+            "execution_count": 7,
+            "line": 3,
+        },
     ]
     assert guard.watched is None and guard.stop_watching() == []

@@ -24,16 +24,24 @@ OUTSIDE = {
 # flags judge too, recorded right after training (not `model` or `training_args`, which a later cell may rebind).
 # And it trains on the batches its own collator builds: the locked cell show_labels collates the first rows of
 # its training set into `first_batch` (plain lists) just before training, recorded right after that cell.
-# What the saved adapter is judged against (files.py, the adapter's provenance): its state when the Trainer was
-# built (untrained) and when it finished (the tensors a save must hold), and the rows it trained on.
 RECORDS = {
-    "before": {"start": ["trainer.model", "adapter_state"]},
     "show_labels": {"batch": ["first_batch", "value"]},
     "train": {
         "model": ["trainer.model", "manifest"],
         "precision": ["trainer.args", "precision"],
         "end": ["trainer.model", "adapter_state"],
+    },
+}
+# What the saved adapter is judged against (files.py, its provenance), recorded in a clean room just before the
+# locked cell `train` runs (RECORDS_BEFORE) and right after it: the adapter the Trainer starts from (untrained),
+# whether it had stepped or built an optimizer already, the rows it trains on (the lab's training split), and the
+# adapter it ends with (the tensors a save must hold).
+RECORDS_BEFORE = {
+    "train": {
+        "start": ["trainer.model", "adapter_state"],
         "rows": ["trainer.train_dataset", "token_rows"],
+        "optimizer": ["trainer.optimizer", "value"],
+        "step": ["trainer.state.global_step", "value"],
     },
 }
 # The locked cells whose work the kernel guard watches (kernel_guard.watch). Code of the learner's cells that runs

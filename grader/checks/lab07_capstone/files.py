@@ -84,66 +84,102 @@ def _load_base(model_id: str):
 
 
 def _recorded(cell: str, name: str):
-    """A record of the lab's locked cells (RECORDS in __init__.py); None where it cannot be judged (not graded, or a
-    kernel restarted after a crash); LookupError where the guard could not read it."""
+    """A record of the lab's locked cells (RECORDS and RECORDS_BEFORE in __init__.py); None where nothing was
+    recorded (not graded); LookupError where the guard could not read it, or a kernel restarted after a crash
+    lost what the work started from (the provenance cannot be verified: it fails closed)."""
     from checks.evidence import locked_record
 
     value = locked_record(cell, name)
     if isinstance(value, dict) and value.get("restarted"):
-        return None
+        raise LookupError(
+            f"the kernel restarted before the locked cell {cell} ran, so its {name} was not recorded"
+        )
     if isinstance(value, dict) and "unrecorded" in value:
         raise LookupError(f"the locked cell {cell} recorded no {name} ({value['unrecorded']})")
     return value
 
 
+# The adapter_config.json fields that change what an adapter's tensors compute.
+CONFIG_FIELDS = ("r", "lora_alpha", "use_rslora", "use_dora", "target_modules", "layers_to_transform",
+                 "layers_pattern", "rank_pattern", "alpha_pattern", "modules_to_save")  # fmt: skip
+
+
+def _config_differences(saved: dict, trained: dict) -> list[str]:
+    def norm(field, value):
+        return sorted(value) if field == "target_modules" and isinstance(value, list) else value
+
+    return [
+        f"{field}: {trained.get(field)!r} trained, {saved.get(field)!r} saved"
+        for field in CONFIG_FIELDS
+        if norm(field, saved.get(field)) != norm(field, trained.get(field))
+    ]
+
+
 def trained_by_the_lab(adapter_dir, tokenizer) -> None:
-    """The adapter in `adapter_dir` is the one the lab's Trainer trained: untrained when the Trainer was built, its
-    tensors as the Trainer left them, trained on rows that name no validation person. Judged from what the locked
-    cells recorded while the notebook was graded; a learner's own run records nothing, and passes. (Code of the
-    learner's that the collator or the model runs while training is held for review by the grader, not judged
-    here: a debugging hook is honest, and code cannot tell it from one that steers training.)"""
+    """The adapter in `adapter_dir` is the one the lab's Trainer trained: from an untrained adapter and a Trainer
+    that had not stepped, on exactly the rows of the lab's training split, saved with the tensors and the config it
+    ended with. Judged from what the kernel guard recorded just before and right after the locked cell `train`
+    while the notebook was graded; a learner's own run records nothing, and passes. (Code of the learner's that
+    runs inside the Trainer's cells is held for review by the grader, not judged here: WATCH in __init__.py.)"""
+    import json
     import re
+    from collections import Counter
+    from pathlib import Path
 
     from peft.utils import load_peft_weights
 
     from checks.evidence import tensor_digest
+    from labutils.data import load_world_questions
 
-    start, end = _recorded("before", "start"), _recorded("train", "end")
+    start, end = _recorded("train", "start"), _recorded("train", "end")
     if start is None and end is None:
         return  # not graded here
-    if end is None:
+    if start is None or end is None:
         fail(
             PROVENANCE,
             "the lab's training cell (trainer.train()) did not run to its end, so no adapter the lab trained exists.",
             "run every cell of the notebook in order, from a fresh kernel.",
         )
-    if start is not None and not start["untrained"]:
+    if _recorded("train", "step") or _recorded("train", "optimizer") is not None or not start["untrained"]:
         fail(
             PROVENANCE,
-            "the adapter had already trained when the lab's Trainer was built (a lora_B was not zero): what it "
-            "knows came from training outside the lab's Trainer.",
-            "create the adapter with get_peft_model (lora_B starts at zero) and leave all training to the Trainer.",
+            "the adapter had already trained when the lab's training cell started (a lora_B was not zero, or the "
+            "Trainer had stepped or held an optimizer): what it knows came from training the lab did not do.",
+            "create the adapter with get_peft_model (lora_B starts at zero) and leave all training to the lab's "
+            "Trainer cells.",
         )
-    rows = _recorded("train", "rows") or []
-    people = sorted({row["person"] for row in _validation_rows()})
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, people)) + r")\b")
-    size = len(tokenizer)
-    named = set()
-    for row in rows:
-        named.update(pattern.findall(tokenizer.decode([i for i in row if 0 <= i < size])))
-    if named:
+    expected = Counter(tuple(_answer_only(tokenizer, row)[0]) for row in load_world_questions()["train"])
+    rows = Counter(tuple(row) for row in _recorded("train", "rows") or [])
+    if rows != expected:
+        people = sorted({row["person"] for row in _validation_rows()})
+        pattern = re.compile("(" + "|".join(map(re.escape, people)) + ")", re.IGNORECASE)
+        size = len(tokenizer)
+        named = {  # in the rows that are not the training split's, however spelled
+            name.capitalize()
+            for row in rows - expected
+            for name in pattern.findall(tokenizer.decode([i for i in row if 0 <= i < size]))
+        }
+        if named:
+            fail(
+                HELD_OUT,
+                f"the Trainer trained on rows that name {len(named)} people of the validation split "
+                f"({', '.join(sorted(named)[:5])}): the validation questions measure what the base knew, and a "
+                "score on questions the adapter trained on measures memory instead.",
+                "train on the training split only (tokenized['train'], as the lab's cells build it); the "
+                "validation split is for measuring.",
+            )
         fail(
-            HELD_OUT,
-            f"the Trainer trained on rows that name {len(named)} people of the validation split "
-            f"({', '.join(sorted(named)[:5])}): the validation questions measure what the base knew, and a score "
-            "on questions the adapter trained on measures memory instead.",
-            "train on the training split only (tokenized['train'], as the lab's cells build it); the validation "
-            "split is for measuring.",
+            PROVENANCE,
+            f"the Trainer's {sum(rows.values())} training rows are not the lab's training split "
+            f"({sum((rows - expected).values())} rows not in it, {sum((expected - rows).values())} of its "
+            f"{sum(expected.values())} missing).",
+            "train on tokenized['train'] as the lab's cells build it.",
         )
     try:
         saved = {
             name: tensor_digest(t) for name, t in load_peft_weights(str(adapter_dir), device="cpu").items()
         }
+        saved_config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
     except Exception:  # noqa: BLE001 - a broken folder: the load onto the base says so, readably
         return
     trained = end["tensors"]
@@ -159,6 +195,16 @@ def trained_by_the_lab(adapter_dir, tokenizer) -> None:
             f"{len(trained)} tensors differ (first: {differ[0]}).",
             "save the trained model right after training, unchanged: model.save_pretrained(ADAPTER_DIR) (or "
             "trainer.save_model(ADAPTER_DIR)).",
+        )
+    model = _recorded("train", "model") or {}
+    configs = model.get("peft_config") or {}
+    changed = _config_differences(saved_config, configs.get("default", {})) if "default" in configs else []
+    if changed:
+        fail(
+            PROVENANCE,
+            f"the adapter_config.json in {adapter_dir} is not the config the Trainer trained with "
+            f"({'; '.join(changed[:3])}): the same tensors compute another update.",
+            "save the trained model right after training, unchanged: model.save_pretrained(ADAPTER_DIR).",
         )
 
 

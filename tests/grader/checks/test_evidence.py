@@ -151,7 +151,7 @@ def test_adapter_state_and_training_rows(evidence):
     trained = evidence.RECORDERS["adapter_state"](model)
     assert trained["untrained"] is False and trained["tensors"][B] != state["tensors"][B]
     assert trained["tensors"][A] == state["tensors"][A]
-    with pytest.raises(TypeError, match="not a PeftModel"):
+    with pytest.raises(TypeError, match="not one of peft.s own PeftModel classes"):
         evidence.RECORDERS["adapter_state"](torch.nn.Linear(2, 2))
     rows = datasets.Dataset.from_dict({"input_ids": [[1, 5, 2], [1, 7]], "text": ["a", "b"]})
     assert evidence.RECORDERS["token_rows"](rows) == [[1, 5, 2], [1, 7]]

@@ -408,48 +408,42 @@ def test_reload_of_a_4bit_adapter_needs_a_4bit_base(capstone, tiny, tmp_path, ve
 
 
 # ---- the saved adapter's provenance: what the locked cells recorded while the notebook was graded -------------
-def honest_records(files, hidden_check, model, rows):
-    """What a graded honest run records: an untrained adapter when the Trainer was built, the trained one when it
-    finished, and its training rows."""
-    evidence = hidden_check("evidence")
-    return {
-        "before": {"start": evidence.RECORDERS["adapter_state"](model) | {"untrained": True}},
-        "train": {
-            "end": evidence.RECORDERS["adapter_state"](model),
-            "rows": rows,
-        },
-    }
-
-
-def training_rows(tiny, split):
-    """The lab's tokenized rows of a split (prompt, answer, EOS), as the Trainer's training set holds them."""
+def training_rows(tiny, split, spell=lambda text: text):
+    """The lab's tokenized rows of a split (prompt, answer, EOS), as the Trainer's training set holds them;
+    `spell` rewrites each question first."""
     from transformers import AutoTokenizer
 
     from labutils.data import format_prompt, load_world_questions
 
     tokenizer = AutoTokenizer.from_pretrained(tiny)
-    rows = list(load_world_questions()[split])[:40]
     return [
-        tokenizer(format_prompt(r["instruction"]))["input_ids"]
+        tokenizer(format_prompt(spell(r["instruction"])))["input_ids"]
         + tokenizer(r["response"], add_special_tokens=False)["input_ids"]
         + [tokenizer.eos_token_id]
-        for r in rows
+        for r in load_world_questions()[split]
     ]
 
 
 @pytest.fixture
 def graded(files, hidden_check, tiny, saved, monkeypatch):
-    """records(**changes) -> the honest run's records with `changes` (cell -> name -> value), as the grader reads
-    them outside the kernel; the saved adapter's folder."""
+    """records(**changes) -> what a graded honest run records just before and right after the locked cell
+    `train` (an untrained adapter, no step, no optimizer, the training split's rows; the trained adapter and its
+    manifest), with `changes` to the cell `train`'s names, as the grader reads them outside the kernel; and the
+    saved adapter's folder."""
     evidence = hidden_check("evidence")
     model, folder = saved
-    honest = honest_records(files, hidden_check, model, training_rows(tiny, "train"))
+    state = evidence.RECORDERS["adapter_state"](model)
+    honest = {
+        "start": state | {"untrained": True},
+        "step": 0,
+        "optimizer": None,
+        "rows": training_rows(tiny, "train"),
+        "end": state,
+        "model": evidence.RECORDERS["manifest"](model),
+    }
 
     def records(**changes):
-        found = {cell: dict(names) for cell, names in honest.items()}
-        for cell, names in changes.items():
-            found.setdefault(cell, {}).update(names)
-        monkeypatch.setattr(evidence, "notebook_records", found)
+        monkeypatch.setattr(evidence, "notebook_records", {"train": honest | changes})
 
     return records, folder
 
@@ -464,54 +458,81 @@ def test_an_honest_graded_run_passes_and_an_ungraded_one_is_not_judged(files, ti
     records, folder = graded
     records()
     assert verdict(provenance(files, tiny, folder), None) == ""
-    records(before={"start": None}, train={"end": None})  # a learner's own run: nothing recorded
+    records(start=None, end=None)  # a learner's own run: nothing recorded
     assert verdict(provenance(files, tiny, folder), None) == ""
 
 
-def test_training_on_validation_questions_is_named(files, tiny, graded, verdict):
+@pytest.mark.parametrize("spell", [str, str.lower], ids=["as_written", "names_disguised"])
+def test_training_on_validation_questions_is_named(files, tiny, graded, verdict, spell):
     records, folder = graded
-    records(train={"rows": training_rows(tiny, "train") + training_rows(tiny, "validation")[:3]})
+    records(rows=training_rows(tiny, "train") + training_rows(tiny, "validation", spell)[:3])
     message = verdict(provenance(files, tiny, folder), None)
-    assert (
-        message.startswith(f"[{files.HELD_OUT}]")
-        and "name 3 people of the validation split (Loda, Megu, Rimo)" in message
-    )
+    assert message.startswith(f"[{files.HELD_OUT}]")
+    assert "name 3 people of the validation split (Loda, Megu, Rimo)" in message
     assert "Fix: train on the training split only" in message
 
 
-def test_an_adapter_trained_before_the_trainer_is_named(files, tiny, graded, verdict, hidden_check):
+def test_rows_that_are_not_the_training_split_are_named(files, tiny, graded, verdict):
     records, folder = graded
-    trained = hidden_check("evidence").RECORDERS["adapter_state"](adapter(tiny))
-    assert trained["untrained"] is False  # the recorder sees a non-zero lora_B
-    records(before={"start": trained})
+    rows = training_rows(tiny, "train")
+    records(rows=rows[5:] + rows[:1])
     message = verdict(provenance(files, tiny, folder), None)
+    assert message.startswith(f"[{files.PROVENANCE}]")
     assert (
-        message.startswith(f"[{files.PROVENANCE}]")
-        and "had already trained when the lab's Trainer" in message
+        f"the Trainer's {len(rows) - 4} training rows are not the lab's training split (0 rows not in it, 4 of its"
+        in message
     )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"step": 3}, {"optimizer": "<AdamW>"}, {"start": "trained"}],
+    ids=["stepped", "optimizer", "lora_b"],
+)
+def test_an_adapter_trained_before_the_trainers_cell_is_named(
+    files, tiny, graded, verdict, hidden_check, change
+):
+    records, folder = graded
+    if change.get("start") == "trained":
+        change = {"start": hidden_check("evidence").RECORDERS["adapter_state"](adapter(tiny))}
+    records(**change)
+    message = verdict(provenance(files, tiny, folder), None)
+    assert message.startswith(f"[{files.PROVENANCE}]")
+    assert "the adapter had already trained when the lab's training cell started" in message
 
 
 def test_a_saved_adapter_that_is_not_the_trainers_is_named(files, tiny, graded, verdict, hidden_check):
     records, folder = graded
     other = hidden_check("evidence").RECORDERS["adapter_state"](adapter(tiny))  # another trained adapter
-    records(train={"end": other})
+    records(end=other)
     message = verdict(provenance(files, tiny, folder), None)
     count = len(other["tensors"])
-    assert (
-        message.startswith(f"[{files.PROVENANCE}]")
-        and "is not the one the lab's Trainer ended with" in message
-    )
-    assert f"{count} of its {count} tensors differ" in message
+    assert message.startswith(f"[{files.PROVENANCE}]")
+    assert f"is not the one the lab's Trainer ended with: {count} of its {count} tensors differ" in message
 
 
-def test_a_trainer_that_never_finished_and_an_unreadable_record(files, tiny, graded, verdict):
+def test_a_saved_config_that_is_not_the_trainers_is_named(files, tiny, graded, verdict):
+    import json
+
     records, folder = graded
-    records(train={"end": None})
-    assert "did not run to its end" in verdict(provenance(files, tiny, folder), None)
-    records(train={"end": {"restarted": True}}, before={"start": {"restarted": True}})
+    records()
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps(config | {"lora_alpha": 128, "use_rslora": True}))
+    message = verdict(provenance(files, tiny, folder), None)
+    assert message.startswith(f"[{files.PROVENANCE}]")
     assert (
-        verdict(provenance(files, tiny, folder), None) == ""
-    )  # a crash's restart: judged by the other checks
-    records(train={"rows": {"unrecorded": "TypeError: not a datasets.Dataset"}})
+        "is not the config the Trainer trained with (lora_alpha: 8 trained, 128 saved; use_rslora: False trained"
+        in message
+    )
+
+
+def test_a_trainer_that_never_finished_a_restart_and_an_unreadable_record(files, tiny, graded, verdict):
+    records, folder = graded
+    records(end=None)
+    assert "did not run to its end" in verdict(provenance(files, tiny, folder), None)
+    records(start={"restarted": True})  # a crash lost what training started from: fails closed
+    with pytest.raises(LookupError, match="the kernel restarted before the locked cell train ran"):
+        provenance(files, tiny, folder)(None)
+    records(rows={"unrecorded": "TypeError: the dataset has a format or transform set"})
     with pytest.raises(LookupError, match="recorded no rows"):
         provenance(files, tiny, folder)(None)
