@@ -709,9 +709,8 @@ class _Guard:
                 found[name] = RECORDERS[kind](value)
             except Exception as err:  # noqa: BLE001 - what could not be recorded is recorded as such
                 found[name] = {"unrecorded": f"{type(err).__name__}: {err}"[:300]}
-        self.records.setdefault(cell, {}).update(
-            found
-        )  # what it started with (RECORDS_BEFORE), then what it did
+        # what the cell started from (RECORDS_BEFORE), then what it did (RECORDS)
+        self.records.setdefault(cell, {}).update(found)
         return found
 
     def watch(self) -> None:
@@ -726,9 +725,7 @@ class _Guard:
         if event == "call" and self.watched is not None and len(self.watched) < 20:
             code = frame.f_code
             learners = self.watch_files.get(code.co_filename)
-            if (
-                learners is None
-            ):  # the kernel's private folder too: its temporary files are the learner's to write
+            if learners is None:  # the private folder too: its temporary files are the learner's to write
                 path = os.path.realpath(code.co_filename) if code.co_filename.startswith("/") else ""
                 learners = self.watch_files[code.co_filename] = self.learners(code.co_filename) or (
                     bool(path) and path.startswith(self.private + os.sep)
@@ -752,7 +749,8 @@ class _Guard:
         return found
 
     def handle(self, stream, idents, msg) -> None:
-        """The executor's request: configure, a clean room, or a record (each answered with a reply)."""
+        """The executor's request: configure, a clean room (and a watch), the watch's end, or a record (each
+        answered with a reply)."""
         content, reply = msg["content"], {"status": "ok"}
         self.in_hook = self.outside_cell = True
         try:
@@ -765,8 +763,9 @@ class _Guard:
                     self.seal(content["lab"])
                 if content.get("watch"):
                     self.watch()
-            if content.get("record"):
+            if content.get("unwatch") or content.get("record"):
                 self.pending += self.stop_watching()
+            if content.get("record"):
                 self.clean_room()
                 before = self._changed_libraries(made_by_learner=True)
                 reply["records"] = self.record(content["record"]["cell"], content["record"]["names"])

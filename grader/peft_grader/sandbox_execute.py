@@ -285,6 +285,8 @@ class SandboxExecute(Execute):
             self._take_holds(cell, label)
             if meta.get("grade") and not meta.get("solution"):
                 _stderr_to_stdout(cell)
+            if guarded and grade_id in self._watched and self.kc is not None:
+                await self._ask({"unwatch": True})  # what the watch saw in this cell, and no further
             if guarded and grade_id in self._records and self.kc is not None:
                 recorded |= await self._record(grade_id, self._records[grade_id])
             if recorded:
