@@ -11,6 +11,7 @@ reused.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -193,10 +194,19 @@ def _data_hash(role: str) -> str:
     return data_fingerprint()[:12]
 
 
-def model_dir(role: str) -> Path:
+def recipe(role: str, **config) -> Recipe:
+    """The role's recipe, its config changed by `config` (the hub rehearsal's stand-ins: peft_grader.hub_cache)."""
     if role not in RECIPES:
         raise CourseError(f"Unknown course model role {role!r}. Valid roles: {', '.join(RECIPES)}.")
-    return cache_dir() / f"{role}-{RECIPES[role].key(_data_hash(role))}"
+    if config and role == "world_lm":
+        raise CourseError(
+            "world_lm is built from the shipped base (labutils.world): its config cannot change."
+        )
+    return dataclasses.replace(RECIPES[role], config={**RECIPES[role].config, **config})
+
+
+def model_dir(role: str, **config) -> Path:
+    return cache_dir() / f"{role}-{recipe(role, **config).key(_data_hash(role))}"
 
 
 def build_tokenizer():
@@ -236,12 +246,11 @@ def as_transformers_tokenizer(tok):
     )
 
 
-def _build(role: str, target: Path) -> None:
+def _build(role: str, recipe: Recipe, target: Path) -> None:
     import torch
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    recipe = RECIPES[role]
     if role == "world_lm":
         from labutils import world
 
@@ -266,15 +275,16 @@ def _build(role: str, target: Path) -> None:
     )
 
 
-def ensure_tiny_model(role: str) -> Path:
-    """The directory of this role's tiny model, built on first use (atomically, so workers can race)."""
-    target = model_dir(role)
+def ensure_tiny_model(role: str, **config) -> Path:
+    """The directory of this role's tiny model, built on first use (atomically, so workers can race); `config`
+    changes its recipe's config, into a directory of its own."""
+    target = model_dir(role, **config)
     if (target / "course_recipe.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{role}-", dir=target.parent))
     try:
-        _build(role, tmp)
+        _build(role, recipe(role, **config), tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first; its copy is identical

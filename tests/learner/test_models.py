@@ -22,6 +22,7 @@ from transformers.pytorch_utils import Conv1D
 
 from labutils import data, models
 from labutils.data import format_instruction, format_prompt
+from labutils.errors import CourseError
 from labutils.models import CACHE_VAR, RECIPES, cache_dir, ensure_tiny_model, model_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +140,7 @@ def test_build_leaves_only_the_model_dir(tiny_cache):
 
 
 def test_failed_build_leaves_nothing_behind(tiny_cache, monkeypatch):
-    def broken(role, target):
+    def broken(role, recipe, target):
         (target / "model.safetensors").write_bytes(b"half a file")
         raise RuntimeError("disk full")
 
@@ -152,8 +153,8 @@ def test_failed_build_leaves_nothing_behind(tiny_cache, monkeypatch):
 def test_losing_a_build_race_returns_the_winner(tiny_cache, monkeypatch):
     real_build = models._build
 
-    def build_then_lose(role, target):
-        real_build(role, target)
+    def build_then_lose(role, recipe, target):
+        real_build(role, recipe, target)
         winner = model_dir(role)  # another worker finishes first
         shutil.copytree(target, winner)
         (winner / "winner").touch()
@@ -176,6 +177,16 @@ def test_changed_recipe_gets_a_new_directory(tiny_cache, monkeypatch):
     assert AutoConfig.from_pretrained(original).num_hidden_layers == 2  # the old build is untouched
     monkeypatch.setitem(RECIPES, "phi", dataclasses.replace(recipe, seed=recipe.seed + 1))
     assert model_dir("phi") not in (original, changed)
+
+
+def test_a_recipe_changed_by_its_caller_has_its_own_directory_and_the_world_cannot_change():
+    assert model_dir("causal_lm", vocab_size=8192) != model_dir("causal_lm")
+    assert models.recipe("causal_lm", vocab_size=8192).config == {
+        **RECIPES["causal_lm"].config,
+        "vocab_size": 8192,
+    }
+    with pytest.raises(CourseError, match="shipped base"):
+        models.recipe("world_lm", vocab_size=4096)
 
 
 def test_changed_data_gets_a_new_directory(tmp_path, monkeypatch):

@@ -17,13 +17,14 @@ ANSWERS = (
     "Judge instruction tuning by its answers: held-out questions answered exactly, from what the base knows"
 )
 # The saved adapter must cut the base model's validation loss on the answers by at least this share. The
-# reference (200 steps of 16 questions) cuts it by 95%, twenty steps of 4 by 68%, pad = EOS (the EOS never
-# learned) by 38%, one step by 11%.
+# reference cut it by 95% when it trained 200 steps of 16 questions (it trains 160 now), twenty steps of 4 by 68%,
+# pad = EOS (the EOS never learned) by 38%, one step by 11%.
 MIN_IMPROVEMENT = 0.25
 # On the tiny profile the saved adapter must answer at least this share of the validation questions exactly
 # (greedy, then EOS): above what the same training gives a random-initialised base (8%, bench/README.md), below
-# the slowest honest path measured (the reference without prepare_model_for_kbit_training, 68%; the reference
-# 87.5-92.2% over three Trainer seeds). The base, twenty steps of 4 questions, one step and pad = EOS: 0%.
+# the slowest honest path measured (the reference without prepare_model_for_kbit_training, 68% at 200 steps; the
+# reference 89.7-90.9% over three Trainer seeds at its 160). The base, twenty steps of 4 questions, one step and pad
+# = EOS: 0%.
 MIN_EXACT_MATCH = 0.3
 HELD_OUT = "Measure on held-out data: the validation questions must never be trained on"
 PROVENANCE = "The saved adapter must be the one the lab's Trainer trained"
@@ -253,7 +254,7 @@ def validation_improved(ns: dict) -> None:
             f"on the validation split the saved adapter takes the loss on the answers from {before:.3f} to "
             f"{after:.3f} ({drop:.1%} lower); a trained adapter should cut it by at least {MIN_IMPROVEMENT:.0%}. "
             "Too few steps (or a learning rate too small) leave the adapter close to untrained.",
-            "train for the step budget the exercise gives (max_steps=200, learning_rate=2e-3, warmup_steps=20), "
+            "train for the step budget the exercise gives (max_steps=160, learning_rate=2e-3, warmup_steps=16), "
             "then save.",
         )
 
@@ -282,6 +283,6 @@ def answers_improved(ns: dict) -> None:
             f"alone: {before:.1%}); a trained capstone answers at least {MIN_EXACT_MATCH:.0%}. The loss can fall "
             "a long way while the answers are still wrong: the model has learned the answers' form, not yet to "
             "find the person's fact.",
-            "train with the exercise's budget (max_steps=200, per_device_train_batch_size=16, learning_rate=2e-3, "
-            "warmup_steps=20) and the lab's tokenize and collator (the loss on the answers only), then save.",
+            "train with the exercise's budget (max_steps=160, per_device_train_batch_size=16, learning_rate=2e-3, "
+            "warmup_steps=16) and the lab's tokenize and collator (the loss on the answers only), then save.",
         )
