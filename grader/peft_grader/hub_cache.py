@@ -30,17 +30,11 @@ import google.colab  # noqa: E402,F401
 """
 
 
-# Stand-ins closer to the hub models than the tiny roles: SmolLM2-360M trains 0.90% of its parameters for r=16 on
-# q/k/v/o, the tiny causal LM 0.30% (32,000 head rows: lab 04 takes all-linear as a right answer there), the causal LM
-# at 8,192 rows 0.94%, so the rehearsal's share checks meet what they meet on Colab; its LoRA step costs a third.
-STAND_INS = {"causal_lm": {"vocab_size": 8192}}
-
-
 def seed_hub_cache(
     hub_cache: Path, roles: list[str] | None = None, sources: dict[str, Path] | None = None
 ) -> dict[str, str]:
-    """Store each role's tiny model (or its stand-in, STAND_INS) in a Hugging Face cache under the role's hub id, so
-    the hub profile runs offline (HF_HUB_CACHE=hub_cache, HF_HUB_OFFLINE=1): a rehearsal of the workshop path.
+    """Store each role's tiny model in a Hugging Face cache under the role's hub id, so the hub profile
+    runs offline (HF_HUB_CACHE=hub_cache, HF_HUB_OFFLINE=1): a rehearsal of the workshop path.
 
     Written in the cache's own layout by huggingface_hub's own functions (blobs named by content, snapshot
     pointers, refs/main), as a download would leave it. `sources` stores other checkpoints of some roles
@@ -59,7 +53,7 @@ def seed_hub_cache(
         repo_id = hub_model_id(role)
         if repo_id in seeded:  # roles that share a hub id (causal_lm, world_lm): the first role's model, as a
             continue  # download would give one model (so the world's base never stands in for SmolLM2)
-        source = sources.get(role) or ensure_tiny_model(role, **STAND_INS.get(role, {}))
+        source = sources.get(role) or ensure_tiny_model(role)
         storage = Path(hub_cache) / file_download.repo_folder_name(repo_id=repo_id, repo_type="model")
         files = sorted(p for p in source.rglob("*") if p.is_file())
         commit = hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()  # a 40-hex revision

@@ -9,7 +9,7 @@ longer than a set-up should (bench/README.md has the numbers), and `bench/world.
 compares.
 
 The vocabulary trick: the tokenizer of the world has 858 tokens, the model it was pretrained for 32,000 rows
-(the tiny causal LM's, a real Llama's vocabulary). Rather than 32,000 logits per token, 31,142 of them for
+(a real Llama's vocabulary, which the tiny causal LM had then: `PRETRAIN_VOCAB`). Rather than 32,000 logits per token, 31,142 of them for
 tokens no text uses, pretraining trains the used rows plus one shared "rest" row whose logit counts once for
 every unused token (its logit + log(number of unused tokens)). `full_state()` then copies the rest row into
 every unused row of a head of any size. The course ships the base with 8,192 rows (the `world_lm` role of
@@ -40,6 +40,8 @@ PRETRAIN_SEED = 0
 PRETRAIN_BATCH = 32
 PRETRAIN_LR = 3e-3
 PRETRAIN_WARMUP = 50
+# The head the shipped base was pretrained for: its "rest" row stands for the unused ones of these rows.
+PRETRAIN_VOCAB = 32000
 
 
 def _path(relative: str) -> Path:
@@ -187,10 +189,11 @@ def shipped_state() -> dict:
 
 
 def causal_lm_config() -> dict:
-    """The tiny profile's causal-LM shape (labutils.models), which the base was pretrained for."""
+    """The shape the base was pretrained for: the tiny profile's causal LM (labutils.models), with the 32,000-row head
+    it had then."""
     from labutils.models import RECIPES
 
-    return RECIPES["causal_lm"].config
+    return dict(RECIPES["causal_lm"].config, vocab_size=PRETRAIN_VOCAB)
 
 
 def full_model(small_state: dict | None = None, random_init: bool = False, seed: int = 1234):

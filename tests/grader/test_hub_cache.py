@@ -7,8 +7,9 @@ from huggingface_hub import snapshot_download
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from labutils.models import RECIPES
 from labutils.profiles import hub_model_id
-from peft_grader.hub_cache import STAND_INS, seed_hub_cache
+from peft_grader.hub_cache import seed_hub_cache
 
 
 def test_the_hub_causal_lm_trains_about_the_share_it_trains_on_colab(tmp_path):
@@ -20,6 +21,6 @@ def test_the_hub_causal_lm_trains_about_the_share_it_trains_on_colab(tmp_path):
         LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
     )
     trainable, total = model.get_nb_trainable_parameters()
-    assert model.config.vocab_size == STAND_INS["causal_lm"]["vocab_size"]
-    # SmolLM2-360M: 0.90% (the tiny role itself, with its 32,000 head rows: 0.30%)
+    assert model.config.vocab_size == RECIPES["causal_lm"].config["vocab_size"] == 8192
+    # SmolLM2-360M: 0.90% (the tiny causal LM with a 32,000-row head, as it was: 0.30%)
     assert 0.85 < 100 * trainable / total < 1.0

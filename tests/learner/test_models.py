@@ -22,7 +22,6 @@ from transformers.pytorch_utils import Conv1D
 
 from labutils import data, models
 from labutils.data import format_instruction, format_prompt
-from labutils.errors import CourseError
 from labutils.models import CACHE_VAR, RECIPES, cache_dir, ensure_tiny_model, model_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +92,7 @@ def test_causal_lm_loads_with_the_real_auto_classes(causal_dir):
     batch = tokenizer(["### Instruction:\nWhat is 2 plus 3?\n### Response:\n"], return_tensors="pt")
     with torch.no_grad():
         logits = model(**batch).logits
-    assert logits.shape == (1, batch["input_ids"].shape[1], 32000)
+    assert logits.shape == (1, batch["input_ids"].shape[1], 8192)
     assert torch.isfinite(logits.float()).all()
 
 
@@ -140,7 +139,7 @@ def test_build_leaves_only_the_model_dir(tiny_cache):
 
 
 def test_failed_build_leaves_nothing_behind(tiny_cache, monkeypatch):
-    def broken(role, recipe, target):
+    def broken(role, target):
         (target / "model.safetensors").write_bytes(b"half a file")
         raise RuntimeError("disk full")
 
@@ -153,8 +152,8 @@ def test_failed_build_leaves_nothing_behind(tiny_cache, monkeypatch):
 def test_losing_a_build_race_returns_the_winner(tiny_cache, monkeypatch):
     real_build = models._build
 
-    def build_then_lose(role, recipe, target):
-        real_build(role, recipe, target)
+    def build_then_lose(role, target):
+        real_build(role, target)
         winner = model_dir(role)  # another worker finishes first
         shutil.copytree(target, winner)
         (winner / "winner").touch()
@@ -177,16 +176,6 @@ def test_changed_recipe_gets_a_new_directory(tiny_cache, monkeypatch):
     assert AutoConfig.from_pretrained(original).num_hidden_layers == 2  # the old build is untouched
     monkeypatch.setitem(RECIPES, "phi", dataclasses.replace(recipe, seed=recipe.seed + 1))
     assert model_dir("phi") not in (original, changed)
-
-
-def test_a_recipe_changed_by_its_caller_has_its_own_directory_and_the_world_cannot_change():
-    assert model_dir("causal_lm", vocab_size=8192) != model_dir("causal_lm")
-    assert models.recipe("causal_lm", vocab_size=8192).config == {
-        **RECIPES["causal_lm"].config,
-        "vocab_size": 8192,
-    }
-    with pytest.raises(CourseError, match="shipped base"):
-        models.recipe("world_lm", vocab_size=4096)
 
 
 def test_changed_data_gets_a_new_directory(tmp_path, monkeypatch):
@@ -214,7 +203,7 @@ def test_trainable_share_is_realistic(causal_dir):
     # r * (in + out) per wrapped Linear: q, o are 256->256, k, v are 256->64 (1 KV head of 64), 2 layers.
     assert trainable == 2 * 16 * ((256 + 256) * 2 + (256 + 64) * 2)
     share = 100 * trainable / total
-    assert 0.05 < share < 0.5, f"{share:.3f}%"
+    assert 0.85 < share < 1.0, f"{share:.3f}%"  # SmolLM2-360M, the hub profile's model: 0.90%
 
 
 def test_cache_is_outside_the_repo_by_default(monkeypatch):

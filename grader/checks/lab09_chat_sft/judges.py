@@ -40,7 +40,7 @@ TOKENS_FIX = (
 TEMPLATE_FIX = "end the assistant's turn with \"{% generation %}{{ message['content'] }}{{ eos_token }}{% endgeneration %}\"."
 
 
-MAX_CHAT_SHARE = 0.01  # LoRA on q/k/v/o plus two token rows: 0.3% here; whole embeddings: over 90%
+MAX_CHAT_SHARE = 0.01  # LoRA on q/k/v/o plus two token rows: 0.95% here; whole embeddings: over 90%
 
 
 def chat_tokens(record: dict) -> None:
@@ -167,7 +167,7 @@ def chat_lora(record: dict) -> None:
         fail(
             TRAINABLE_SHARE,
             f"{record['share']:.2%} of the model trains.",
-            "r=16 on the attention projections and only the new tokens' rows: about 0.3% here.",
+            "r=16 on the attention projections and only the new tokens' rows: about 0.95% here.",
         )
 
 

@@ -254,7 +254,7 @@ def _another_adapter(reloaded):
         (lambda lab: lab["merged"], "`reloaded` is a plain LlamaForCausalLM"),
         (lambda lab: lab["model"], "shares its weights with the trained `model`"),
         (lambda lab: lora_on(small_llama(), trained=False), "carries a NEW, untrained adapter"),
-        (lambda lab: lora_on(small_llama()), "logit shapes differ: (1, 24, 32000) vs (1, 24, 64)"),
+        (lambda lab: lora_on(small_llama()), "logit shapes differ: (1, 24, 8192) vs (1, 24, 64)"),
         (lambda lab: copy.deepcopy(lab["reloaded"]).float(), "loaded in another precision"),
         (lambda lab: _another_adapter(lab["reloaded"]), "not the saved adapter on the same base"),
     ],

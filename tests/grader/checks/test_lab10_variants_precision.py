@@ -57,6 +57,17 @@ def test_variants_judge_names_what_a_config_really_is(judges, name, change, word
         judges.lora_variants({"variants": {k: v for k, v in VARIANTS.items() if k != "pissa"}})
 
 
+def test_a_variant_of_the_learners_own_keeps_the_budget_and_targets_and_its_own_method(judges):
+    own = VARIANTS | {"rslora_dropout": VARIANTS["rslora"], "dora_pissa": VARIANTS["pissa"] | {"dora": True}}
+    judges.lora_variants({"variants": own})
+    with pytest.raises(AssertionError, match="one rank and alpha"):
+        judges.lora_variants({"variants": own | {"rslora_16": VARIANTS["rslora"] | {"r": 16, "alpha": 32}}})
+    with pytest.raises(AssertionError, match="Mistake 1"):
+        judges.lora_variants(
+            {"variants": own | {"rslora_qv": VARIANTS["rslora"] | {"leaves": ["q_proj", "v_proj"]}}}
+        )
+
+
 # Final losses per seed: rslora leads dora by 0.4 in mean with a spread of 0.2 (a real lead); dora leads
 # all_linear by 0.05 with a spread of 0.1 (a tie).
 RUNS = {"attention": [8.9, 9.0, 8.8], "rslora": [8.0, 8.1, 7.9], "dora": [8.4, 8.5, 8.3]}
