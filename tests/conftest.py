@@ -163,8 +163,9 @@ CLASS_BUDGET = 300
 def graded_class(tmp_path_factory):
     """One sandboxed grading run of both catalogues: every lab's mistake entries and the reference,
     and the adversarial entries. One run pays nbgrader's per-class costs once, and its worker pool
-    overlaps the adversarial entries that only sleep (loops, the wall budget) with others' CPU work.
-    Every honest notebook finishes well inside the timeout and the budget, even three at a time."""
+    overlaps the adversarial entries that only sleep (loops, the wall budget) with others' CPU work:
+    with 4 workers on 2 cores, two of them sleeping at once still leave both cores busy (bench/README.md).
+    Every honest notebook finishes well inside the timeout and the budget, even four at a time."""
     from peft_grader import adversarial, catalogue, grading, nbcourse
 
     root = tmp_path_factory.mktemp("class")
@@ -173,7 +174,7 @@ def graded_class(tmp_path_factory):
     course = root / "course"
     try:
         results = grading.grade(
-            root / "submissions", course, quiet=True, workers=3, timeout=CLASS_TIMEOUT, budget=CLASS_BUDGET
+            root / "submissions", course, quiet=True, workers=4, timeout=CLASS_TIMEOUT, budget=CLASS_BUDGET
         )
         yield GradedClass(course, mistakes, hostile, results, CLASS_TIMEOUT)
     finally:

@@ -9,12 +9,12 @@ longer than a set-up should (bench/README.md has the numbers), and `bench/world.
 compares.
 
 The vocabulary trick: the tokenizer of the world has 858 tokens, the model it was pretrained for 32,000 rows
-(a real Llama's vocabulary, which the tiny causal LM had then: `PRETRAIN_VOCAB`). Rather than 32,000 logits per token, 31,142 of them for
-tokens no text uses, pretraining trains the used rows plus one shared "rest" row whose logit counts once for
-every unused token (its logit + log(number of unused tokens)). `full_state()` then copies the rest row into
-every unused row of a head of any size. The course ships the base with 8,192 rows (the `world_lm` role of
-labutils.models, the capstone's model): the unused tokens then share less probability than in pretraining,
-every used token's logit is as trained, so greedy answers are the same as the small model's.
+(a real Llama's vocabulary, which the tiny causal LM had then: `PRETRAIN_VOCAB`). Rather than 32,000 logits per
+token, 31,142 of them for tokens no text uses, pretraining trains the used rows plus one shared "rest" row whose
+logit counts once for every unused token (its logit + log(number of unused tokens)). `full_state()` then copies
+the rest row into every unused row of a head of any size. The course ships the base with 8,192 rows (the
+`world_lm` role of labutils.models, the capstone's model): the unused tokens then share less probability than in
+pretraining, every used token's logit is as trained, so greedy answers are the same as the small model's.
 """
 
 from __future__ import annotations
