@@ -73,8 +73,8 @@ def checks_data(relative: str) -> dict:
 def lab_registry(lab: str, name: str) -> dict:
     """A registry of grader/checks/lab<lab>/__init__.py, read without importing the checks: OUTSIDE (the test
     cells decided again outside the kernel), RECORDS (the locked cells after which the kernel guard records
-    what did the work; RECORDS_BEFORE, what it starts from), FROM_RECORDS, WATCH (the locked cells whose calls into learner code are held); {} for a
-    lab without it."""
+    what did the work; RECORDS_BEFORE, what it starts from), FROM_RECORDS, WATCH (the locked cells whose calls
+    into learner code are held); {} for a lab without it."""
     if not (GRADER / "checks" / f"lab{lab}" / "__init__.py").is_file():
         return {}
     return dict(checks_data(f"lab{lab}/__init__.py").get(name, {}))
