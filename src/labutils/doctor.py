@@ -262,7 +262,7 @@ BNB_HUB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-commu
 # And the matmul itself: a 4-bit layer computing in bf16 dequantizes its weight to bf16 and calls torch's bf16
 # matmul, which on a CPU without native bf16 (AVX2 only: most laptops; oneDNN capped at AVX2) is torch's
 # reference loop: [384 x 256] @ [256 x 704] took 45 ms there against 0.64 ms with AVX512-BF16 and 1.4 ms in fp32
-# (bench/README.md), so lab 07's 200 steps took minutes. A native bf16 GEMM multiplies bf16 numbers and sums in
+# (bench/README.md), so lab 07's training took minutes. A native bf16 GEMM multiplies bf16 numbers and sums in
 # fp32, then rounds to bf16; on a CPU the course does exactly that in fp32 (the bf16 operands are exact in fp32),
 # on every CPU alike, so the arithmetic is the same whichever CPU grades.
 
