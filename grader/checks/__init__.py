@@ -69,6 +69,20 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
     return value
 
 
+def unaltered(value, name: str):
+    """`value`, a library's object the checks call methods of, with none of them replaced on the object itself (a
+    function stored in its own attributes wins over its class's method, and would run inside the check)."""
+    own = object.__getattribute__(value, "__dict__") if hasattr(type(value), "__dict__") else {}
+    replaced = sorted(k for k, v in dict.items(own) if callable(v) and not isinstance(v, type))
+    if replaced:
+        raise PeftMistake(
+            f"`{name}.{replaced[0]}` is a function stored on the object itself, in place of its library's own "
+            f"method. Fix: leave `{name}`'s methods as its library defines them (subclass it, or call a function of "
+            "your own with it)."
+        )
+    return value
+
+
 # "judges.NAME": the judge NAME of the lab's judges.py, on the one record named NAME that the test cell published
 # (checks.evidence); "files.NAME": the check NAME of the lab's files.py, on the folders the lab's locked cells
 # define (lab_paths), as they stood when that test cell ran. A lab's OUTSIDE maps its test cells' grade ids to

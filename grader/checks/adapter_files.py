@@ -7,9 +7,12 @@ instead of the ten that importing torch costs for every graded submission.
 
 from __future__ import annotations
 
+import array
 import json
+import math
 import pickletools
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -272,12 +275,96 @@ def adapter_only_saved(ns: dict, allowed: tuple[str, ...] = ("lora_",)) -> None:
         )
 
 
+def _values(raw: memoryview, info: dict) -> list[float] | None:
+    """A saved floating-point tensor's values, from its raw little-endian bytes; None for another dtype."""
+    dtype = info.get("dtype")
+    raw = raw.cast("B")
+    if dtype == "BF16" and len(raw) % 2 == 0:
+        halves = array.array("H", bytes(raw))
+        if sys.byteorder == "big":
+            halves.byteswap()
+        words = array.array("I", (h << 16 for h in halves))  # bfloat16 is float32's top half
+        return list(memoryview(words).cast("B").cast("f"))
+    codes = {"F16": "e", "F32": "f", "F64": "d"}
+    if dtype not in codes or len(raw) % struct.calcsize(codes[dtype]):
+        return None
+    return list(struct.unpack(f"<{len(raw) // struct.calcsize(codes[dtype])}{codes[dtype]}", raw))
+
+
+def _probe(n: int) -> list[float]:
+    """A fixed vector of n values in [-1, 1): what the update is applied to (the same on every machine)."""
+    return [((j * 2654435761 + 97) % 4294967296) / 2147483648.0 - 1.0 for j in range(n)]
+
+
+def update_is_nonzero(a: list[float], a_shape: list[int], b: list[float], b_shape: list[int]) -> bool | None:
+    """Whether LoRA's update B·A (lora_B times lora_A, flattened to matrices) is non-zero, judged on a fixed
+    probe vector x: B·(A·x) is zero for every x only where B·A is (and a fixed x misses a non-zero B·A only by
+    construction). Linear in the tensors' size, so a real model's adapter takes milliseconds per layer. None where
+    the shapes do not pair up (not a plain LoRA pair)."""
+    if not a_shape or not b_shape:
+        return None
+    rank = a_shape[0]
+    width = len(a) // rank if rank else 0
+    if rank == 0 or width * rank != len(a) or len(b) % rank or math.prod(b_shape[1:]) != rank:
+        return None
+    if not all(map(math.isfinite, a)) or not all(map(math.isfinite, b)):
+        return True  # not a zero update (a diverged one is judged elsewhere)
+    x = _probe(width)
+    y = [math.fsum(a[i * width + j] * x[j] for j in range(width)) for i in range(rank)]
+    z = [math.fsum(b[i * rank + k] * y[k] for k in range(rank)) for i in range(len(b) // rank)]
+    scale = math.sqrt(math.fsum(v * v for v in a)) * math.sqrt(math.fsum(v * v for v in b)) * math.sqrt(width)
+    return scale > 0 and max(abs(v) for v in z) > 1e-9 * scale
+
+
+def adapter_updates(adapter_dir: Path) -> dict[str, bool | None]:
+    """Each LoRA module of the saved adapter (its lora_B's name) and whether its update B·A is non-zero (None where
+    its lora_A and lora_B do not pair up as matrices), read from the safetensors file's bytes (an adapter saved as
+    .bin: with torch)."""
+    path = Path(adapter_dir) / ADAPTER_WEIGHTS
+    if not path.exists():
+        legacy = Path(adapter_dir) / "adapter_model.bin"
+        if not legacy.exists():
+            raise FileNotFoundError(path)
+        import torch
+
+        state = torch.load(legacy, map_location="cpu", weights_only=True)
+        shapes = {name: list(t.shape) for name, t in state.items()}
+
+        def read(name):
+            return state[name].detach().float().flatten().tolist()
+    else:
+        data = path.read_bytes()
+        header, start = _parse_header(data, path.name)
+        body = memoryview(data)[start:]
+        shapes = {name: list(info.get("shape", [])) for name, info in header.items()}
+
+        def read(name):
+            begin, end = header[name]["data_offsets"]
+            return _values(body[begin:end], header[name])
+
+    found = {}
+    for name in shapes:
+        if "lora_B" not in name:
+            continue
+        partner = name.replace("lora_B", "lora_A")
+        a = read(partner) if partner in shapes else None
+        b = read(name) if a is not None else None
+        found[name] = (
+            None if a is None or b is None else update_is_nonzero(a, shapes[partner], b, shapes[name])
+        )
+        if found[name]:
+            break  # one non-zero update is enough to call the adapter trained
+    return found
+
+
 def adapter_trained(ns: dict) -> None:
-    """The saved adapter is the trained one: a LoRA config and at least one non-zero lora_B."""
+    """The saved adapter is the trained one: a LoRA config, at least one non-zero lora_B, and an update B·A that is
+    not zero (a lora_A zeroed beside a trained lora_B changes nothing either)."""
     adapter_dir = adapter_folder(ns)
     try:
         tensors = adapter_tensors_nonzero(adapter_dir)
         saved = read_adapter_config(adapter_dir)
+        updates = adapter_updates(adapter_dir)
     except (FileNotFoundError, ValueError) as err:
         fail(
             TRAINED_ADAPTER,
@@ -297,4 +384,14 @@ def adapter_trained(ns: dict) -> None:
             "every lora_B matrix in the saved adapter is zero: it was never trained "
             "(LoRA starts with B = 0, so an untrained adapter changes nothing).",
             "train (non-zero steps and learning rate) before model.save_pretrained(ADAPTER_DIR).",
+        )
+    # Judged on the layers whose lora_B is non-zero; a pair this reader cannot multiply (another dtype or shape)
+    # keeps the lora_B verdict above.
+    judged = [nonzero for name, nonzero in updates.items() if tensors.get(name)]
+    if judged and all(nonzero is False for nonzero in judged):
+        fail(
+            TRAINED_ADAPTER,
+            "the saved adapter's update B·A is zero in every layer (its lora_A matrices are zero where lora_B "
+            "is not): it changes nothing, so it is not the trained adapter.",
+            "save the trained PeftModel itself, unchanged: model.save_pretrained(ADAPTER_DIR).",
         )

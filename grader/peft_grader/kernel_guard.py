@@ -10,8 +10,11 @@ runs. It does four things (grader/README.md, threat model):
    the builtins, the names hidden tests use (`globals`, `__import__`), the libraries the checks read (torch,
    peft, transformers, bitsandbytes, safetensors, json, ...) and the way outputs leave the kernel are
    restored; every IPython event callback and input or AST transformer that learner code added, of any type
-   (a function, a `functools.partial`, an object with `__call__`), is removed, and so are exception handlers
-   and the interpreter's hooks (`sys.excepthook`, traces, profiles).
+   (a function, a `functools.partial`, an object with `__call__`), is removed, and so are exception handlers,
+   the interpreter's hooks (`sys.excepthook`, traces, profiles) and the registries that call learner code at a
+   moment it does not choose (torch's global module hooks, its function and dispatch mode stacks, default
+   saved-tensor hooks, `gc.callbacks`). Automatic garbage collection is paused while a hidden test runs, so no
+   `__del__` or `weakref.finalize` of the learner's fires inside it.
 2. **A clean room** before every hidden test cell and every locked cell that records provenance: the trusted
    executor asks for it out of band (a message of its own on the kernel's shell channel, which no input
    transformer and no event callback sees), and the guard returns every extension point to its own snapshot
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import gc
 import hashlib
 import json
 import operator
@@ -250,6 +254,12 @@ class _Guard:
         except Exception:  # noqa: BLE001 - without bitsandbytes there is nothing to set
             pass
         self.libraries: dict[str, tuple[dict, dict]] = {}
+        # Registries that call whatever is in them at a moment the caller does not choose (a hidden test's
+        # forward pass, a collection): torch's global module hooks, its mode stacks, autograd's default
+        # saved-tensor hooks and the garbage collector's callbacks. As they are before any cell.
+        self.torch_hooks = {name: dict(hooks) for name, hooks in _torch_global_hooks().items()}
+        self.gc_callbacks = list(gc.callbacks)
+        self.gc_paused = False  # the guard turned automatic collection off for a hidden test (seal)
         self._index: _LibraryIndex | None = None  # self.libraries as flat lists, for a quick comparison
         self.callbacks = {event: list(cbs) for event, cbs in shell.events.callbacks.items()}
 
@@ -480,6 +490,7 @@ class _Guard:
             threading.settrace(None)
             threading.setprofile(None)
         self._restore_signals()
+        self._restore_registries()
         monitoring = getattr(sys, "monitoring", None)  # Python 3.12 and later
         if monitoring is not None:
             for tool in range(6):
@@ -504,6 +515,54 @@ class _Guard:
                 signal.setitimer(timer, 0)
         if signal.alarm(0):
             self.report("sys's hook APIs", "sets an alarm", self.current_cell())
+
+    def _restore_registries(self) -> None:
+        """Learner code left where a library calls it later, inside a hidden test as well: a global module hook
+        (every model's forward, the checks' own included), a torch function or dispatch mode, default
+        saved-tensor hooks, a garbage-collector callback. Removed and reported; the libraries' own stay."""
+        for name, hooks in _torch_global_hooks().items():
+            saved = self.torch_hooks.get(name, {})
+            for key, hook in list(hooks.items()):
+                if saved.get(key, _MISSING) is hook or not callable(hook) or not self.made_by_learner(hook):
+                    continue
+                self.report(
+                    "torch's hook APIs",
+                    f"registers a torch global module hook ({name})",
+                    self._where_made(hook),
+                )
+                for companion in _torch_global_hooks().values():  # the hook's flags, under the same handle id
+                    companion.pop(key, None)
+        import torch
+
+        for kind, depth, at, pop, push in _torch_mode_stacks(torch):
+            modes = [at(i) for i in range(depth())]
+            mine = [m for m in modes if _learner_class(type(m), self)]
+            if mine:
+                self.report(
+                    "torch's hook APIs",
+                    f"leaves a torch {kind} mode active ({type(mine[0]).__name__})",
+                    self.current_cell(),
+                )
+                for _ in modes:
+                    pop()
+                for mode in modes:
+                    if mode not in mine:
+                        push(mode)
+        autograd = torch._C._autograd
+        while (hooks := autograd._top_saved_tensors_default_hooks(True)) is not None and any(
+            self.made_by_learner(hook) for hook in hooks
+        ):
+            self.report(
+                "torch's hook APIs", "leaves default saved-tensor hooks installed", self._where_made(hooks[0])
+            )
+            autograd._pop_saved_tensors_default_hooks()
+        mine = [cb for cb in gc.callbacks if cb not in self.gc_callbacks and self.made_by_learner(cb)]
+        for cb in mine:
+            self.report("sys's hook APIs", "registers a garbage-collector callback", self._where_made(cb))
+            gc.callbacks.remove(cb)
+        if self.gc_paused:  # a hidden test has ended: collection as the learner left it
+            self.gc_paused = False
+            gc.enable()
 
     def _restore_outputs(self) -> None:
         publisher, session = self.outputs["publisher"], self.outputs["session"]
@@ -635,6 +694,10 @@ class _Guard:
 
         importlib.import_module(f"checks.lab{lab}.kernel")
         self._restore_libraries()
+        # Objects the learner made may run code when collected (__del__, weakref.finalize): not inside the test.
+        if gc.isenabled():
+            gc.disable()
+            self.gc_paused = True
         self.sealed = {
             name: dict(vars(module))
             for name, module in list(sys.modules.items())
@@ -868,6 +931,56 @@ def _is_library(name: str) -> bool:
     return name.split(".")[0] in LIBRARY_ROOTS and any(
         name == lib or name.startswith(lib + ".") for lib in LIBRARIES
     )
+
+
+_MISSING = object()
+
+
+def _torch_global_hooks() -> dict:
+    """torch's global module hooks and their flags (`register_module_forward_hook` and its kin): the dicts of
+    `torch.nn.modules.module` named `_global_*`, by name."""
+    module = sys.modules.get("torch.nn.modules.module")
+    return (
+        {k: v for k, v in vars(module).items() if k.startswith("_global_") and isinstance(v, dict)}
+        if module
+        else {}
+    )
+
+
+def _torch_mode_stacks(torch) -> list:
+    """torch's two mode stacks (a mode's `__torch_function__` or `__torch_dispatch__` runs for every operation
+    while it is on one): (kind, depth, at, pop, push)."""
+    from torch.utils import _python_dispatch
+
+    c = torch._C
+    return [
+        (
+            "function",
+            c._len_torch_function_stack,
+            c._get_function_stack_at,
+            c._pop_torch_function_stack,
+            c._push_on_torch_function_stack,
+        ),
+        (
+            "dispatch",
+            c._len_torch_dispatch_stack,
+            c._get_dispatch_stack_at,
+            _python_dispatch._pop_mode,
+            _python_dispatch._push_mode,
+        ),
+    ]
+
+
+def _learner_class(cls: type, guard: _Guard) -> bool:
+    """A class the learner wrote (in a cell or a file of theirs), or one that inherits from such a class."""
+    for klass in cls.__mro__:
+        if klass.__module__ == "__main__":
+            return True
+        for value in vars(klass).values():
+            code = _code_of(value) if callable(value) else None
+            if code is not None and guard.learners(code.co_filename):
+                return True
+    return False
 
 
 def _signal_handlers() -> dict:

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from peft_grader import sandbox
+from peft_grader import kernel_guard, sandbox
 
 RECORD = "get_ipython().display_pub.publish({'text/plain': 'the record'}, metadata={})"
 CELLS = {
@@ -61,6 +61,29 @@ CELLS = {
     "record_after_method": RECORD,
     "patch_session": "from jupyter_client.session import Session\nSession.send = lambda *a, **k: None",
     "record_after_session": RECORD,
+    # learner code left where a library calls it later, a hidden test's forward pass or a collection included
+    "registries": (
+        "import gc, torch\nfrom torch.overrides import TorchFunctionMode\n"
+        "from torch.utils._python_dispatch import TorchDispatchMode\n"
+        "torch.nn.modules.module.register_module_forward_hook(lambda m, a, out: out * 0)\n"
+        "torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: None)\n"
+        "class Lie(TorchFunctionMode):\n    def __torch_function__(self, f, t, a=(), k=None):\n"
+        "        return f(*a, **(k or {}))\nLie().__enter__()\n"
+        "class Spy(TorchDispatchMode):\n    def __torch_dispatch__(self, f, t, a=(), k=None):\n"
+        "        return f(*a, **(k or {}))\nSpy().__enter__()\n"
+        "torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t).__enter__()\n"
+        "gc.callbacks.append(lambda phase, info: None)"
+    ),
+    "registries_back": (
+        "import gc, torch\nfrom torch.nn.modules import module\n"
+        "print('hooks:', sum(len(v) for k, v in vars(module).items() if k.startswith('_global_') and isinstance(v, dict)),"
+        " torch._C._len_torch_function_stack(), torch._C._len_torch_dispatch_stack(),"
+        " torch._C._autograd._top_saved_tensors_default_hooks(True), len(gc.callbacks))\n"
+        "print('forward:', torch.nn.Linear(2, 2)(torch.ones(2)).abs().sum().item() > 0)"
+    ),
+    # torch's own mode (set_default_device) and the library's gc callbacks are not the learner's
+    "own_modes": "import torch\ntorch.set_default_device('cpu')",
+    "own_modes_kept": "import torch\nprint('modes:', torch._C._len_torch_function_stack())",
 }
 
 
@@ -118,6 +141,30 @@ def test_builtins_names_and_libraries_are_restored(ran):
 @pytest.mark.parametrize("cell", ["code_swap", "trace", "gc_objects"])
 def test_what_no_lab_needs_is_refused(ran, cell):
     assert _error(ran[cell]).startswith("TamperingBlocked: blocked by the grader"), ran[cell].outputs
+
+
+def _held(cell) -> list[str]:
+    return [
+        o.data[kernel_guard.HOLD_MIME]["detail"]
+        for o in cell.outputs
+        if kernel_guard.HOLD_MIME in o.get("data", {})
+    ]
+
+
+def test_code_left_in_a_library_registry_is_removed_and_held(ran):
+    """A global module hook, a torch function or dispatch mode, default saved-tensor hooks and a garbage-collector
+    callback would run inside a later hidden test: each is gone after its cell and reported; torch's own stay."""
+    assert set(_held(ran["registries"])) == {
+        "registers a torch global module hook (_global_forward_hooks)",
+        "registers a torch global module hook (_global_forward_pre_hooks)",
+        "leaves a torch function mode active (Lie)",
+        "leaves a torch dispatch mode active (Spy)",
+        "leaves default saved-tensor hooks installed",
+        "registers a garbage-collector callback",
+    }, ran["registries"].outputs
+    hooks, forward = _printed(ran["registries_back"]).splitlines()
+    assert hooks == "hooks: 0 0 0 None 0" and forward == "forward: True", ran["registries_back"].outputs
+    assert _printed(ran["own_modes_kept"]).strip() == "modes: 1" and _held(ran["own_modes"]) == []
 
 
 def test_the_learners_own_classes_are_theirs(ran):

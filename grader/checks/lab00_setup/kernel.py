@@ -1,8 +1,8 @@
 """Hidden checks for lab 00 (set-up and the environment doctor).
 
 `choose_compute_dtype()` is called on simulated machines (labutils.machines: torch's answers about the
-hardware are patched, consistently, as a Colab T4, a V100, an A100, an L4, an H100 or a CPU-only machine
-answers them), so a function that hard-codes one dtype or gets one machine wrong is caught on whatever
+hardware are patched, consistently, as a Colab T4, a V100, an A100, an L4, an H100, three cards the lab never
+names or a CPU-only machine answers them), so a function that hard-codes one dtype or gets one machine wrong is caught on whatever
 machine grading runs. `bnb_config` is checked against the doctor's recommendation for the real hardware.
 """
 
@@ -50,11 +50,24 @@ def _verdict(rows: list[dict]) -> None:
     fail(QLORA_CONFIG, found, FIX)
 
 
+def _more_gpus() -> tuple:
+    """Cards the lab never names (Turing, Pascal, an Ampere workstation card): a rule that lists the names of the
+    lab's machines instead of reading what the card can do gets one of them wrong."""
+    from labutils.machines import Machine
+
+    return (
+        Machine("a Quadro RTX 6000", "Quadro RTX 6000", (7, 5), 24),
+        Machine("a Tesla P100", "Tesla P100-PCIE-16GB", (6, 0), 16),
+        Machine("an RTX A6000", "NVIDIA RTX A6000", (8, 6), 48),
+    )
+
+
 def compute_dtype_on_gpus(ns: dict) -> None:
-    """float16 on GPUs without native bf16 (T4, V100), bfloat16 on Ampere and newer (A100, L4, H100)."""
+    """float16 on GPUs without native bf16 (T4, V100, and cards the lab never names), bfloat16 on Ampere and newer
+    (A100, L4, H100)."""
     from labutils.machines import GPUS, try_on_machines
 
-    _verdict(try_on_machines(_chooser(ns), GPUS, namespace=ns))
+    _verdict(try_on_machines(_chooser(ns), (*GPUS, *_more_gpus()), namespace=ns))
 
 
 def compute_dtype_on_cpu(ns: dict) -> None:

@@ -182,15 +182,23 @@ def _diagnose(model, config: LoraConfig, got: int, want: int) -> tuple[int | str
 
 
 def _as_int(value) -> int | None:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    """The learner's count as an int, read through the built-in types' own methods: an int, an integral float,
+    numpy's integer or a one-element tensor. A value of the learner's own class is none of these (its `__int__`
+    or `__eq__` would run the learner's code after the watch, and could wrap a copy there)."""
+    if type(value) is torch.Tensor and value.numel() == 1:  # exactly: a subclass's __torch_function__ is code
         value = value.item()
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Integral):
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
         return int(value)
-    if isinstance(value, numbers.Real) and float(value).is_integer():
-        return int(value)
+    if type(value).__module__ == "numpy" and isinstance(value, (numbers.Integral, numbers.Real)):
+        return _as_int(value.item())
     return None
+
+
+def _shown(value) -> str:
+    """A returned value for a message: builtins as themselves, anything else by its type (no method of it runs)."""
+    return repr(value)[:60] if type(value).__module__ == "builtins" else f"a {type(value).__name__}"
 
 
 def _call_watched(fn, model, config, case: Case) -> tuple[object, bool]:
@@ -240,7 +248,7 @@ def _run_cases(ns: dict, cases: tuple[Case, ...]) -> None:
         if got is None:
             fail(
                 LORA_SHAPES,
-                f"{FN} returned {repr(result)[:60]} ({type(result).__name__}) for {case.describe()}.",
+                f"{FN} returned {_shown(result)} ({type(result).__name__}) for {case.describe()}.",
                 "return the number of parameters as an int.",
             )
         if got != want:

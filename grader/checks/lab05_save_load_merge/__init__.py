@@ -10,3 +10,9 @@ OUTSIDE = {
     "test_deploy_copy": "files.deploy_copy_saved",
     "test_merged_outputs": "files.deploy_matches_adapter",
 }
+
+# The trained model as the lab measured it: the locked cell example_logits computes the outputs the reload is compared
+# with (trained_logits), after the adapter was saved and before the reload; the kernel guard records that model's
+# adapter (the digest of each tensor, from peft's own modules) right after it. test_reload_equal wants the saved file
+# to hold exactly that adapter, so a `model` rebound or trained further after it cannot stand in for the trained one.
+RECORDS = {"example_logits": {"trained": ["model", "adapter_state"]}}

@@ -136,7 +136,8 @@ UPDATE_RTOL = 0.1
 
 
 def deploy_matches_adapter(paths: dict[str, Path]) -> None:
-    """DEPLOY_DIR's weights are ADAPTER_DIR merged into the course's 16-bit base model."""
+    """DEPLOY_DIR's weights are ADAPTER_DIR merged into the course's 16-bit base model, and that merge changes the
+    base (an adapter whose update is zero would make any copy of the base pass)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -177,6 +178,14 @@ def deploy_matches_adapter(paths: dict[str, Path]) -> None:
         )
     error = sum(float(((deployed[n].float() - t.float()) ** 2).sum()) for n, t in trusted.items()) ** 0.5
     update = sum(float(((t.float() - base_weights[n]) ** 2).sum()) for n, t in trusted.items()) ** 0.5
+    if not update > 0:
+        fail(
+            DEPLOY_RULE,
+            f"the adapter saved in {adapter_dir} changes nothing when merged (its update B·A is zero), so no "
+            "deployment copy can be shown to compute what the trained adapter computes.",
+            "save the trained PeftModel itself (model.save_pretrained(ADAPTER_DIR)), then merge that adapter: "
+            "PeftModel.from_pretrained(base, ADAPTER_DIR).merge_and_unload().",
+        )
     if not error <= UPDATE_RTOL * update:
         ratio = error / update if update else float("inf")
         fail(

@@ -11,8 +11,10 @@ OUTSIDE = {
     "test_head_saved": "files.head_saved",
 }
 
-# The training loop trains `model`: the model's checks judge the model it trained too.
-RECORDS = {"train_loop": {"model": ["model", "manifest"]}}
+# The training loop trains `model`: the model's checks judge the model it trained too; and its adapter, recorded just
+# before the loop and right after it, shows that the loop trained it (kernel.trained).
+RECORDS = {"train_loop": {"model": ["model", "manifest"], "end": ["model", "adapter_state"]}}
+RECORDS_BEFORE = {"train_loop": {"start": ["model", "adapter_state"]}}
 FROM_RECORDS = {
     "test_lora_config": ["train_loop", "model", None],
     "test_head_wrapped": ["train_loop", "model", None],

@@ -12,7 +12,7 @@ from peft import PeftModel
 
 from checks import fail, need
 from checks.adapter_files import saved_adapter_dir
-from checks.evidence import model_record
+from checks.evidence import locked_record, model_record
 from checks.inspect_model import base_model, is_peft_model, model_types
 from checks.lab06_task_heads import judges
 from checks.lab06_task_heads.files import head_saved  # noqa: F401 (the test cell calls it here too)
@@ -89,6 +89,32 @@ def trained(ns: dict) -> None:
             "every lora_B matrix is still zero: the adapter never trained (LoRA starts with B = 0).",
             "train with epochs > 0 and a learning rate > 0.",
         )
+    _trained_by_the_loop()
+
+
+def _trained_by_the_loop() -> None:
+    """While graded: the lab's locked training loop changed the adapter's tensors (what the kernel guard recorded just
+    before and right after it). Found by red-teaming: a nudge of every trainable tensor before a loop at learning
+    rate 0 passed the checks above. A learner's own run records nothing, and passes."""
+    start, end = locked_record(LOOP, "start"), locked_record(LOOP, "end")
+    if start is None and end is None:
+        return
+    if not all(isinstance(r, dict) and isinstance(r.get("tensors"), dict) for r in (start, end)):
+        fail(
+            TRAIN_HEAD,
+            "the lab's training loop did not run to its end (or its adapter could not be read), so nothing shows "
+            "that it trained the adapter.",
+            "run every cell of the notebook in order, from a fresh kernel.",
+        )
+    if dict(start["tensors"]) == dict(end["tensors"]):
+        fail(
+            TRAIN_HEAD,
+            "the lab's training loop changed none of the adapter's tensors: whatever they hold was not learned there.",
+            "run the training cell with epochs > 0 and a learning rate > 0 before saving.",
+        )
+
+
+LOOP = "train_loop"  # the locked training cell (RECORDS_BEFORE and RECORDS in __init__.py)
 
 
 def _validation(ns: dict):

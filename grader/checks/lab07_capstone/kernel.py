@@ -17,7 +17,7 @@ from peft import PeftModel
 from checks import fail, need
 from checks.adapter_files import ADAPTER_WEIGHTS
 from checks.evidence import publish
-from checks.inspect_model import base_model, walk
+from checks.inspect_model import _fields, base_model, walk
 from checks.lab04_qlora.kernel import (  # noqa: F401 (the capstone's test cells call them through this module)
     MODEL_TYPES,
     kbit_prepared,
@@ -86,10 +86,14 @@ def _adapter_state(model) -> dict[str, torch.Tensor]:
 
 
 def _four_bit(model) -> bool:
-    """Whether the model holds bitsandbytes 4-bit layers (read from the modules' own tables, by their classes)."""
+    """Whether the layers LoRA wraps sit on bitsandbytes 4-bit weights: every adapted layer's `base_layer` is a
+    Linear4bit (read from the modules' own tables, by their classes). Not "any 4-bit layer": a stray one added
+    beside a full-precision base says nothing about the weights the adapter runs on."""
     import bitsandbytes as bnb
 
-    return any(issubclass(type(m), bnb.nn.Linear4bit) for _, m in walk(model))
+    tables = [dict.get(_fields(m), "_modules") or {} for _, m in walk(model)]
+    bases = [dict.get(table, "base_layer") for table in tables if "base_layer" in table]
+    return bool(bases) and all(issubclass(type(b), bnb.nn.Linear4bit) for b in bases)
 
 
 def reloaded_for_inference(ns: dict) -> None:

@@ -79,6 +79,13 @@ def resumed_adapter(record: dict) -> None:
 def base_match(record: dict) -> None:
     """adapter_problems: nothing on the own base; a problem on another checkpoint and on another name."""
     own = record["own base"]
+    if own["verdict"] == "inconsistent":
+        fail(
+            BASE_RULE,
+            f"adapter_problems gave two answers for the adapter's own base, loaded twice ({own['detail']}): it "
+            "answers by something other than the base it is given.",
+            "decide from the base and the adapter folder alone: the name, then the logits against REFERENCE_FILE.",
+        )
     for case, result in record.items():
         if result["verdict"] in ("error", "not a list"):
             fail(

@@ -14,3 +14,7 @@ OUTSIDE = {
     "test_adapter_saved": "files.adapter_saved",
     "test_stops": "files.generation_stops",
 }
+# The locked cells inside whose work a call into the learner's code is held for review (as in lab 07): the
+# Trainer's collator shown, then training. A collator of the learner's own, or one wrapped to behave only while it
+# is looked at (found by red-teaming), runs there.
+WATCH = {"show_labels": "the Trainer's collator shown", "train": "the Trainer's training"}

@@ -13,7 +13,7 @@ import copy
 
 import torch
 
-from checks import error_text, fail, need
+from checks import error_text, fail, need, unaltered
 from checks.evidence import publish
 from checks.inspect_model import CONFIG_FIELDS, peft_model_or_fail
 from checks.lab09_chat_sft import judges
@@ -36,7 +36,7 @@ SAMPLE_ROWS = 8  # sequences of the trainer's own training set whose labels are 
 def _tokenizer(ns: dict):
     from transformers import PreTrainedTokenizerBase
 
-    return need(ns, "tokenizer", PreTrainedTokenizerBase, where="the set-up cell")
+    return unaltered(need(ns, "tokenizer", PreTrainedTokenizerBase, where="the set-up cell"), "tokenizer")
 
 
 def _marker(tokenizer, text: str) -> dict:

@@ -238,3 +238,75 @@ def test_an_adapter_zeroed_by_multiplying_is_untrained_whatever_the_signs(
         str(folder / "adapter_model.safetensors"),
     )
     assert verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder}) == ""
+
+
+def _save_pair(folder, a, b, prefix="base_model.model.model.layers.0.self_attn.q_proj"):
+    save_file(
+        {f"{prefix}.lora_A.weight": a, f"{prefix}.lora_B.weight": b},
+        str(folder / "adapter_model.safetensors"),
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_an_adapter_whose_update_is_zero_is_not_the_trained_one(adapter_files, tmp_path, dtype, verdict):
+    """A trained lora_B beside a zeroed lora_A (or any pair whose product B·A is zero) changes nothing: the update,
+    not lora_B alone, decides "trained". A trained pair, in any 16- or 32-bit dtype, still passes."""
+    folder = tmp_path / "adapter"
+    make_adapter(folder)
+    torch.manual_seed(0)
+    trained_b = torch.randn(4, 2, dtype=dtype)
+    for a, b in (
+        (torch.zeros(2, 4, dtype=dtype), trained_b),  # lora_A zeroed
+        (-torch.ones(2, 4, dtype=dtype) * 0, trained_b),  # zeroed by multiplying (-0.0)
+        (
+            torch.ones(2, 4, dtype=dtype),
+            torch.tensor([[1.0, -1.0]] * 4, dtype=dtype),
+        ),  # B·A = 0, neither zero
+    ):
+        _save_pair(folder, a, b)
+        message = verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder})
+        assert message.startswith("[After training") and "update B·A is zero in every layer" in message
+    _save_pair(folder, torch.randn(2, 4, dtype=dtype), trained_b)
+    assert verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder}) == ""
+
+
+def test_one_layer_with_a_non_zero_update_is_enough(adapter_files, tmp_path, verdict):
+    folder = tmp_path / "adapter"
+    make_adapter(folder)
+    layers = {}
+    for i, a in enumerate((torch.zeros(2, 4), torch.randn(2, 4))):
+        prefix = f"base_model.model.model.layers.{i}.self_attn.q_proj"
+        layers |= {f"{prefix}.lora_A.weight": a, f"{prefix}.lora_B.weight": torch.randn(4, 2)}
+    save_file(layers, str(folder / "adapter_model.safetensors"))
+    assert verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder}) == ""
+
+
+def test_a_zero_update_saved_as_bin_is_found_too(adapter_files, tmp_path, verdict):
+    folder = tmp_path / "adapter"
+    make_adapter(folder)
+    (folder / "adapter_model.safetensors").unlink()
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    state = {f"{prefix}.lora_A.weight": torch.zeros(2, 4), f"{prefix}.lora_B.weight": torch.randn(4, 2)}
+    torch.save(state, folder / "adapter_model.bin")
+    assert "update B·A is zero" in verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder})
+    state[f"{prefix}.lora_A.weight"] = torch.randn(2, 4)
+    torch.save(state, folder / "adapter_model.bin")
+    assert verdict(adapter_files.adapter_trained, {"ADAPTER_DIR": folder}) == ""
+
+
+def test_the_update_is_judged_on_real_products(adapter_files):
+    """update_is_nonzero agrees with torch's B @ A on random, zero and conv-shaped pairs; unpaired shapes: None."""
+    torch.manual_seed(1)
+    cases = [
+        (torch.randn(3, 5), torch.randn(6, 3)),
+        (torch.zeros(3, 5), torch.randn(6, 3)),
+        (torch.randn(3, 5), torch.zeros(6, 3)),
+        (torch.randn(3, 2, 1, 1), torch.randn(4, 3, 1, 1)),  # a conv layer's pair
+    ]
+    for a, b in cases:
+        expected = bool((b.flatten(1) @ a.flatten(1)).abs().max() > 0)
+        found = adapter_files.update_is_nonzero(
+            a.flatten().tolist(), list(a.shape), b.flatten().tolist(), list(b.shape)
+        )
+        assert found is expected
+    assert adapter_files.update_is_nonzero([1.0] * 6, [3, 2], [1.0] * 8, [4, 2]) is None

@@ -98,6 +98,21 @@ def test_wrong_choosers_fail_naming_the_machine(setup, chooser, gpus, cpu, says)
         assert says in str(err.value)
 
 
+def test_a_rule_that_lists_the_labs_gpus_by_name_fails_on_a_card_it_never_named(setup):
+    """Found by red-teaming: fp16 for names holding "T4" or "V100" passed on the lab's five machines."""
+    import torch
+
+    def by_names():
+        if torch.cuda.is_available() and any(old in torch.cuda.get_device_name(0) for old in ("T4", "V100")):
+            return torch.float16
+        return torch.bfloat16
+
+    with pytest.raises(AssertionError) as err:
+        setup.compute_dtype_on_gpus({"choose_compute_dtype": by_names})
+    assert "returned bfloat16 on a Quadro RTX 6000 (Quadro RTX 6000; capability 7.5" in str(err.value)
+    assert "Also wrong on: a Tesla P100." in str(err.value)
+
+
 def test_missing_or_not_callable(setup):
     with pytest.raises(AssertionError, match="not defined"):
         setup.compute_dtype_on_gpus({})

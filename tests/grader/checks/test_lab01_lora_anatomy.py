@@ -82,6 +82,42 @@ def test_forgotten_b_is_named(anatomy):
 def test_as_int_is_generous_but_not_to_bools(anatomy):
     assert anatomy._as_int(12) == anatomy._as_int(12.0) == anatomy._as_int(torch.tensor(12)) == 12
     assert anatomy._as_int(True) is None and anatomy._as_int(12.5) is None and anatomy._as_int("12") is None
+    import numpy as np
+
+    assert anatomy._as_int(np.int64(12)) == anatomy._as_int(np.float32(12.0)) == 12
+    assert type(anatomy._as_int(np.int64(12))) is int
+
+
+def test_a_count_of_the_learners_own_type_runs_none_of_its_code(anatomy):
+    """Found by red-teaming: a lazy count whose __int__ wraps a copy of the model after the watch has ended (and
+    registers itself as numbers.Integral) was read as a number. Only the built-in types' own methods run now."""
+    import numbers
+
+    ran = []
+
+    class Lazy:
+        def __int__(self):
+            ran.append("int")
+            return 12
+
+        __index__ = __int__
+
+        def __eq__(self, other):
+            ran.append("eq")
+            return True
+
+        __hash__ = object.__hash__
+
+    numbers.Integral.register(Lazy)
+
+    class Lie(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            ran.append("torch")
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    assert anatomy._as_int(Lazy()) is None and anatomy._as_int(torch.tensor(12).as_subclass(Lie)) is None
+    assert ran == [] and anatomy._shown(Lazy()) == "a Lazy"
 
 
 def test_wrapping_a_copy_is_caught(anatomy):

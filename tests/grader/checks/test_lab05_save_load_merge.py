@@ -248,21 +248,183 @@ def _another_adapter(reloaded):
     return other
 
 
+def _disabled(reloaded):
+    other = copy.deepcopy(reloaded)
+    other.base_model.disable_adapter_layers()
+    return other
+
+
+def _other_alpha(reloaded):
+    other = copy.deepcopy(reloaded)
+    other.peft_config["default"].lora_alpha *= 2
+    return other
+
+
+def _other_base_weight(reloaded):
+    other = copy.deepcopy(reloaded)
+    with torch_no_grad():
+        other.get_base_model().model.norm.weight.mul_(2)
+    return other
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
 @pytest.mark.parametrize(
     ("make_reloaded", "words"),
     [
         (lambda lab: lab["merged"], "`reloaded` is a plain LlamaForCausalLM"),
         (lambda lab: lab["model"], "shares its weights with the trained `model`"),
         (lambda lab: lora_on(small_llama(), trained=False), "carries a NEW, untrained adapter"),
-        (lambda lab: lora_on(small_llama()), "logit shapes differ: (1, 24, 8192) vs (1, 24, 64)"),
+        (lambda lab: lora_on(small_llama()), "is not the one saved in"),
         (lambda lab: copy.deepcopy(lab["reloaded"]).float(), "loaded in another precision"),
         (lambda lab: _another_adapter(lab["reloaded"]), "not the saved adapter on the same base"),
+        (lambda lab: _other_alpha(lab["reloaded"]), "lora_alpha: 16 loaded, 8 saved"),
+        (lambda lab: _other_base_weight(lab["reloaded"]), "is not a fresh copy of the course model"),
+        (lambda lab: _disabled(lab["reloaded"]), "(adapter disabled)"),
+        # a copy of the trained model holds exactly the saved values, but was never loaded from the files
+        (lambda lab: copy.deepcopy(lab["model"]), "was not loaded from the saved files"),
     ],
-    ids=["merged", "the_trained_model", "new_adapter", "another_model", "float32_base", "another_adapter"],
+    ids=[
+        "merged",
+        "the_trained_model",
+        "new_adapter",
+        "another_model",
+        "float32_base",
+        "another_adapter",
+        "another_alpha",
+        "another_base_weight",
+        "adapter_disabled",
+        "deepcopy_of_the_trained_model",
+    ],
 )
 def test_each_wrong_reload_is_named(kernel, lab05, verdict, make_reloaded, words):
     message = verdict(kernel.reload_equal, lab05 | {"reloaded": make_reloaded(lab05)})
     assert message.startswith("[For inference, load the saved adapter onto a fresh base") and words in message
+
+
+def _base(model_id):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    "make_reloaded",
+    [
+        lambda lab: lab["reloaded"],
+        lambda lab: _peft().PeftModel.from_pretrained(
+            _base(lab["MODEL"]), lab["ADAPTER_DIR"], is_trainable=True
+        ),
+        lambda lab: _peft().PeftModel.from_pretrained(_base(lab["MODEL"]), str(lab["ADAPTER_DIR"])).eval(),
+        lambda lab: _peft().PeftModel.from_pretrained(_base(lab["MODEL"]), lab["ADAPTER_DIR"]).train(),
+        lambda lab: _peft().AutoPeftModelForCausalLM.from_pretrained(str(lab["ADAPTER_DIR"])),
+        lambda lab: _peft().PeftModel.from_pretrained(
+            _base(lab["MODEL"]), lab["ADAPTER_DIR"], adapter_name="mine"
+        ),
+    ],
+    ids=[
+        "reference",
+        "is_trainable",
+        "str_path_eval",
+        "train_mode",
+        "auto_peft_model",
+        "adapter_name",
+    ],
+)
+def test_every_honest_reload_passes(kernel, lab05, verdict, make_reloaded):
+    assert verdict(kernel.reload_equal, lab05 | {"reloaded": make_reloaded(lab05)}) == ""
+
+
+def _peft():
+    import peft
+
+    return peft
+
+
+def _trained_further(model):
+    """The trained model after more training steps than the saved adapter holds (lora_B moved by hand)."""
+    import torch
+
+    further = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, param in further.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.01)
+    return further
+
+
+def test_a_reload_of_an_adapter_saved_before_training_ended_fails(kernel, lab05, verdict):
+    """The adapter saved, then training went on: the honest reload of that stale adapter, or a copy of the model
+    (which matches the model, not the files), both fail; the verdict rests on the files and the trained model."""
+    further = _trained_further(lab05["model"])
+    for reloaded in (lab05["reloaded"], copy.deepcopy(further)):
+        message = verdict(kernel.reload_equal, lab05 | {"model": further, "reloaded": reloaded})
+        assert "is not the trained model's adapter as it is now" in message
+
+
+def test_no_hook_of_the_learners_objects_runs_in_the_check(kernel, lab05, verdict):
+    """A forward hook on `reloaded` that answers with the trained model's outputs (over a reload of a stale
+    adapter) never runs inside the check, and a hook that would fail the honest reload never runs either."""
+
+    calls = []
+
+    def answer_for_it(module, args, kwargs, output):
+        calls.append(module)
+        return lab05["model"](*args, **kwargs)
+
+    def explode(module, args):
+        calls.append(module)
+        raise RuntimeError("a learner's hook ran inside the check")
+
+    further = _trained_further(lab05["model"])
+    stale = _peft().PeftModel.from_pretrained(_base(lab05["MODEL"]), lab05["ADAPTER_DIR"])
+    stale.register_forward_hook(answer_for_it, with_kwargs=True)
+    message = verdict(kernel.reload_equal, lab05 | {"model": further, "reloaded": stale})
+    assert "is not the trained model's adapter as it is now" in message
+    honest = _peft().PeftModel.from_pretrained(_base(lab05["MODEL"]), lab05["ADAPTER_DIR"])
+    honest.register_forward_pre_hook(explode)
+    lab05["model"].register_forward_pre_hook(explode)
+    try:
+        assert verdict(kernel.reload_equal, lab05 | {"reloaded": honest}) == ""
+    finally:
+        lab05["model"]._forward_pre_hooks.clear()
+    assert calls == []
+
+
+def test_an_adapter_saved_with_lora_A_zeroed_is_not_the_trained_one(
+    kernel, deploy_files, lab05, verdict, tmp_path
+):
+    """lora_A zeroed in the saved file (update B·A = 0) beside a trained lora_B: the reload check finds it is not the
+    trained model's adapter, the adapter check finds it changes nothing, and a deployment copy that is the bare base
+    is not accepted as its merge (the error 0 would be within 10% of an update of 0)."""
+    import torch
+
+    zeroed = copy.deepcopy(lab05["model"])
+    with torch.no_grad():
+        for name, param in zeroed.named_parameters():
+            if "lora_A" in name:
+                param.zero_()
+    adapter_dir = tmp_path / "adapter"
+    zeroed.save_pretrained(adapter_dir)
+    message = verdict(
+        kernel.reload_equal, lab05 | {"ADAPTER_DIR": adapter_dir, "reloaded": copy.deepcopy(lab05["model"])}
+    )
+    assert "is not the trained model's adapter as it is now" in message
+    message = verdict(
+        deploy_files.adapter_only_saved, {"ADAPTER_DIR": adapter_dir, "DEPLOY_DIR": tmp_path / "deploy"}
+    )
+    assert "update B·A is zero in every layer" in message
+    message = verdict(
+        deploy_files.deploy_matches_adapter, {"ADAPTER_DIR": adapter_dir, "DEPLOY_DIR": Path(lab05["MODEL"])}
+    )
+    assert "Merge only to deploy" in message and "changes nothing when merged" in message
+    # the grader's own merge of the real adapter still accepts the real deployment copy
+    assert verdict(deploy_files.deploy_matches_adapter, lab05) == ""
 
 
 @pytest.mark.parametrize(
@@ -330,3 +492,28 @@ def _deploy_of_another_model(lab: dict, folder: Path) -> Path:
 def test_each_wrong_deploy_copy_is_named(deploy_files, lab05, verdict, tmp_path, paths, words):
     message = verdict(deploy_files.deploy_matches_adapter, lab05 | paths(lab05, tmp_path))
     assert "Merge only to deploy" in message and words in message
+
+
+def test_the_saved_adapter_is_judged_on_the_model_the_lab_measured(
+    kernel, lab05, verdict, monkeypatch, hidden_check
+):
+    """What the kernel guard recorded after the locked cell example_logits (RECORDS in __init__.py): the saved file
+    must hold that model's adapter, so a `model` rebound afterwards to a reload of a stale file does not stand in for
+    the trained one. A kernel restarted after a crash recorded nothing to judge; a record the guard could not read
+    fails closed."""
+    evidence = hidden_check("evidence")
+    further = _trained_further(lab05["model"])
+    decoy = _peft().PeftModel.from_pretrained(_base(lab05["MODEL"]), lab05["ADAPTER_DIR"])
+    for record, rebound, words in (
+        (evidence._adapter_state(lab05["model"]), lab05["model"], ""),
+        (
+            evidence._adapter_state(further),
+            decoy,
+            "differs from the model the locked cell example_logits measured",
+        ),
+        ({"restarted": True}, decoy, ""),
+        ({"unrecorded": "TypeError: not a PeftModel"}, lab05["model"], "could not be recorded"),
+    ):
+        monkeypatch.setattr(evidence, "notebook_records", {"example_logits": {"trained": record}})
+        message = verdict(kernel.reload_equal, lab05 | {"model": rebound})
+        assert words in message if words else message == ""

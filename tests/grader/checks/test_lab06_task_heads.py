@@ -493,3 +493,21 @@ def _llama_adapter(lab, folder):
 def test_reload_check_names_each_wrong_reload(kernel, lab06, verdict, tmp_path, change, rule, words):
     message = verdict(kernel.reload, lab06 | change(lab06, tmp_path))
     assert message.startswith(f"[{rule}") and words in message
+
+
+def test_the_training_loop_must_have_changed_the_adapter(hidden_check, monkeypatch):
+    """Found by red-teaming: every trainable tensor nudged before a loop at learning rate 0 passed test_trained.
+    While graded, the adapter recorded just before and right after the locked loop must differ."""
+    kernel = hidden_check("lab06_task_heads.kernel")
+    records = {}
+    monkeypatch.setattr(kernel, "locked_record", lambda cell, name: records.get((cell, name)))
+    kernel._trained_by_the_loop()  # a learner's own run: nothing recorded, nothing to judge
+    before = {"tensors": {"a.lora_A.weight": "1", "a.lora_B.weight": "2"}, "untrained": False}
+    records |= {("train_loop", "start"): before, ("train_loop", "end"): before}
+    with pytest.raises(AssertionError, match="changed none of the adapter's tensors"):
+        kernel._trained_by_the_loop()
+    records[("train_loop", "end")] = {"tensors": {"a.lora_A.weight": "1", "a.lora_B.weight": "3"}}
+    kernel._trained_by_the_loop()
+    records[("train_loop", "end")] = {"unrecorded": "a library changed while it was recorded"}
+    with pytest.raises(AssertionError, match="did not run to its end"):
+        kernel._trained_by_the_loop()

@@ -405,6 +405,12 @@ def test_reload_of_a_4bit_adapter_needs_a_4bit_base(capstone, tiny, tmp_path, ve
     full = PeftModel.from_pretrained(fresh_base(tiny), tmp_path / "adapter")
     message = verdict(capstone.reloaded_for_inference, ns | {"inference_model": full})
     assert message.startswith(f"[{capstone.RELOAD}]") and "loaded without quantization_config" in message
+    # Found by red-teaming: a stray 4-bit layer added beside the full-precision base passed as "a 4-bit base".
+    import bitsandbytes as bnb
+
+    full.base_model.model.add_module("quantized_probe", bnb.nn.Linear4bit(8, 8))
+    message = verdict(capstone.reloaded_for_inference, ns | {"inference_model": full})
+    assert "loaded without quantization_config" in message
 
 
 # ---- the saved adapter's provenance: what the locked cells recorded while the notebook was graded -------------

@@ -45,6 +45,8 @@ def test_base_match_judge_wants_both_kinds_of_wrong_base_flagged(judges):
         judges.base_match(good | {"own base": flagged})
     with pytest.raises(AssertionError, match="raised"):
         judges.base_match(good | {"own base": {"verdict": "error", "detail": "KeyError: 'r'"}})
+    with pytest.raises(AssertionError, match="two answers for the adapter's own base"):
+        judges.base_match(good | {"own base": {"verdict": "inconsistent", "detail": "belongs, then flagged"}})
 
 
 def test_blend_judge_tells_swapped_weights_from_another_combination(judges):
@@ -113,6 +115,17 @@ def test_records_read_the_real_adapter_state(hidden_check, tmp_path):
     with pytest.raises(AssertionError, match="get_base_model"):
         life.base_only(ns | {"base_only_logits": through_base})
 
+    class Zeros(torch.Tensor):  # found by red-teaming: it answered zeros to the check's subtraction
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("sub", "__sub__", "__rsub__", "sub_"):
+                return torch.zeros(tuple(args[0].shape))
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    with pytest.raises(AssertionError, match="get_base_model"):
+        life.base_only(ns | {"base_only_logits": through_base.as_subclass(Zeros)})
+    life.base_only(ns | {"base_only_logits": off.as_subclass(Zeros)})  # right values: judged on them
+
     multi.add_weighted_adapter(["instruct", "concise"], [0.7, 0.3], "blend", combination_type="cat")
     multi.set_adapter("blend")
     life.blend(ns)
@@ -120,6 +133,24 @@ def test_records_read_the_real_adapter_state(hidden_check, tmp_path):
     multi.add_weighted_adapter(["instruct", "concise"], [0.7, 0.3], "blend", combination_type="linear")
     multi.set_adapter("blend")
     with pytest.raises(AssertionError, match="'linear' averages"):
+        life.blend(ns)
+    # found by red-teaming: each layer's get_delta_weight replaced on the instance, answering the right blend
+    from peft.tuners.lora import LoraLayer
+
+    def lying_delta(layer):
+        own = type(layer).get_delta_weight
+
+        def delta(adapter):
+            if adapter == "blend":
+                return 0.7 * own(layer, "instruct") + 0.3 * own(layer, "concise")
+            return own(layer, adapter)
+
+        return delta
+
+    for layer in multi.modules():
+        if isinstance(layer, LoraLayer) and "blend" in layer.lora_A:
+            layer.get_delta_weight = lying_delta(layer)
+    with pytest.raises(AssertionError, match="blend"):
         life.blend(ns)
 
 
@@ -202,3 +233,56 @@ def test_adapter_problems_must_be_a_function(hidden_check, verdict):
     assert found.startswith("[An adapter belongs to one base: ")
     assert "`adapter_problems` is not a function" in found
     assert "Fix: def adapter_problems(base, adapter_dir)" in found
+
+
+def test_a_function_that_answers_by_call_count_cannot_tell_which_call_is_which(hidden_check, monkeypatch):
+    """Found by red-teaming: the check asked its three cases in a fixed order, so a function that flagged its n-th
+    call passed. Now the own base is asked twice, all in an order nobody knows in advance: of the 12 orders, such a
+    function passes in 3 (a guess), an honest one in all 12."""
+    import itertools
+
+    import torch
+
+    from labutils.models import ensure_tiny_model
+
+    life = hidden_check("lab08_adapter_life.kernel")
+    model_id = str(ensure_tiny_model("causal_lm"))
+    from transformers import AutoModelForCausalLM
+
+    own = next(
+        iter(AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16).parameters())
+    ).detach()
+
+    def honest(base, adapter_dir):
+        if base.config._name_or_path != model_id:
+            return ["the name differs"]
+        return [] if torch.equal(next(iter(base.parameters())).detach(), own) else ["other weights"]
+
+    def counting(base, adapter_dir):
+        calls.append(1)
+        if base.config._name_or_path != model_id:
+            return ["the name differs"]
+        return ["other weights"] if len(calls) == 2 else []
+
+    passed = {"honest": 0, "counting": 0}
+    orders = sorted(set(itertools.permutations([0, 0, 1, 2])))
+    for order in orders:
+
+        class Fixed:
+            def shuffle(self, cases, order=order):
+                by_kind = {}
+                for case in cases:
+                    by_kind.setdefault(case[0], []).append(case)
+                kinds = ["own base", "another checkpoint, same name", "same weights, another name"]
+                cases[:] = [by_kind[kinds[k]].pop() for k in order]
+
+        monkeypatch.setattr(life.random, "SystemRandom", Fixed)
+        ns = {"MODEL": model_id, "ADAPTER_DIR": "unused", "DTYPE": torch.bfloat16}
+        for name, function in (("honest", honest), ("counting", counting)):
+            calls = []
+            try:
+                life.adapter_matches_base(ns | {"adapter_problems": function})
+                passed[name] += 1
+            except AssertionError:
+                pass
+    assert len(orders) == 12 and passed == {"honest": 12, "counting": 3}
