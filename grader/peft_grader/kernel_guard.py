@@ -519,11 +519,12 @@ class _Guard:
     def _restore_registries(self) -> None:
         """Learner code left where a library calls it later, inside a hidden test as well: a global module hook
         (every model's forward, the checks' own included), a torch function or dispatch mode, default
-        saved-tensor hooks, a garbage-collector callback. Removed and reported; the libraries' own stay."""
+        saved-tensor hooks, a garbage-collector callback. Removed and reported where the code is the learner's (a
+        cell's or a file of theirs, a partial, a builtin put there); the libraries' own stay."""
         for name, hooks in _torch_global_hooks().items():
             saved = self.torch_hooks.get(name, {})
             for key, hook in list(hooks.items()):
-                if saved.get(key, _MISSING) is hook or not callable(hook) or not self.made_by_learner(hook):
+                if saved.get(key, _MISSING) is hook or not callable(hook) or not self.learner_code(hook):
                     continue
                 self.report(
                     "torch's hook APIs",
@@ -550,13 +551,13 @@ class _Guard:
                         push(mode)
         autograd = torch._C._autograd
         while (hooks := autograd._top_saved_tensors_default_hooks(True)) is not None and any(
-            self.made_by_learner(hook) for hook in hooks
+            self.learner_code(hook) for hook in hooks
         ):
             self.report(
                 "torch's hook APIs", "leaves default saved-tensor hooks installed", self._where_made(hooks[0])
             )
             autograd._pop_saved_tensors_default_hooks()
-        mine = [cb for cb in gc.callbacks if cb not in self.gc_callbacks and self.made_by_learner(cb)]
+        mine = [cb for cb in gc.callbacks if cb not in self.gc_callbacks and self.learner_code(cb)]
         for cb in mine:
             self.report("sys's hook APIs", "registers a garbage-collector callback", self._where_made(cb))
             gc.callbacks.remove(cb)
