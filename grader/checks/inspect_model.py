@@ -85,13 +85,45 @@ def _double_quantized(state, bnb) -> bool:
     return bool(state.nested)
 
 
+def checkpointing(model) -> bool:
+    """Whether `model` checkpoints activations when it trains, read where transformers' forward reads it: a
+    GradientCheckpointingLayer (a decoder or encoder layer) calls its own `_gradient_checkpointing_func` when its own
+    `gradient_checkpointing` is True, and gradient_checkpointing_enable() (peft's prepare_model_for_kbit_training, the
+    Trainer's flag) sets both on every such layer: torch's checkpoint, or a functools.partial of it or of
+    transformers' own offloading wrapper of it. The flag on another module (the head, a norm), or beside a function
+    of the learner's, checkpoints nothing."""
+    import functools
+    import types
+
+    import torch.utils.checkpoint
+    from transformers import modeling_utils
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    enable = modeling_utils.PreTrainedModel._activation_checkpointing_enable
+    wrappers = [c for c in enable.__code__.co_consts if isinstance(c, types.CodeType)]
+    torch_own = (torch.utils.checkpoint.checkpoint, modeling_utils.checkpoint)
+    for _, module in walk(model):
+        if not issubclass(type(module), GradientCheckpointingLayer):
+            continue
+        fields = _fields(module)
+        func = fields.get("_gradient_checkpointing_func")
+        while type(func) is functools.partial:
+            func = func.func
+        own = any(func is f for f in torch_own) or (
+            type(func) is types.FunctionType and any(func.__code__ is code for code in wrappers)
+        )
+        if fields.get("gradient_checkpointing") is True and own:
+            return True
+    return False
+
+
 def manifest(model, lora_config=None) -> dict:
     """`model` as plain data (checks.evidence): the kind of every module, every parameter's dtype,
-    `requires_grad`, size and 4-bit storage, the checkpointing flag, peft's trainable counter and the
-    adapters' configs. Read from the modules' and tensors' own tables and through the library classes' own
-    functions, so nothing the learner put on an instance or a subclass answers for the model or runs while
-    it is read. `lora_config`: the learner's config variable, whose target names explain a model that
-    get_peft_model never wrapped."""
+    `requires_grad`, size and 4-bit storage (as its quant_state dequantizes it), whether its layers checkpoint
+    (checkpointing), peft's trainable counter and the adapters' configs. Read from the modules' and tensors' own
+    tables and through the library classes' own functions, so nothing the learner put on an instance or a subclass
+    answers for the model or runs while it is read. `lora_config`: the learner's config variable, whose target
+    names explain a model that get_peft_model never wrapped."""
     import bitsandbytes as bnb
     import torch
     from peft import PeftModel
@@ -115,7 +147,8 @@ def manifest(model, lora_config=None) -> dict:
             four_bit = type(weight) is bnb.nn.Params4bit
             state = getattr(weight, "quant_state", None) if four_bit else None
             quantized[name] = {
-                "quant_type": getattr(weight, "quant_type", None) if four_bit else None,
+                # what dequantization uses (the weight's own `quant_type` is a label no forward reads)
+                "quant_type": state.quant_type if type(state) is bnb.functional.QuantState else None,
                 "nested": _double_quantized(state, bnb),
                 "compute_dtype": _fields(module).get("compute_dtype"),
             }
@@ -145,9 +178,7 @@ def manifest(model, lora_config=None) -> dict:
         "modules": modules,
         "linear4bit": quantized,
         "parameters": table,
-        "gradient_checkpointing": any(
-            _fields(m).get("gradient_checkpointing") is True for _, m in walk(base)
-        ),
+        "gradient_checkpointing": checkpointing(base),
         "trainable_total": [trainable, total] if peft else None,
         "peft_config": {k: v.to_dict() for k, v in dict.items(adapters)},
         "lora_config_targets": getattr(lora_config, "target_modules", None),

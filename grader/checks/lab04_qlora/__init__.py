@@ -16,9 +16,14 @@ OUTSIDE = {
 }
 
 # The training loop trains whatever `model` is then: that model's manifest, recorded right after it ran, is what
-# the model's checks judge too (a model bound to `model` only for the tests is not the one that did the work).
-RECORDS = {"train_loop": {"model": ["model", "manifest"]}}
+# the model's checks judge too (a model bound to `model` only for the tests is not the one that did the work), and the
+# BitsAndBytesConfig check judges the storage its layers were really loaded with (their quant_state) beside the
+# learner's `bnb_config`. And the adapter it trains, recorded just before the loop (RECORDS_BEFORE) and right after
+# it: the saved adapter must hold the tensors the loop ended with, and the loop must have changed them (files.py).
+RECORDS = {"train_loop": {"model": ["model", "manifest"], "end": ["model", "adapter_state"]}}
+RECORDS_BEFORE = {"train_loop": {"start": ["model", "adapter_state"]}}
 FROM_RECORDS = {
+    "test_bnb_config": ["train_loop", "model", "model"],
     "test_loaded_4bit": ["train_loop", "model", None],
     "test_kbit_prepared": ["train_loop", "model", None],
     "test_lora_config": ["train_loop", "model", None],

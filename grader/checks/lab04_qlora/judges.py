@@ -61,7 +61,11 @@ def nf4_double_quant(cfg: dict) -> None:
 
 
 def quantization_config(cfg: dict) -> None:
-    """The learner's BitsAndBytesConfig asks for 4-bit NF4, double quant and the hardware's compute dtype."""
+    """The learner's BitsAndBytesConfig asks for 4-bit NF4, double quant and the hardware's compute dtype; and so
+    does the config the model was really loaded with, where the record holds that model's manifest under "model"
+    (lab 04's FROM_RECORDS: the model its training loop trained), read from its quantized layers' quant_state, what
+    dequantization uses. A config built right but never passed to from_pretrained (no quantized layer) is the
+    loading check's mistake alone."""
     nf4_double_quant(cfg)
     want, got = expected_compute_dtype(), str(cfg["bnb_4bit_compute_dtype"]).removeprefix("torch.")
     if got != want:
@@ -72,6 +76,9 @@ def quantization_config(cfg: dict) -> None:
             "doubles activation memory and, on a GPU, runs on its slower fp32 path).",
             f"bnb_4bit_compute_dtype=torch.{want}.",
         )
+    loaded = cfg.get("model")
+    if isinstance(loaded, dict) and {"linear4bit", "linear8bit"} & set(loaded["modules"].values()):
+        loaded_in_4bit(loaded)
 
 
 def loaded_in_4bit(record: dict) -> None:

@@ -49,6 +49,8 @@ RECORDS_BEFORE = {
 # a debugging hook is honest, and no check can tell it from one that steers training.
 WATCH = {"before": "the Trainer built, and the base measured", "train": "the Trainer's training"}
 FROM_RECORDS = {
+    # the learner's BitsAndBytesConfig, and the config the trained model's layers were really loaded with
+    "test_bnb_config": ["train", "model", "model"],
     "test_loaded_4bit": ["train", "model", None],
     "test_kbit_prepared": ["train", "model", None],
     "test_lora_config": ["train", "model", None],

@@ -295,3 +295,213 @@ def test_trainable_share_accepts_lora_on_the_attention(judges, verdict):
 def test_trainable_share_names_what_trains(judges, verdict, record, rule, words):
     message = verdict(judges.trainable_share, record)
     assert message.startswith(f"[{rule}") and words in message
+
+
+# ---- the config the model was loaded with (FROM_RECORDS: the model the training loop trained) --------------------
+def test_quantization_config_judges_the_storage_the_model_was_loaded_with(judges, verdict, on):
+    """bnb_config asks for NF4, the model was loaded through another config: its layers' quant_state decides."""
+    on(CPU)
+    assert verdict(judges.quantization_config, BNB | {"model": model()}) == ""
+    # built right but never passed to from_pretrained: the loading check's mistake alone
+    assert verdict(judges.quantization_config, BNB | {"model": model(storage="")}) == ""
+    fp4 = verdict(judges.quantization_config, BNB | {"model": model(layer=NF4 | {"quant_type": "fp4"})})
+    assert fp4.startswith(f"[{judges.QLORA_CONFIG}]") and "is stored as fp4, not nf4" in fp4
+    eight = verdict(judges.quantization_config, BNB | {"model": model(lora=None, storage="linear8bit")})
+    assert "layers are 8-bit (Linear8bitLt), not 4-bit" in eight
+    single = verdict(judges.quantization_config, BNB | {"model": model(layer=NF4 | {"nested": False})})
+    assert "was loaded without double quantization" in single
+    # the learner's own config is judged first, with its own words
+    assert "bnb_4bit_quant_type is 'fp4'" in verdict(
+        judges.quantization_config,
+        BNB | {"bnb_4bit_quant_type": "fp4", "model": model(layer=NF4 | {"quant_type": "fp4"})},
+    )
+
+
+def test_bnb_config_is_also_judged_on_the_model_the_training_loop_trained(hidden_check, on):
+    """Outside the kernel the test cell's record (the learner's bnb_config) is judged again with the manifest the
+    locked cell train_loop recorded: an FP4 model beside an NF4 bnb_config fails."""
+    on(CPU)
+    evidence, runner = hidden_check("evidence"), hidden_check("outside")
+    from checks import PeftMistake
+
+    def judge(recorded):
+        bundle = {evidence.MIME: {"check": "quantization_config", "record": BNB}}
+        cells = {
+            "test_bnb_config": {"outputs": [{"output_type": "display_data", "data": bundle}]},
+            "train_loop": {"metadata": {evidence.RECORDED_KEY: recorded}},
+        }
+        runner._judge_record("04_qlora", "judges.quantization_config", cells, "test_bnb_config")
+
+    judge({"model": model()})
+    judge({"model": model(lora=None, storage="")})  # never quantized: test_loaded_4bit's mistake
+    with pytest.raises(
+        PeftMistake, match=r"stored as fp4, not nf4.*judged on what the notebook's cell train_loop"
+    ):
+        judge({"model": model(layer=NF4 | {"quant_type": "fp4"})})
+
+
+# ---- the manifest reads what does the work (checks.inspect_model) ------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from labutils.models import ensure_tiny_model
+
+    return str(ensure_tiny_model("causal_lm"))
+
+
+def _load(path, quant_type="nf4"):
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=config, device_map="cpu")
+
+
+def test_manifest_reads_the_quant_type_dequantization_uses(hidden_check, tiny_llama):
+    """A Params4bit's own `quant_type` is a label no forward reads: its quant_state's is what dequantizes."""
+    import bitsandbytes as bnb
+
+    manifest = hidden_check("inspect_model").manifest
+    nf4 = manifest(_load(tiny_llama))
+    assert nf4["linear4bit"] and {layer["quant_type"] for layer in nf4["linear4bit"].values()} == {"nf4"}
+    relabelled = _load(tiny_llama, "fp4")
+    for module in relabelled.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.weight.quant_type = "nf4"
+    assert {layer["quant_type"] for layer in manifest(relabelled)["linear4bit"].values()} == {"fp4"}
+
+
+def test_manifest_reads_checkpointing_where_the_layers_run_it(hidden_check, tiny_llama):
+    """Checkpointing is on where transformers' layers run it: the flag and torch's checkpoint on the decoder layers,
+    as gradient_checkpointing_enable() (prepare_model_for_kbit_training) sets them, every n-th layer or offloaded
+    too; the flag on the head, or beside a function of the learner's, checkpoints nothing."""
+    import torch.utils.checkpoint
+    from peft import prepare_model_for_kbit_training
+
+    manifest = hidden_check("inspect_model").manifest
+    assert manifest(prepare_model_for_kbit_training(_load(tiny_llama)))["gradient_checkpointing"] is True
+    prepared = prepare_model_for_kbit_training(
+        _load(tiny_llama), gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
+    assert manifest(prepared)["gradient_checkpointing"] is True
+    spaced = _load(tiny_llama)
+    spaced.activation_checkpointing_enable(every_n_layers=2, offload=True)
+    assert manifest(spaced)["gradient_checkpointing"] is True
+    spaced.gradient_checkpointing_disable()
+    assert manifest(spaced)["gradient_checkpointing"] is False
+
+    head = _load(tiny_llama)
+    head.lm_head.gradient_checkpointing = True
+    head.lm_head._gradient_checkpointing_func = torch.utils.checkpoint.checkpoint
+    head.model.gradient_checkpointing = True  # the model's own flag: no forward of transformers 5 reads it
+    assert manifest(head)["gradient_checkpointing"] is False
+    layers = _load(tiny_llama)
+    for layer in layers.model.layers:
+        layer.gradient_checkpointing = True
+        layer._gradient_checkpointing_func = lambda function, *args: function(*args)  # keeps every activation
+    assert manifest(layers)["gradient_checkpointing"] is False
+    for layer in layers.model.layers:  # torch's own checkpoint on the layers: they do checkpoint
+        layer._gradient_checkpointing_func = torch.utils.checkpoint.checkpoint
+    assert manifest(layers)["gradient_checkpointing"] is True
+
+
+# ---- the saved adapter is the one the training loop trained (files.py) ------------------------------------------
+@pytest.fixture
+def lab04_files(hidden_check, monkeypatch):
+    """lab 04's files checks, with notebook_records(start, end) setting what the training loop recorded."""
+    evidence, files = hidden_check("evidence"), hidden_check("lab04_qlora.files")
+
+    def records(start=None, end=None, **more):
+        found = {k: v for k, v in {"start": start, "end": end, **more}.items() if v is not None}
+        monkeypatch.setattr(evidence, "notebook_records", {"train_loop": found})
+
+    files.records = records
+    return files
+
+
+def _peft(dtype=None):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)), LoraConfig(r=2, target_modules=["0"]))
+    return model.to(dtype) if dtype is not None else model
+
+
+def _train(model):
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.add_(torch.linspace(-0.5, 0.5, p.numel()).reshape(p.shape).to(p.dtype))
+
+
+@pytest.mark.parametrize("dtype", [None, "bfloat16", "float16"])
+def test_saved_digests_are_the_digests_of_the_tensors_in_memory(hidden_check, tmp_path, dtype):
+    import torch
+
+    evidence, files = hidden_check("evidence"), hidden_check("lab04_qlora.files")
+    model = _peft(getattr(torch, dtype) if dtype else None)
+    _train(model)
+    model.save_pretrained(tmp_path / "a")
+    model.save_pretrained(str(tmp_path / "b"), safe_serialization=False)
+    in_memory = evidence.RECORDERS["adapter_state"](model)["tensors"]
+    assert files.saved_digests(tmp_path / "a") == in_memory
+    assert files.saved_digests(tmp_path / "b") == in_memory
+
+
+def test_adapter_trained_wants_the_tensors_the_training_loop_ended_with(lab04_files, verdict, tmp_path):
+    from checks.evidence import RECORDERS
+
+    model = _peft()
+    start = RECORDERS["adapter_state"](model)
+    _train(model)
+    end = RECORDERS["adapter_state"](model)
+    saved = tmp_path / "adapter"
+    model.save_pretrained(saved)  # right after training, a Path, safetensors by default
+    ns = {"ADAPTER_DIR": saved}
+    lab04_files.records()  # not graded (a learner's own run): the file alone decides
+    assert verdict(lab04_files.adapter_trained, ns) == ""
+    lab04_files.records(start, end)
+    assert verdict(lab04_files.adapter_trained, ns) == ""
+    model.save_pretrained(str(saved), safe_serialization=False)  # a str, and the legacy .bin beside it
+    assert verdict(lab04_files.adapter_trained, {"ADAPTER_DIR": str(saved)}) == ""
+
+    _train(
+        model
+    )  # changed after the loop (a random lora_B written before saving): not what the loop ended with
+    model.save_pretrained(saved)
+    message = verdict(lab04_files.adapter_trained, ns)
+    assert message.startswith(f"[{lab04_files.TRAINED_ADAPTER}]")
+    assert "is not the one the lab's training loop ended with: 2 of its 2 tensors differ" in message
+
+    # the loop took no step (train_steps = 0): what the file holds was written outside it, before or after
+    lab04_files.records(RECORDERS["adapter_state"](model), RECORDERS["adapter_state"](model))
+    message = verdict(lab04_files.adapter_trained, ns)
+    assert "the lab's training loop changed none of the adapter's tensors" in message
+
+    lab04_files.records(start)  # the loop never finished
+    assert "did not run to its end" in verdict(lab04_files.adapter_trained, ns)
+    lab04_files.records(start, {"restarted": True})
+    with pytest.raises(LookupError, match="kernel restarted"):
+        lab04_files.adapter_trained(ns)
+    lab04_files.records(start, {"unrecorded": "TypeError: not a PeftModel"})
+    with pytest.raises(LookupError, match="recorded no end"):
+        lab04_files.adapter_trained(ns)
+
+
+def test_adapter_trained_names_an_untrained_file_first(lab04_files, verdict, tmp_path):
+    """An adapter saved untrained fails on its zero lora_B, in the words it always had, before its provenance."""
+    from checks.evidence import RECORDERS
+
+    model = _peft()
+    state = RECORDERS["adapter_state"](model)
+    model.save_pretrained(tmp_path)
+    lab04_files.records(state, state)
+    assert "every lora_B matrix in the saved adapter is zero" in verdict(
+        lab04_files.adapter_trained, {"ADAPTER_DIR": tmp_path}
+    )
