@@ -171,6 +171,26 @@ def read_adapter_config(adapter_dir: Path) -> dict:
     return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
 
 
+def _legacy_state(adapter_dir: Path) -> dict:
+    """An adapter saved as adapter_model.bin (no safetensors file), unpickled with torch (weights only)."""
+    legacy = Path(adapter_dir) / "adapter_model.bin"
+    if not legacy.exists():
+        raise FileNotFoundError(Path(adapter_dir) / ADAPTER_WEIGHTS)
+    import torch
+
+    return torch.load(legacy, map_location="cpu", weights_only=True)
+
+
+def differing_tensors(saved: dict[str, str], trained: dict[str, str]) -> list[str]:
+    """The adapter tensors whose digests differ between a saved file and what training ended with (a LoRA tensor on
+    either side only counts too), sorted."""
+    return [
+        name
+        for name in sorted(set(trained) | {n for n in saved if "lora_" in n})
+        if saved.get(name) != trained.get(name)
+    ]
+
+
 def adapter_tensors_nonzero(adapter_dir: Path) -> dict[str, bool]:
     """Each saved adapter tensor's name and whether any of its values is non-zero.
 
@@ -179,13 +199,9 @@ def adapter_tensors_nonzero(adapter_dir: Path) -> dict[str, bool]:
     """
     path = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not path.exists():
-        legacy = Path(adapter_dir) / "adapter_model.bin"
-        if not legacy.exists():
-            raise FileNotFoundError(path)
         import torch
 
-        state = torch.load(legacy, map_location="cpu", weights_only=True)
-        return {name: bool(torch.count_nonzero(t)) for name, t in state.items()}
+        return {name: bool(torch.count_nonzero(t)) for name, t in _legacy_state(adapter_dir).items()}
     data = path.read_bytes()
     header, start = _parse_header(data, path.name)
     body = memoryview(data)[start:]
@@ -322,12 +338,7 @@ def adapter_updates(adapter_dir: Path) -> dict[str, bool | None]:
     .bin: with torch)."""
     path = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not path.exists():
-        legacy = Path(adapter_dir) / "adapter_model.bin"
-        if not legacy.exists():
-            raise FileNotFoundError(path)
-        import torch
-
-        state = torch.load(legacy, map_location="cpu", weights_only=True)
+        state = _legacy_state(adapter_dir)
         shapes = {name: list(t.shape) for name, t in state.items()}
 
         def read(name):

@@ -210,6 +210,20 @@ def locked_record(cell: str, name: str):
     return recorded(cell, name)
 
 
+def provenance_record(cell: str, name: str):
+    """A record of a lab's locked cells (RECORDS and RECORDS_BEFORE) that provenance rests on: None where nothing was
+    recorded (not graded); LookupError where the guard could not read it, or a kernel restarted after a crash lost it
+    (the provenance cannot be verified: it fails closed)."""
+    value = locked_record(cell, name)
+    if isinstance(value, dict) and value.get("restarted"):
+        raise LookupError(
+            f"the kernel restarted before the locked cell {cell} ran, so its {name} was not recorded"
+        )
+    if isinstance(value, dict) and "unrecorded" in value:
+        raise LookupError(f"the locked cell {cell} recorded no {name} ({value['unrecorded']})")
+    return value
+
+
 def recorded(cell: str, name: str):
     """What the locked cell `cell` recorded under `name` while this notebook was graded (the kernel guard keeps
     it), or None: not graded (a learner's own run, the live check), or that cell has not run yet."""

@@ -11,7 +11,13 @@ import struct
 from pathlib import Path
 
 from checks import TRAINED_ADAPTER, fail
-from checks.adapter_files import ADAPTER_WEIGHTS, adapter_folder, adapter_only_saved, safetensors_header
+from checks.adapter_files import (
+    ADAPTER_WEIGHTS,
+    adapter_folder,
+    adapter_only_saved,
+    differing_tensors,
+    safetensors_header,
+)
 from checks.adapter_files import adapter_trained as adapter_file_trained
 
 __all__ = ["adapter_only_saved", "adapter_trained", "saved_digests", "trained_by_the_loop"]
@@ -58,18 +64,10 @@ def saved_digests(adapter_dir: Path) -> dict[str, str]:
 
 
 def _recorded(name: str):
-    """What the kernel guard recorded of the adapter around the training loop; None where nothing was (not graded);
-    LookupError where it could not be read, or a kernel restarted after a crash lost it (fails closed)."""
-    from checks.evidence import locked_record
+    """What the kernel guard recorded of the adapter around the training loop (checks.evidence.provenance_record)."""
+    from checks.evidence import provenance_record
 
-    value = locked_record(LOOP, name)
-    if isinstance(value, dict) and value.get("restarted"):
-        raise LookupError(
-            f"the kernel restarted before the locked cell {LOOP} ran, so its {name} was not recorded"
-        )
-    if isinstance(value, dict) and "unrecorded" in value:
-        raise LookupError(f"the locked cell {LOOP} recorded no {name} ({value['unrecorded']})")
-    return value
+    return provenance_record(LOOP, name)
 
 
 def trained_by_the_loop(adapter_dir: Path) -> None:
@@ -98,11 +96,7 @@ def trained_by_the_loop(adapter_dir: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return  # an unreadable file: the checks of the saved folder already say so
     trained = end["tensors"]
-    differ = [
-        name
-        for name in sorted(set(trained) | {n for n in saved if "lora_" in n})
-        if saved.get(name) != trained.get(name)
-    ]
+    differ = differing_tensors(saved, trained)
     if differ:
         fail(
             TRAINED_ADAPTER,

@@ -7,7 +7,7 @@ where a check loads the model.
 from __future__ import annotations
 
 from checks import fail
-from checks.adapter_files import adapter_only_saved, adapter_trained, saved_adapter_dir
+from checks.adapter_files import adapter_only_saved, adapter_trained, differing_tensors, saved_adapter_dir
 from checks.hardware import expected_compute_dtype
 
 __all__ = ["adapter_only_saved", "adapter_trained", "answers_improved", "validation_improved"]
@@ -85,19 +85,10 @@ def _load_base(model_id: str):
 
 
 def _recorded(cell: str, name: str):
-    """A record of the lab's locked cells (RECORDS and RECORDS_BEFORE in __init__.py); None where nothing was
-    recorded (not graded); LookupError where the guard could not read it, or a kernel restarted after a crash
-    lost what the work started from (the provenance cannot be verified: it fails closed)."""
-    from checks.evidence import locked_record
+    """A record of the lab's locked cells (RECORDS and RECORDS_BEFORE in __init__.py; checks.evidence.provenance_record)."""
+    from checks.evidence import provenance_record
 
-    value = locked_record(cell, name)
-    if isinstance(value, dict) and value.get("restarted"):
-        raise LookupError(
-            f"the kernel restarted before the locked cell {cell} ran, so its {name} was not recorded"
-        )
-    if isinstance(value, dict) and "unrecorded" in value:
-        raise LookupError(f"the locked cell {cell} recorded no {name} ({value['unrecorded']})")
-    return value
+    return provenance_record(cell, name)
 
 
 # The adapter_config.json fields that change what an adapter's tensors compute.
@@ -184,11 +175,7 @@ def trained_by_the_lab(adapter_dir, tokenizer) -> None:
     except Exception:  # noqa: BLE001 - a broken folder: the load onto the base says so, readably
         return
     trained = end["tensors"]
-    differ = [
-        name
-        for name in sorted(set(trained) | {n for n in saved if "lora_" in n})
-        if saved.get(name) != trained.get(name)
-    ]
+    differ = differing_tensors(saved, trained)
     if differ:
         fail(
             PROVENANCE,
