@@ -533,9 +533,9 @@ class _Guard:
                 )
                 for companion in _torch_global_hooks().values():  # the hook's flags, under the same handle id
                     companion.pop(key, None)
-        import torch
-
-        for kind, depth, at, pop, push in _torch_mode_stacks(torch):
+        # torch was imported at start (LIBRARIES); without it there is nothing to reset
+        torch = sys.modules.get("torch")
+        for kind, depth, at, pop, push in _torch_mode_stacks(torch) if torch else ():
             modes = [at(i) for i in range(depth())]
             mine = [m for m in modes if _learner_class(type(m), self)]
             if mine:
@@ -549,9 +549,11 @@ class _Guard:
                 for mode in modes:
                     if mode not in mine:
                         push(mode)
-        autograd = torch._C._autograd
-        while (hooks := autograd._top_saved_tensors_default_hooks(True)) is not None and any(
-            self.learner_code(hook) for hook in hooks
+        autograd = torch._C._autograd if torch else None
+        while (
+            autograd
+            and (hooks := autograd._top_saved_tensors_default_hooks(True)) is not None
+            and any(self.learner_code(hook) for hook in hooks)
         ):
             self.report(
                 "torch's hook APIs", "leaves default saved-tensor hooks installed", self._where_made(hooks[0])
