@@ -133,7 +133,7 @@ def _saved_adapter(ns: dict) -> tuple[Path, dict[str, torch.Tensor], dict]:
     try:
         tensors = load_peft_weights(str(adapter_dir), device="cpu")
         config = read_adapter_config(adapter_dir)
-    except (OSError, ValueError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - safetensors' own SafetensorError too: a broken file is a verdict
         fail(
             RELOAD_RULE,
             f"{adapter_dir} holds no readable adapter ({type(err).__name__}: {error_text(err)[:200]}).",

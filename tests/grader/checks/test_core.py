@@ -114,3 +114,22 @@ def test_require_adapters_on_names_each_wanted_module_without_an_adapter(inspect
         in message
     )
     assert message.endswith("Fix: add key.")
+
+
+def test_a_library_object_with_a_method_stored_on_itself_is_refused(core):
+    """checks.unaltered: a function stored in an object's own attributes wins over its class's method and would run
+    inside the check (found by red-teaming: an apply_chat_template stored on the tokenizer)."""
+
+    class Tokenizer:
+        def apply_chat_template(self, *args):
+            return "the library's"
+
+    honest = Tokenizer()
+    honest.chat_template = "{{ messages }}"  # data on the object is its own business
+    assert core.unaltered(honest, "tokenizer") is honest
+    lying = Tokenizer()
+    lying.apply_chat_template = lambda *args: "the learner's"
+    with pytest.raises(
+        AssertionError, match=r"`tokenizer.apply_chat_template` is a function stored on the object"
+    ):
+        core.unaltered(lying, "tokenizer")

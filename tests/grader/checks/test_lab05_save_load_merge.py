@@ -517,3 +517,21 @@ def test_the_saved_adapter_is_judged_on_the_model_the_lab_measured(
         monkeypatch.setattr(evidence, "notebook_records", {"example_logits": {"trained": record}})
         message = verdict(kernel.reload_equal, lab05 | {"model": rebound})
         assert words in message if words else message == ""
+
+
+def test_an_unreadable_adapter_or_another_base_is_named(kernel, lab05, verdict, tmp_path):
+    """The reload is judged on the files and the base: an adapter file that cannot be read, and a reload whose base
+    has parameters the trained model's base has not, are each named."""
+    import shutil
+
+    import torch
+
+    broken = tmp_path / "broken"
+    shutil.copytree(lab05["ADAPTER_DIR"], broken)
+    (broken / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    message = verdict(kernel.reload_equal, lab05 | {"ADAPTER_DIR": broken})
+    assert "holds no readable adapter" in message
+    other = _peft().PeftModel.from_pretrained(_base(lab05["MODEL"]), lab05["ADAPTER_DIR"])
+    other.base_model.model.model.register_parameter("extra", torch.nn.Parameter(torch.zeros(1)))
+    message = verdict(kernel.reload_equal, lab05 | {"reloaded": other})
+    assert "is not the adapter on the course's base model" in message

@@ -126,6 +126,25 @@ def test_records_read_the_real_adapter_state(hidden_check, tmp_path):
         life.base_only(ns | {"base_only_logits": through_base.as_subclass(Zeros)})
     life.base_only(ns | {"base_only_logits": off.as_subclass(Zeros)})  # right values: judged on them
 
+    class Wrapped(torch.Tensor):  # a subclass at the dispatch level: torch's own methods give it back
+        @staticmethod
+        def __new__(cls, inner):
+            return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype)
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        @classmethod
+        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+            def unwrap(x):
+                return x.inner if isinstance(x, Wrapped) else x
+
+            out = func(*map(unwrap, args), **{k: unwrap(v) for k, v in (kwargs or {}).items()})
+            return Wrapped(out) if isinstance(out, torch.Tensor) else out
+
+    with pytest.raises(AssertionError, match="base_only_logits is a Wrapped, not the logits tensor"):
+        life.base_only(ns | {"base_only_logits": Wrapped(off)})
+
     multi.add_weighted_adapter(["instruct", "concise"], [0.7, 0.3], "blend", combination_type="cat")
     multi.set_adapter("blend")
     life.blend(ns)
