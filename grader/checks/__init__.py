@@ -72,7 +72,10 @@ def need(ns: dict, name: str, kind: type | tuple | None = None, where: str = "th
 def unaltered(value, name: str):
     """`value`, a library's object the checks call methods of, with none of them replaced on the object itself (a
     function stored in its own attributes wins over its class's method, and would run inside the check)."""
-    own = object.__getattribute__(value, "__dict__") if hasattr(type(value), "__dict__") else {}
+    try:
+        own = object.__getattribute__(value, "__dict__")
+    except AttributeError:  # an object with __slots__ only: nothing stored on it can shadow a method
+        own = {}
     replaced = sorted(k for k, v in dict.items(own) if callable(v) and not isinstance(v, type))
     if replaced:
         raise PeftMistake(

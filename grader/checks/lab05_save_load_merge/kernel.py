@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 from checks import error_text, fail, need
 from checks.adapter_files import read_adapter_config, saved_adapter_dir
 from checks.evidence import tensor_digest
-from checks.inspect_model import lora_wrapped, parameters, walk
+from checks.inspect_model import _fields, lora_wrapped, parameters, walk
 from checks.lab05_save_load_merge.files import (  # noqa: F401 (the test cells call them here too)
     DEPLOY_RULE,
     adapter_only_saved,
@@ -45,10 +45,6 @@ def _trained_model(ns: dict) -> PeftModel:
 
 def _storage(model) -> set[int]:
     return {p.data_ptr() for _, p in parameters(model) if p.numel()}
-
-
-def _fields(obj) -> dict:
-    return object.__getattribute__(obj, "__dict__")
 
 
 def _configs(model) -> dict:
